@@ -1,0 +1,257 @@
+//! The configuration: its schema, the embedded defaults (`config.toml` at the repository root),
+//! and the rules a value must meet. A user file is layered over the defaults key by key, so it
+//! may set only what it changes; every error names the file, the key and what is allowed.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use serde::Deserialize;
+
+/// The commented default configuration, as shipped in `config.toml`.
+pub const DEFAULT_CONFIG: &str = include_str!("../config.toml");
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub udp: UdpConfig,
+    pub workers: WorkersConfig,
+    pub protocol: ProtocolConfig,
+    pub cleaning: CleaningConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UdpConfig {
+    pub addresses: Vec<SocketAddr>,
+    pub recv_buffer_bytes: u32,
+    pub recv_depth: u32,
+    pub send_depth: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkersConfig {
+    pub count: u32,
+    pub pin_cores: bool,
+    pub inbox_capacity: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProtocolConfig {
+    pub announce_interval_secs: u32,
+    pub min_interval_secs: u32,
+    pub default_numwant: u32,
+    pub max_numwant: u32,
+    pub max_scrape_hashes: u32,
+    pub connection_id_lifetime_secs: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CleaningConfig {
+    pub peer_lifetime_secs: u32,
+    pub sweep_interval_secs: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    pub level: String,
+}
+
+/// A configuration that cannot be used, with where and why.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {file}: {source}")]
+    Read {
+        file: String,
+        source: std::io::Error,
+    },
+    #[error("config file {file} is not valid TOML: {message}")]
+    Syntax { file: String, message: String },
+    #[error("config file {file}, key `{key}`: {message}")]
+    Key {
+        file: String,
+        key: String,
+        message: String,
+    },
+}
+
+/// Most BEP 15 scrape hashes that fit one reply in a 1500-byte packet.
+pub const MAX_UDP_SCRAPE_HASHES: u32 = 74;
+
+impl Config {
+    /// The embedded defaults.
+    pub fn default_config() -> Config {
+        Self::from_toml_str(DEFAULT_CONFIG, "<embedded config.toml>")
+            .expect("the embedded config.toml is valid (checked by a unit test)")
+    }
+
+    /// Reads a file and layers it over the defaults.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            file: file.clone(),
+            source,
+        })?;
+        Self::from_toml_str(&text, &file)
+    }
+
+    /// Parses `text` (named `file` in errors) layered over the defaults, then validates it.
+    pub fn from_toml_str(text: &str, file: &str) -> Result<Config, ConfigError> {
+        let syntax = |e: toml::de::Error| ConfigError::Syntax {
+            file: file.to_string(),
+            message: e.to_string().trim_end().to_string(),
+        };
+        let mut merged: toml::Table = DEFAULT_CONFIG.parse().map_err(syntax)?;
+        let user: toml::Table = text.parse().map_err(syntax)?;
+        merge(&mut merged, user);
+        let config: Config = serde_path_to_error::deserialize(toml::Value::Table(merged))
+            .map_err(|e| {
+                let key = e.path().to_string();
+                let message = e.into_inner().to_string();
+                ConfigError::Key {
+                    file: file.to_string(),
+                    key,
+                    message: message.trim_end().to_string(),
+                }
+            })?;
+        config.validate().map_err(|(key, message)| ConfigError::Key {
+            file: file.to_string(),
+            key: key.to_string(),
+            message,
+        })?;
+        Ok(config)
+    }
+
+    /// Checks values that parse but cannot work, returning the key and what is allowed.
+    fn validate(&self) -> Result<(), (&'static str, String)> {
+        let range = |key: &'static str, v: u32, lo: u32, hi: u32| {
+            if v < lo || v > hi {
+                Err((key, format!("must be between {lo} and {hi}, got {v}")))
+            } else {
+                Ok(())
+            }
+        };
+        range("udp.recv_depth", self.udp.recv_depth, 1, 4096)?;
+        range("udp.send_depth", self.udp.send_depth, 1, 16384)?;
+        range("udp.recv_buffer_bytes", self.udp.recv_buffer_bytes, 4096, 1 << 30)?;
+        range("workers.count", self.workers.count, 0, 1024)?;
+        range("workers.inbox_capacity", self.workers.inbox_capacity, 16, 1 << 20)?;
+        let p = &self.protocol;
+        range("protocol.announce_interval_secs", p.announce_interval_secs, 1, 86_400)?;
+        range("protocol.min_interval_secs", p.min_interval_secs, 1, p.announce_interval_secs)?;
+        range("protocol.max_numwant", p.max_numwant, 1, 1_000)?;
+        range("protocol.default_numwant", p.default_numwant, 1, p.max_numwant)?;
+        range("protocol.max_scrape_hashes", p.max_scrape_hashes, 1, MAX_UDP_SCRAPE_HASHES)?;
+        range(
+            "protocol.connection_id_lifetime_secs",
+            p.connection_id_lifetime_secs,
+            120,
+            3_600,
+        )?;
+        let c = &self.cleaning;
+        range(
+            "cleaning.peer_lifetime_secs",
+            c.peer_lifetime_secs,
+            p.announce_interval_secs,
+            7 * 86_400,
+        )?;
+        range("cleaning.sweep_interval_secs", c.sweep_interval_secs, 1, 86_400)?;
+        if self.log.level.trim().is_empty() {
+            return Err(("log.level", "must name a level such as \"info\"".into()));
+        }
+        for (i, a) in self.udp.addresses.iter().enumerate() {
+            if self.udp.addresses[..i].contains(a) {
+                return Err(("udp.addresses", format!("{a} is listed twice")));
+            }
+        }
+        Ok(())
+    }
+
+    /// Worker threads to run: the configured count, or one per core this process may use.
+    pub fn worker_count(&self) -> usize {
+        match self.workers.count {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n as usize,
+        }
+    }
+}
+
+/// Layers `over` onto `base`: tables merge key by key, any other value replaces.
+fn merge(base: &mut toml::Table, over: toml::Table) {
+    for (key, value) in over {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+            (_, value) => {
+                base.insert(key, value);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> String {
+        Config::from_toml_str(text, "test.toml").unwrap_err().to_string()
+    }
+
+    #[test]
+    fn embedded_defaults_are_valid() {
+        let c = Config::default_config();
+        assert_eq!(c.udp.addresses.len(), 2);
+        assert_eq!(c.protocol.announce_interval_secs, 1800);
+    }
+
+    #[test]
+    fn partial_file_keeps_other_defaults() {
+        let c = Config::from_toml_str("[workers]\ncount = 3\n", "t").unwrap();
+        assert_eq!(c.workers.count, 3);
+        assert_eq!(c.protocol.max_numwant, 200);
+        assert_eq!(c.udp.addresses.len(), 2);
+    }
+
+    #[test]
+    fn empty_address_list_is_allowed() {
+        let c = Config::from_toml_str("[udp]\naddresses = []\n", "t").unwrap();
+        assert!(c.udp.addresses.is_empty());
+    }
+
+    #[test]
+    fn unknown_key_names_key_and_file() {
+        let e = err("[udp]\nadresses = []\n");
+        assert!(e.contains("test.toml"), "{e}");
+        assert!(e.contains("adresses"), "{e}");
+        let e = err("[nonsense]\nx = 1\n");
+        assert!(e.contains("nonsense"), "{e}");
+    }
+
+    #[test]
+    fn wrong_type_names_key() {
+        let e = err("[workers]\ncount = \"four\"\n");
+        assert!(e.contains("workers.count"), "{e}");
+        let e = err("[udp]\naddresses = [\"not an address\"]\n");
+        assert!(e.contains("udp.addresses"), "{e}");
+    }
+
+    #[test]
+    fn impossible_value_names_key_and_range() {
+        let e = err("[protocol]\nconnection_id_lifetime_secs = 30\n");
+        assert!(e.contains("protocol.connection_id_lifetime_secs"), "{e}");
+        assert!(e.contains("between 120"), "{e}");
+        let e = err("[protocol]\ndefault_numwant = 500\n");
+        assert!(e.contains("protocol.default_numwant"), "{e}");
+        let e = err("[protocol]\nmax_scrape_hashes = 75\n");
+        assert!(e.contains("max_scrape_hashes"), "{e}");
+    }
+
+    #[test]
+    fn syntax_error_names_file() {
+        let e = err("[udp\n");
+        assert!(e.contains("test.toml") && e.contains("not valid TOML"), "{e}");
+    }
+}

@@ -1,0 +1,42 @@
+//! Wire formats. Each submodule turns one protocol's bytes into the tracker's own request types
+//! and writes its replies; none of them touches a socket or the swarm table.
+
+pub mod udp;
+
+/// A torrent's 20-byte info hash (a BitTorrent v2 hash is cut to 20 bytes by clients).
+pub type InfoHash = [u8; 20];
+
+/// A client's 20-byte peer id.
+pub type PeerId = [u8; 20];
+
+/// What an announce says happened (BEP 3 `event`, BEP 15 numbering).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnnounceEvent {
+    None,
+    Completed,
+    Started,
+    Stopped,
+}
+
+/// An announce as the swarm needs it, whichever protocol carried it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Announce {
+    pub info_hash: InfoHash,
+    pub peer_id: PeerId,
+    /// The port the client listens on (never 0: refused while parsing).
+    pub port: u16,
+    /// Bytes the client still needs; 0 makes it a seeder.
+    pub left: u64,
+    pub event: AnnounceEvent,
+    /// Peers asked for, as sent: 0 or negative means "the default".
+    pub num_want: i32,
+}
+
+/// A swarm's counts, as a scrape reports them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SwarmCounts {
+    pub seeders: u32,
+    pub leechers: u32,
+    /// Completed events seen for the torrent.
+    pub downloaded: u32,
+}

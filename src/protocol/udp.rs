@@ -1,0 +1,415 @@
+//! BEP 15, the UDP tracker protocol: requests are read in place from the receive buffer through
+//! zerocopy views of the fixed layouts, and replies are written straight into the send buffer.
+//! Nothing here allocates.
+//!
+//! Packets that are not BEP 15 at all (shorter than a header, an unknown action, a connect without
+//! the protocol id) are refused with [`ParseError::NotTracker`] and get no answer: answering
+//! garbage only helps reflection attacks. Requests that are BEP 15 but wrong get an error packet.
+
+use zerocopy::byteorder::network_endian::{I32, U16, U32, U64};
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
+
+use super::{Announce, AnnounceEvent, InfoHash, SwarmCounts};
+
+/// The magic constant a connect request starts with.
+pub const PROTOCOL_ID: u64 = 0x0417_2710_1980;
+
+pub const ACTION_CONNECT: u32 = 0;
+pub const ACTION_ANNOUNCE: u32 = 1;
+pub const ACTION_SCRAPE: u32 = 2;
+pub const ACTION_ERROR: u32 = 3;
+
+/// Bytes of an announce request before any BEP 41 options.
+pub const ANNOUNCE_LEN: usize = 98;
+/// Bytes of an announce reply before its peers.
+pub const ANNOUNCE_REPLY_HEADER_LEN: usize = 20;
+/// Bytes of the common request header (connection id, action, transaction id).
+pub const HEADER_LEN: usize = 16;
+/// Bytes of a scrape reply before its entries, and of one entry.
+pub const SCRAPE_REPLY_HEADER_LEN: usize = 8;
+pub const SCRAPE_ENTRY_LEN: usize = 12;
+/// Bytes of one peer in an announce reply.
+pub const PEER_V4_LEN: usize = 6;
+pub const PEER_V6_LEN: usize = 18;
+
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+struct RequestHeader {
+    connection_id: U64,
+    action: U32,
+    transaction_id: U32,
+}
+
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+struct AnnounceBody {
+    info_hash: [u8; 20],
+    peer_id: [u8; 20],
+    downloaded: U64,
+    left: U64,
+    uploaded: U64,
+    event: U32,
+    ip: U32,
+    key: U32,
+    num_want: I32,
+    port: U16,
+}
+
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+struct ConnectReply {
+    action: U32,
+    transaction_id: U32,
+    connection_id: U64,
+}
+
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+struct AnnounceReplyHeader {
+    action: U32,
+    transaction_id: U32,
+    interval: U32,
+    leechers: U32,
+    seeders: U32,
+}
+
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+struct ActionHeader {
+    action: U32,
+    transaction_id: U32,
+}
+
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+struct ScrapeEntry {
+    seeders: U32,
+    completed: U32,
+    leechers: U32,
+}
+
+/// A parsed BEP 15 request, borrowing the receive buffer.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Request<'a> {
+    Connect {
+        transaction_id: u32,
+    },
+    Announce {
+        connection_id: u64,
+        transaction_id: u32,
+        announce: Announce,
+    },
+    Scrape {
+        connection_id: u64,
+        transaction_id: u32,
+        info_hashes: &'a [InfoHash],
+    },
+}
+
+/// Why a packet was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    /// Not a BEP 15 request: dropped without an answer.
+    #[error("not a BEP 15 request")]
+    NotTracker,
+    /// A BEP 15 request that is malformed: answered with an error packet.
+    #[error("{message}")]
+    Invalid {
+        transaction_id: u32,
+        message: &'static str,
+    },
+}
+
+/// Parses one datagram. `max_scrape_hashes` bounds a scrape.
+pub fn parse_request(packet: &[u8], max_scrape_hashes: usize) -> Result<Request<'_>, ParseError> {
+    let (header, body) =
+        RequestHeader::ref_from_prefix(packet).map_err(|_| ParseError::NotTracker)?;
+    let transaction_id = header.transaction_id.get();
+    let connection_id = header.connection_id.get();
+    let invalid = |message| ParseError::Invalid {
+        transaction_id,
+        message,
+    };
+    match header.action.get() {
+        ACTION_CONNECT if connection_id == PROTOCOL_ID => Ok(Request::Connect { transaction_id }),
+        ACTION_ANNOUNCE => {
+            // Bytes past the fixed layout are BEP 41 options: accepted and not needed.
+            let (a, _options) = AnnounceBody::ref_from_prefix(body)
+                .map_err(|_| invalid("announce is too short"))?;
+            let event = match a.event.get() {
+                0 => AnnounceEvent::None,
+                1 => AnnounceEvent::Completed,
+                2 => AnnounceEvent::Started,
+                3 => AnnounceEvent::Stopped,
+                _ => return Err(invalid("unknown announce event")),
+            };
+            let port = a.port.get();
+            if port == 0 {
+                return Err(invalid("port 0 is not a port"));
+            }
+            Ok(Request::Announce {
+                connection_id,
+                transaction_id,
+                announce: Announce {
+                    info_hash: a.info_hash,
+                    peer_id: a.peer_id,
+                    port,
+                    left: a.left.get(),
+                    event,
+                    num_want: a.num_want.get(),
+                },
+            })
+        }
+        ACTION_SCRAPE => {
+            let whole = body.len() / 20;
+            if whole == 0 {
+                return Err(invalid("scrape names no info hash"));
+            }
+            if whole > max_scrape_hashes {
+                return Err(invalid("too many info hashes in one scrape"));
+            }
+            let info_hashes = <[InfoHash]>::ref_from_bytes(&body[..whole * 20])
+                .map_err(|_| invalid("scrape is malformed"))?;
+            Ok(Request::Scrape {
+                connection_id,
+                transaction_id,
+                info_hashes,
+            })
+        }
+        _ => Err(ParseError::NotTracker),
+    }
+}
+
+/// Writes a connect reply; returns its length. `out` must hold 16 bytes.
+pub fn write_connect(out: &mut [u8], transaction_id: u32, connection_id: u64) -> usize {
+    let reply = ConnectReply {
+        action: ACTION_CONNECT.into(),
+        transaction_id: transaction_id.into(),
+        connection_id: connection_id.into(),
+    };
+    write(out, &reply)
+}
+
+/// Writes the fixed part of an announce reply; the peers follow at [`ANNOUNCE_REPLY_HEADER_LEN`].
+pub fn write_announce_header(
+    out: &mut [u8],
+    transaction_id: u32,
+    interval: u32,
+    counts: SwarmCounts,
+) -> usize {
+    let reply = AnnounceReplyHeader {
+        action: ACTION_ANNOUNCE.into(),
+        transaction_id: transaction_id.into(),
+        interval: interval.into(),
+        leechers: counts.leechers.into(),
+        seeders: counts.seeders.into(),
+    };
+    write(out, &reply)
+}
+
+/// Writes one peer (4- or 16-byte address, then port) at the start of `out`; returns its length.
+pub fn write_peer(out: &mut [u8], ip: &[u8], port: u16) -> usize {
+    out[..ip.len()].copy_from_slice(ip);
+    out[ip.len()..ip.len() + 2].copy_from_slice(&port.to_be_bytes());
+    ip.len() + 2
+}
+
+/// Writes the fixed part of a scrape reply; entries follow, one per hash in request order.
+pub fn write_scrape_header(out: &mut [u8], transaction_id: u32) -> usize {
+    let reply = ActionHeader {
+        action: ACTION_SCRAPE.into(),
+        transaction_id: transaction_id.into(),
+    };
+    write(out, &reply)
+}
+
+/// Writes one scrape entry at the start of `out`.
+pub fn write_scrape_entry(out: &mut [u8], counts: SwarmCounts) -> usize {
+    let entry = ScrapeEntry {
+        seeders: counts.seeders.into(),
+        completed: counts.downloaded.into(),
+        leechers: counts.leechers.into(),
+    };
+    write(out, &entry)
+}
+
+/// Writes an error reply no longer than `max_len` bytes (the request's own length, so an error
+/// never amplifies), cutting the message if it must. Returns 0 if not even the header fits.
+pub fn write_error(out: &mut [u8], transaction_id: u32, message: &str, max_len: usize) -> usize {
+    let max_len = max_len.min(out.len());
+    if max_len < SCRAPE_REPLY_HEADER_LEN {
+        return 0;
+    }
+    let header = ActionHeader {
+        action: ACTION_ERROR.into(),
+        transaction_id: transaction_id.into(),
+    };
+    let n = write(out, &header);
+    let text = &message.as_bytes()[..message.len().min(max_len - n)];
+    out[n..n + text.len()].copy_from_slice(text);
+    n + text.len()
+}
+
+fn write<T: IntoBytes + Immutable>(out: &mut [u8], value: &T) -> usize {
+    let bytes = value.as_bytes();
+    out[..bytes.len()].copy_from_slice(bytes);
+    bytes.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(connection_id: u64, action: u32, txid: u32) -> Vec<u8> {
+        let mut v = Vec::new();
+        v.extend_from_slice(&connection_id.to_be_bytes());
+        v.extend_from_slice(&action.to_be_bytes());
+        v.extend_from_slice(&txid.to_be_bytes());
+        v
+    }
+
+    fn announce_packet(event: u32, port: u16, num_want: i32) -> Vec<u8> {
+        let mut v = header(7, ACTION_ANNOUNCE, 99);
+        v.extend_from_slice(&[1u8; 20]);
+        v.extend_from_slice(&[2u8; 20]);
+        v.extend_from_slice(&10u64.to_be_bytes());
+        v.extend_from_slice(&20u64.to_be_bytes());
+        v.extend_from_slice(&30u64.to_be_bytes());
+        v.extend_from_slice(&event.to_be_bytes());
+        v.extend_from_slice(&0u32.to_be_bytes());
+        v.extend_from_slice(&5u32.to_be_bytes());
+        v.extend_from_slice(&num_want.to_be_bytes());
+        v.extend_from_slice(&port.to_be_bytes());
+        assert_eq!(v.len(), ANNOUNCE_LEN);
+        v
+    }
+
+    #[test]
+    fn connect_round_trip() {
+        let p = header(PROTOCOL_ID, ACTION_CONNECT, 0xdead_beef);
+        assert_eq!(
+            parse_request(&p, 74),
+            Ok(Request::Connect {
+                transaction_id: 0xdead_beef
+            })
+        );
+        let mut out = [0u8; 64];
+        let n = write_connect(&mut out, 0xdead_beef, 0x1122_3344_5566_7788);
+        assert_eq!(n, 16);
+        assert_eq!(&out[..4], &0u32.to_be_bytes());
+        assert_eq!(&out[4..8], &0xdead_beefu32.to_be_bytes());
+        assert_eq!(&out[8..16], &0x1122_3344_5566_7788u64.to_be_bytes());
+    }
+
+    #[test]
+    fn connect_without_protocol_id_is_not_tracker_traffic() {
+        let p = header(12345, ACTION_CONNECT, 1);
+        assert_eq!(parse_request(&p, 74), Err(ParseError::NotTracker));
+    }
+
+    #[test]
+    fn short_packets_and_unknown_actions_are_dropped() {
+        for len in 0..HEADER_LEN {
+            assert_eq!(parse_request(&vec![0u8; len], 74), Err(ParseError::NotTracker));
+        }
+        assert_eq!(parse_request(&header(1, 9, 1), 74), Err(ParseError::NotTracker));
+    }
+
+    #[test]
+    fn announce_fields_and_bep41_options() {
+        let mut p = announce_packet(2, 6881, -1);
+        p.extend_from_slice(&[2, 10, b'/', b'a', b'n', b'n', b'o', b'u', b'n', b'c', b'e']);
+        let Ok(Request::Announce {
+            connection_id,
+            transaction_id,
+            announce,
+        }) = parse_request(&p, 74)
+        else {
+            panic!("announce not parsed");
+        };
+        assert_eq!((connection_id, transaction_id), (7, 99));
+        assert_eq!(announce.info_hash, [1u8; 20]);
+        assert_eq!(announce.peer_id, [2u8; 20]);
+        assert_eq!(announce.left, 20);
+        assert_eq!(announce.event, AnnounceEvent::Started);
+        assert_eq!(announce.num_want, -1);
+        assert_eq!(announce.port, 6881);
+    }
+
+    #[test]
+    fn every_truncated_announce_is_an_error_with_its_transaction_id() {
+        let p = announce_packet(0, 6881, 10);
+        for len in HEADER_LEN..ANNOUNCE_LEN {
+            assert_eq!(
+                parse_request(&p[..len], 74),
+                Err(ParseError::Invalid {
+                    transaction_id: 99,
+                    message: "announce is too short"
+                })
+            );
+        }
+    }
+
+    #[test]
+    fn port_zero_and_bad_event_are_refused() {
+        assert!(matches!(
+            parse_request(&announce_packet(0, 0, 10), 74),
+            Err(ParseError::Invalid { message, .. }) if message.contains("port")
+        ));
+        assert!(matches!(
+            parse_request(&announce_packet(4, 1, 10), 74),
+            Err(ParseError::Invalid { message, .. }) if message.contains("event")
+        ));
+    }
+
+    #[test]
+    fn scrape_counts_hashes_and_enforces_bounds() {
+        let mut p = header(7, ACTION_SCRAPE, 3);
+        assert!(matches!(
+            parse_request(&p, 74),
+            Err(ParseError::Invalid { message, .. }) if message.contains("no info hash")
+        ));
+        p.extend_from_slice(&[5u8; 20]);
+        p.extend_from_slice(&[6u8; 20]);
+        p.extend_from_slice(&[7u8; 7]); // a partial trailing hash is ignored
+        match parse_request(&p, 74) {
+            Ok(Request::Scrape { info_hashes, .. }) => {
+                assert_eq!(info_hashes, &[[5u8; 20], [6u8; 20]]);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            parse_request(&p, 1),
+            Err(ParseError::Invalid { message, .. }) if message.contains("too many")
+        ));
+    }
+
+    #[test]
+    fn replies_have_bep15_layout() {
+        let mut out = [0u8; 128];
+        let counts = SwarmCounts {
+            seeders: 3,
+            leechers: 4,
+            downloaded: 5,
+        };
+        assert_eq!(write_announce_header(&mut out, 9, 1800, counts), 20);
+        assert_eq!(&out[..20], &[0, 0, 0, 1, 0, 0, 0, 9, 0, 0, 7, 8, 0, 0, 0, 4, 0, 0, 0, 3]);
+        assert_eq!(write_peer(&mut out, &[127, 0, 0, 1], 6881), 6);
+        assert_eq!(&out[..6], &[127, 0, 0, 1, 0x1a, 0xe1]);
+        assert_eq!(write_peer(&mut out, &[0u8; 16], 1), 18);
+        assert_eq!(write_scrape_header(&mut out, 9), 8);
+        assert_eq!(write_scrape_entry(&mut out[8..], counts), 12);
+        assert_eq!(&out[8..20], &[0, 0, 0, 3, 0, 0, 0, 5, 0, 0, 0, 4]);
+    }
+
+    #[test]
+    fn error_reply_never_exceeds_the_limit() {
+        let mut out = [0u8; 128];
+        let n = write_error(&mut out, 42, "invalid connection id", 200);
+        assert_eq!(&out[..8], &[0, 0, 0, 3, 0, 0, 0, 42]);
+        assert_eq!(&out[8..n], b"invalid connection id");
+        assert_eq!(write_error(&mut out, 42, "invalid connection id", 16), 16);
+        assert_eq!(&out[8..16], b"invalid ");
+        assert_eq!(write_error(&mut out, 42, "x", 7), 0);
+    }
+}

@@ -1,0 +1,340 @@
+//! One shard of the swarm table: the torrents whose info hash routes to this worker, and the
+//! rules of who is handed to whom. Only the owning worker touches a shard, so nothing here
+//! locks. The shard sees parsed announces and hands out peers through a callback; it never
+//! sees bytes or sockets.
+
+mod peers;
+
+use std::net::IpAddr;
+
+use ahash::RandomState;
+use hashbrown::HashMap;
+
+pub use peers::{Peer, PeerIp, PeerSet, Previous};
+
+use crate::protocol::{Announce, AnnounceEvent, InfoHash, SwarmCounts};
+
+/// The shard that owns `info_hash` among `shards`. Every thread must agree, so the hash is
+/// unkeyed: the hash is already uniformly random, its first bytes are as good as any.
+pub fn shard_of(info_hash: &InfoHash, shards: usize) -> usize {
+    let x = u64::from_le_bytes(info_hash[..8].try_into().expect("8 bytes"));
+    // Multiply-shift instead of `%`: uniform and cheap for any shard count.
+    ((u128::from(x) * shards as u128) >> 64) as usize
+}
+
+/// A torrent's peers, by family, and its completed count.
+#[derive(Debug, Default)]
+pub struct Torrent {
+    pub v4: PeerSet<[u8; 4]>,
+    pub v6: PeerSet<[u8; 16]>,
+    pub downloaded: u32,
+}
+
+impl Torrent {
+    fn counts(&self) -> SwarmCounts {
+        SwarmCounts {
+            seeders: (self.v4.seeders() + self.v6.seeders()) as u32,
+            leechers: (self.v4.leechers() + self.v6.leechers()) as u32,
+            downloaded: self.downloaded,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.v4.is_empty() && self.v6.is_empty()
+    }
+}
+
+/// An address family's peer set within a torrent.
+pub trait Family: PeerIp {
+    fn set(t: &mut Torrent) -> &mut PeerSet<Self>;
+}
+
+impl Family for [u8; 4] {
+    fn set(t: &mut Torrent) -> &mut PeerSet<Self> {
+        &mut t.v4
+    }
+}
+
+impl Family for [u8; 16] {
+    fn set(t: &mut Torrent) -> &mut PeerSet<Self> {
+        &mut t.v6
+    }
+}
+
+/// Totals over a shard, for gauges.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ShardTotals {
+    pub torrents: usize,
+    pub seeders: usize,
+    pub leechers: usize,
+}
+
+pub struct Shard {
+    torrents: HashMap<InfoHash, Torrent, RandomState>,
+    hasher: RandomState,
+    rng: fastrand::Rng,
+    peer_lifetime_secs: u32,
+}
+
+impl Shard {
+    pub fn new(peer_lifetime_secs: u32) -> Self {
+        Self {
+            torrents: HashMap::with_hasher(RandomState::new()),
+            hasher: RandomState::new(),
+            rng: fastrand::Rng::new(),
+            peer_lifetime_secs,
+        }
+    }
+
+    /// Applies an announce from `ip` (already canonical: IPv4-mapped is IPv4) and hands `out`
+    /// up to `want` peers of the announcer's own family, chosen before the announcer is stored
+    /// so it never gets itself back. Returns the swarm's counts after the announce.
+    pub fn announce<I: Family>(
+        &mut self,
+        ip: I,
+        a: &Announce,
+        want: usize,
+        now: u32,
+        out: impl FnMut(&Peer<I>),
+    ) -> SwarmCounts {
+        let key = (ip, a.port);
+        if a.event == AnnounceEvent::Stopped {
+            let Some(t) = self.torrents.get_mut(&a.info_hash) else {
+                return SwarmCounts::default();
+            };
+            I::set(t).remove(key, &self.hasher);
+            let counts = t.counts();
+            if t.is_empty() {
+                self.torrents.remove(&a.info_hash);
+            }
+            return counts;
+        }
+        let seeder = a.left == 0 || a.event == AnnounceEvent::Completed;
+        let t = self.torrents.entry(a.info_hash).or_default();
+        let set = I::set(t);
+        set.select(key, seeder, want, &mut self.rng, out);
+        let peer = Peer {
+            expires: now.saturating_add(self.peer_lifetime_secs),
+            ip,
+            port: a.port,
+            peer_id: a.peer_id,
+        };
+        let previous = set.upsert(peer, seeder, &self.hasher);
+        // A client repeating `completed` while already a seeder is not a new download.
+        if a.event == AnnounceEvent::Completed && previous != Previous::Seeder {
+            t.downloaded = t.downloaded.saturating_add(1);
+        }
+        t.counts()
+    }
+
+    /// The same, for an address of either family.
+    pub fn announce_ip(
+        &mut self,
+        ip: IpAddr,
+        a: &Announce,
+        want: usize,
+        now: u32,
+        out: impl FnMut(IpAddr, u16, &crate::protocol::PeerId),
+    ) -> SwarmCounts {
+        let mut out = out;
+        match ip.to_canonical() {
+            IpAddr::V4(v4) => self.announce(v4.octets(), a, want, now, |p| {
+                out(IpAddr::from(p.ip), p.port, &p.peer_id)
+            }),
+            IpAddr::V6(v6) => self.announce(v6.octets(), a, want, now, |p| {
+                out(IpAddr::from(p.ip), p.port, &p.peer_id)
+            }),
+        }
+    }
+
+    /// A torrent's counts; zeros for one never seen.
+    pub fn counts(&self, info_hash: &InfoHash) -> SwarmCounts {
+        self.torrents
+            .get(info_hash)
+            .map_or_else(SwarmCounts::default, Torrent::counts)
+    }
+
+    /// Drops peers whose lifetime ran out and torrents left empty. Returns peers dropped.
+    pub fn sweep(&mut self, now: u32) -> usize {
+        let mut dropped = 0;
+        let hs = &self.hasher;
+        self.torrents.retain(|_, t| {
+            dropped += t.v4.expire(now, hs) + t.v6.expire(now, hs);
+            !t.is_empty()
+        });
+        if self.torrents.capacity() > 4 * self.torrents.len().max(1024) {
+            self.torrents.shrink_to(2 * self.torrents.len());
+        }
+        dropped
+    }
+
+    pub fn totals(&self) -> ShardTotals {
+        let mut totals = ShardTotals {
+            torrents: self.torrents.len(),
+            ..ShardTotals::default()
+        };
+        for t in self.torrents.values() {
+            totals.seeders += t.v4.seeders() + t.v6.seeders();
+            totals.leechers += t.v4.leechers() + t.v6.leechers();
+        }
+        totals
+    }
+
+    /// Checks every torrent's invariants (tests and fuzzing).
+    pub fn check_invariants(&self) {
+        for t in self.torrents.values() {
+            assert!(!t.is_empty(), "empty torrent kept");
+            t.v4.check_invariants(&self.hasher);
+            t.v6.check_invariants(&self.hasher);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn announce(hash: u8, port: u16, left: u64, event: AnnounceEvent) -> Announce {
+        Announce {
+            info_hash: [hash; 20],
+            peer_id: [port as u8; 20],
+            port,
+            left,
+            event,
+            num_want: -1,
+        }
+    }
+
+    fn peers_of(shard: &mut Shard, ip: [u8; 4], a: &Announce, want: usize) -> Vec<(u16, bool)> {
+        let mut got = Vec::new();
+        shard.announce(ip, a, want, 0, |p| got.push((p.port, p.ip == ip)));
+        got
+    }
+
+    #[test]
+    fn second_peer_gets_the_first_and_never_itself() {
+        let mut s = Shard::new(100);
+        let ip = [10, 0, 0, 1];
+        assert!(peers_of(&mut s, ip, &announce(1, 1000, 5, AnnounceEvent::Started), 50).is_empty());
+        let got = peers_of(&mut s, ip, &announce(1, 2000, 5, AnnounceEvent::Started), 50);
+        assert_eq!(got, vec![(1000, true)]);
+        // Re-announcing: still not itself.
+        let got = peers_of(&mut s, ip, &announce(1, 2000, 5, AnnounceEvent::None), 50);
+        assert_eq!(got, vec![(1000, true)]);
+        assert_eq!(s.counts(&[1; 20]).leechers, 2);
+    }
+
+    #[test]
+    fn seeders_get_leechers_only() {
+        let mut s = Shard::new(100);
+        s.announce([1, 1, 1, 1], &announce(1, 1, 0, AnnounceEvent::Started), 50, 0, |_| {});
+        s.announce([2, 2, 2, 2], &announce(1, 2, 9, AnnounceEvent::Started), 50, 0, |_| {});
+        let mut got = Vec::new();
+        let counts = s.announce([3, 3, 3, 3], &announce(1, 3, 0, AnnounceEvent::None), 50, 0, |p| {
+            got.push(p.ip)
+        });
+        assert_eq!(got, vec![[2, 2, 2, 2]]);
+        assert_eq!((counts.seeders, counts.leechers), (2, 1));
+        // A leecher gets both.
+        let mut n = 0;
+        s.announce([4, 4, 4, 4], &announce(1, 4, 9, AnnounceEvent::None), 50, 0, |_| n += 1);
+        assert_eq!(n, 3);
+    }
+
+    #[test]
+    fn stopped_removes_and_unknown_stop_is_harmless() {
+        let mut s = Shard::new(100);
+        let c = s.announce([9, 9, 9, 9], &announce(7, 1, 0, AnnounceEvent::Stopped), 50, 0, |_| {});
+        assert_eq!(c, SwarmCounts::default());
+        assert_eq!(s.totals().torrents, 0);
+        s.announce([1, 1, 1, 1], &announce(7, 1, 5, AnnounceEvent::Started), 50, 0, |_| {});
+        s.announce([1, 1, 1, 1], &announce(7, 2, 5, AnnounceEvent::Started), 50, 0, |_| {});
+        let c = s.announce([1, 1, 1, 1], &announce(7, 1, 5, AnnounceEvent::Stopped), 50, 0, |_| {});
+        assert_eq!((c.seeders, c.leechers), (0, 1));
+        // Stopping a peer the torrent never saw changes nothing.
+        let c = s.announce([8, 8, 8, 8], &announce(7, 1, 5, AnnounceEvent::Stopped), 50, 0, |_| {});
+        assert_eq!((c.seeders, c.leechers), (0, 1));
+        s.announce([1, 1, 1, 1], &announce(7, 2, 5, AnnounceEvent::Stopped), 50, 0, |_| {});
+        assert_eq!(s.totals().torrents, 0, "empty torrent dropped");
+    }
+
+    #[test]
+    fn completed_counts_once_per_download() {
+        let mut s = Shard::new(100);
+        let ip = [1, 2, 3, 4];
+        s.announce(ip, &announce(3, 1, 10, AnnounceEvent::Started), 50, 0, |_| {});
+        let c = s.announce(ip, &announce(3, 1, 0, AnnounceEvent::Completed), 50, 0, |_| {});
+        assert_eq!((c.seeders, c.leechers, c.downloaded), (1, 0, 1));
+        let c = s.announce(ip, &announce(3, 1, 0, AnnounceEvent::Completed), 50, 0, |_| {});
+        assert_eq!(c.downloaded, 1);
+    }
+
+    #[test]
+    fn same_ip_new_source_port_same_announced_port_is_one_peer() {
+        // A peer is its IP and announced port: the source port is not part of it.
+        let mut s = Shard::new(100);
+        for _ in 0..3 {
+            s.announce([5, 5, 5, 5], &announce(4, 6881, 5, AnnounceEvent::None), 50, 0, |_| {});
+        }
+        assert_eq!(s.counts(&[4; 20]).leechers, 1);
+    }
+
+    #[test]
+    fn families_are_apart() {
+        let mut s = Shard::new(100);
+        let a = announce(1, 1, 5, AnnounceEvent::Started);
+        s.announce([1, 1, 1, 1], &a, 50, 0, |_| {});
+        let mut got = 0;
+        let c = s.announce([0u8; 16], &announce(1, 2, 5, AnnounceEvent::None), 50, 0, |_| got += 1);
+        assert_eq!(got, 0, "an IPv6 announcer gets no IPv4 peers");
+        assert_eq!(c.leechers, 2, "counts span both families");
+    }
+
+    #[test]
+    fn ipv4_mapped_announces_as_ipv4() {
+        let mut s = Shard::new(100);
+        s.announce([1, 2, 3, 4], &announce(1, 1, 5, AnnounceEvent::Started), 50, 0, |_| {});
+        let mut got = Vec::new();
+        let mapped: IpAddr = "::ffff:9.9.9.9".parse().unwrap();
+        s.announce_ip(mapped, &announce(1, 2, 5, AnnounceEvent::None), 50, 0, |ip, port, _| {
+            got.push((ip, port))
+        });
+        assert_eq!(got, vec![("1.2.3.4".parse().unwrap(), 1)]);
+    }
+
+    #[test]
+    fn numwant_caps_reply() {
+        let mut s = Shard::new(100);
+        for port in 1..=100 {
+            s.announce([1, 1, 1, 1], &announce(1, port, 5, AnnounceEvent::None), 50, 0, |_| {});
+        }
+        let mut n = 0;
+        s.announce([2, 2, 2, 2], &announce(1, 1, 5, AnnounceEvent::None), 30, 0, |_| n += 1);
+        assert_eq!(n, 30);
+    }
+
+    #[test]
+    fn sweep_expires_peers_and_drops_empty_torrents() {
+        let mut s = Shard::new(100);
+        s.announce([1, 1, 1, 1], &announce(1, 1, 5, AnnounceEvent::None), 50, 0, |_| {});
+        s.announce([1, 1, 1, 1], &announce(2, 1, 5, AnnounceEvent::None), 50, 50, |_| {});
+        assert_eq!(s.sweep(99), 0);
+        assert_eq!(s.sweep(100), 1);
+        assert_eq!(s.totals().torrents, 1);
+        assert_eq!(s.sweep(150), 1);
+        assert_eq!(s.totals(), ShardTotals::default());
+        s.check_invariants();
+    }
+
+    #[test]
+    fn shard_of_spreads_and_stays_in_range() {
+        let mut hits = [0usize; 3];
+        for i in 0..3000u32 {
+            let mut h = [0u8; 20];
+            h[..4].copy_from_slice(&i.wrapping_mul(2_654_435_761).to_le_bytes());
+            h[4..8].copy_from_slice(&i.wrapping_mul(40_503).to_be_bytes());
+            hits[shard_of(&h, 3)] += 1;
+        }
+        assert!(hits.iter().all(|&n| n > 500), "{hits:?}");
+    }
+}

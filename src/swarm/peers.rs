@@ -1,0 +1,362 @@
+//! The peers of one torrent in one address family. Seeders sit at the front of one vector and
+//! leechers behind them, so "leechers only" (the reply to a seeder) and "everyone" (the reply to
+//! a leecher) are both one contiguous range to sample from. Small swarms, the great majority,
+//! are searched linearly; past [`INDEX_AT`] peers a hash index from (IP, port) to position is
+//! kept beside the vector.
+
+use std::hash::{BuildHasher, Hash};
+
+use hashbrown::HashTable;
+
+use crate::protocol::PeerId;
+
+/// Peers in a set before it is indexed; the index is dropped again below half of this.
+pub const INDEX_AT: usize = 32;
+
+/// An address family's IP as stored: 4 or 16 bytes.
+pub trait PeerIp: Copy + Eq + Hash + 'static {
+    fn octets(&self) -> &[u8];
+}
+
+impl PeerIp for [u8; 4] {
+    fn octets(&self) -> &[u8] {
+        self
+    }
+}
+
+impl PeerIp for [u8; 16] {
+    fn octets(&self) -> &[u8] {
+        self
+    }
+}
+
+/// One peer: identified by its IP and the port it announced (not its peer id, which anyone can
+/// copy to evict somebody else).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Peer<I> {
+    /// Second (process clock) after which the peer is dropped.
+    pub expires: u32,
+    pub ip: I,
+    pub port: u16,
+    pub peer_id: PeerId,
+}
+
+impl<I: PeerIp> Peer<I> {
+    pub fn key(&self) -> (I, u16) {
+        (self.ip, self.port)
+    }
+}
+
+/// Whether the peer was in the set before an update, and as what.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Previous {
+    Absent,
+    Leecher,
+    Seeder,
+}
+
+#[derive(Debug)]
+pub struct PeerSet<I> {
+    /// Seeders in `[..seeders]`, leechers after.
+    peers: Vec<Peer<I>>,
+    seeders: u32,
+    index: Option<Box<HashTable<u32>>>,
+}
+
+impl<I> Default for PeerSet<I> {
+    fn default() -> Self {
+        Self {
+            peers: Vec::new(),
+            seeders: 0,
+            index: None,
+        }
+    }
+}
+
+const MOVING: u32 = u32::MAX;
+
+impl<I: PeerIp> PeerSet<I> {
+    pub fn len(&self) -> usize {
+        self.peers.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.peers.is_empty()
+    }
+
+    pub fn seeders(&self) -> usize {
+        self.seeders as usize
+    }
+
+    pub fn leechers(&self) -> usize {
+        self.peers.len() - self.seeders as usize
+    }
+
+    pub fn peers(&self) -> &[Peer<I>] {
+        &self.peers
+    }
+
+    /// Heap bytes held (for the memory figures).
+    pub fn heap_bytes(&self) -> usize {
+        self.peers.capacity() * std::mem::size_of::<Peer<I>>()
+            + self.index.as_ref().map_or(0, |t| {
+                std::mem::size_of::<HashTable<u32>>() + t.capacity() * (4 + 1)
+            })
+    }
+
+    fn find(&self, key: (I, u16), hs: &impl BuildHasher) -> Option<usize> {
+        match &self.index {
+            Some(index) => index
+                .find(hs.hash_one(key), |&p| self.peers[p as usize].key() == key)
+                .map(|&p| p as usize),
+            None => self.peers.iter().position(|p| p.key() == key),
+        }
+    }
+
+    /// Hands `out` up to `want` peers other than `skip`: leechers only when `for_seeder`,
+    /// everyone otherwise, as one contiguous run from a random start, wrapping.
+    pub fn select(
+        &self,
+        skip: (I, u16),
+        for_seeder: bool,
+        want: usize,
+        rng: &mut fastrand::Rng,
+        mut out: impl FnMut(&Peer<I>),
+    ) -> usize {
+        let from = if for_seeder { self.seeders as usize } else { 0 };
+        let range = &self.peers[from..];
+        if range.is_empty() || want == 0 {
+            return 0;
+        }
+        let start = rng.usize(..range.len());
+        let mut given = 0;
+        for p in range[start..].iter().chain(&range[..start]) {
+            if p.key() == skip {
+                continue;
+            }
+            out(p);
+            given += 1;
+            if given == want {
+                break;
+            }
+        }
+        given
+    }
+
+    /// Adds or refreshes a peer, as a seeder or leecher.
+    pub fn upsert(&mut self, peer: Peer<I>, seeder: bool, hs: &impl BuildHasher) -> Previous {
+        let key = peer.key();
+        let Some(pos) = self.find(key, hs) else {
+            let pos = self.peers.len();
+            self.peers.push(peer);
+            match &mut self.index {
+                Some(index) => {
+                    let peers = &self.peers;
+                    index.insert_unique(hs.hash_one(key), pos as u32, |&p| {
+                        hs.hash_one(peers[p as usize].key())
+                    });
+                }
+                None if self.peers.len() > INDEX_AT => self.rebuild_index(hs),
+                None => {}
+            }
+            if seeder {
+                self.swap(pos, self.seeders as usize, hs);
+                self.seeders += 1;
+            }
+            return Previous::Absent;
+        };
+        self.peers[pos] = peer;
+        let was_seeder = pos < self.seeders as usize;
+        if seeder && !was_seeder {
+            self.swap(pos, self.seeders as usize, hs);
+            self.seeders += 1;
+        } else if !seeder && was_seeder {
+            self.swap(pos, self.seeders as usize - 1, hs);
+            self.seeders -= 1;
+        }
+        if was_seeder {
+            Previous::Seeder
+        } else {
+            Previous::Leecher
+        }
+    }
+
+    /// Removes a peer; says what it was.
+    pub fn remove(&mut self, key: (I, u16), hs: &impl BuildHasher) -> Previous {
+        let Some(mut pos) = self.find(key, hs) else {
+            return Previous::Absent;
+        };
+        let was_seeder = pos < self.seeders as usize;
+        if was_seeder {
+            let last_seeder = self.seeders as usize - 1;
+            self.swap(pos, last_seeder, hs);
+            self.seeders -= 1;
+            pos = last_seeder;
+        }
+        let last = self.peers.len() - 1;
+        self.swap(pos, last, hs);
+        if let Some(index) = &mut self.index {
+            if let Ok(e) = index.find_entry(hs.hash_one(key), |&p| p as usize == last) {
+                e.remove();
+            }
+        }
+        self.peers.pop();
+        if self.index.is_some() && self.peers.len() < INDEX_AT / 2 {
+            self.index = None;
+        }
+        if was_seeder {
+            Previous::Seeder
+        } else {
+            Previous::Leecher
+        }
+    }
+
+    /// Drops peers whose time is up; returns how many went.
+    pub fn expire(&mut self, now: u32, hs: &impl BuildHasher) -> usize {
+        let before = self.peers.len();
+        let mut kept = 0;
+        let mut seeders_kept = 0;
+        for read in 0..before {
+            let p = self.peers[read];
+            if p.expires > now {
+                if read < self.seeders as usize {
+                    seeders_kept += 1;
+                }
+                self.peers[kept] = p;
+                kept += 1;
+            }
+        }
+        if kept == before {
+            return 0;
+        }
+        self.peers.truncate(kept);
+        self.seeders = seeders_kept;
+        if self.peers.capacity() > 4 * kept.max(1) {
+            self.peers.shrink_to(2 * kept);
+        }
+        self.index = None;
+        if kept > INDEX_AT {
+            self.rebuild_index(hs);
+        }
+        before - kept
+    }
+
+    fn rebuild_index(&mut self, hs: &impl BuildHasher) {
+        let mut index = HashTable::with_capacity(self.peers.len());
+        for (pos, p) in self.peers.iter().enumerate() {
+            let peers = &self.peers;
+            index.insert_unique(hs.hash_one(p.key()), pos as u32, |&q| {
+                hs.hash_one(peers[q as usize].key())
+            });
+        }
+        self.index = Some(Box::new(index));
+    }
+
+    /// Swaps two positions, keeping the index true. Entries are matched by position, not key,
+    /// so the temporary MOVING mark keeps the two from being confused mid-swap.
+    fn swap(&mut self, i: usize, j: usize, hs: &impl BuildHasher) {
+        if i == j {
+            return;
+        }
+        self.peers.swap(i, j);
+        if self.index.is_some() {
+            let (ki, kj) = (self.peers[j].key(), self.peers[i].key());
+            self.repoint(ki, i as u32, MOVING, hs);
+            self.repoint(kj, j as u32, i as u32, hs);
+            self.repoint(ki, MOVING, j as u32, hs);
+        }
+    }
+
+    fn repoint(&mut self, key: (I, u16), from: u32, to: u32, hs: &impl BuildHasher) {
+        if let Some(index) = &mut self.index {
+            if let Some(p) = index.find_mut(hs.hash_one(key), |&p| p == from) {
+                *p = to;
+            }
+        }
+    }
+
+    /// Checks the set's own invariants (tests and fuzzing).
+    pub fn check_invariants(&self, hs: &impl BuildHasher) {
+        assert!(self.seeders as usize <= self.peers.len());
+        for (pos, p) in self.peers.iter().enumerate() {
+            assert_eq!(self.find(p.key(), hs), Some(pos), "peer {pos} not found at its place");
+        }
+        if let Some(index) = &self.index {
+            assert_eq!(index.len(), self.peers.len());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer(n: u32) -> Peer<[u8; 4]> {
+        Peer {
+            expires: 100 + n,
+            ip: n.to_be_bytes(),
+            port: 6881,
+            peer_id: [n as u8; 20],
+        }
+    }
+
+    #[test]
+    fn upsert_remove_and_roles_with_and_without_index() {
+        let hs = ahash::RandomState::new();
+        for n in [5u32, 40, 300] {
+            let mut set = PeerSet::default();
+            for i in 0..n {
+                assert_eq!(set.upsert(peer(i), i % 3 == 0, &hs), Previous::Absent);
+                set.check_invariants(&hs);
+            }
+            let seeders = (0..n).filter(|i| i % 3 == 0).count();
+            assert_eq!(set.seeders(), seeders);
+            assert_eq!(set.len(), n as usize);
+            // Every leecher becomes a seeder and back.
+            for i in 0..n {
+                assert_ne!(set.upsert(peer(i), true, &hs), Previous::Absent);
+                set.check_invariants(&hs);
+            }
+            assert_eq!(set.seeders(), n as usize);
+            for i in (0..n).step_by(2) {
+                assert_eq!(set.remove(peer(i).key(), &hs), Previous::Seeder);
+                assert_eq!(set.remove(peer(i).key(), &hs), Previous::Absent);
+                set.check_invariants(&hs);
+            }
+            assert_eq!(set.len(), (n / 2) as usize);
+        }
+    }
+
+    #[test]
+    fn expire_keeps_roles_and_index() {
+        let hs = ahash::RandomState::new();
+        let mut set = PeerSet::default();
+        for i in 0..100 {
+            set.upsert(peer(i), i % 2 == 0, &hs);
+        }
+        // expires = 100 + i, so at now=149 peers 0..=49 go.
+        assert_eq!(set.expire(149, &hs), 50);
+        set.check_invariants(&hs);
+        assert_eq!(set.seeders(), 25);
+        assert_eq!(set.leechers(), 25);
+        assert!(set.peers().iter().all(|p| p.expires > 149));
+    }
+
+    #[test]
+    fn select_skips_announcer_and_respects_roles() {
+        let hs = ahash::RandomState::new();
+        let mut rng = fastrand::Rng::with_seed(1);
+        let mut set = PeerSet::default();
+        for i in 0..10 {
+            set.upsert(peer(i), i < 4, &hs);
+        }
+        let mut got = Vec::new();
+        let n = set.select(peer(5).key(), true, 100, &mut rng, |p| got.push(*p));
+        assert_eq!(n, 5);
+        assert!(got.iter().all(|p| u32::from_be_bytes(p.ip) >= 4 && p.key() != peer(5).key()));
+        got.clear();
+        let n = set.select(peer(5).key(), false, 3, &mut rng, |p| got.push(*p));
+        assert_eq!(n, 3);
+        assert_eq!(got.len(), 3);
+    }
+}
