@@ -1,6 +1,13 @@
-//! hayate: a UDP-first BitTorrent tracker on io_uring.
+//! hayate: a UDP-first BitTorrent tracker on io_uring. `cli::main` is the binary;
+//! `tracker::Tracker` starts and stops a whole tracker for tests and embedding.
 
+pub mod cli;
 pub mod config;
 pub mod connection_id;
 pub mod protocol;
 pub mod swarm;
+pub mod tracker;
+pub mod worker;
+
+pub use config::Config;
+pub use tracker::Tracker;

@@ -1,0 +1,164 @@
+//! Start-up and shutdown of a whole tracker: binds every socket first (so a bad address fails
+//! before anything runs, and port 0 resolves to one port shared by all workers), wires the
+//! workers' inboxes together, starts the workers, and stops them on request.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use anyhow::Context;
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::config::Config;
+use crate::connection_id::ConnectionIds;
+use crate::worker::inbox::{self, Wake};
+use crate::worker::{self, WorkerStart};
+
+/// Stops a running tracker from any thread.
+#[derive(Clone)]
+pub struct ShutdownHandle {
+    flag: Arc<AtomicBool>,
+    wakes: Vec<Arc<Wake>>,
+}
+
+impl ShutdownHandle {
+    pub fn trigger(&self) {
+        self.flag.store(true, Ordering::Release);
+        for w in &self.wakes {
+            w.force();
+        }
+    }
+}
+
+pub struct Tracker {
+    udp_addresses: Vec<SocketAddr>,
+    workers: Vec<JoinHandle<anyhow::Result<()>>>,
+    shutdown: ShutdownHandle,
+}
+
+impl Tracker {
+    pub fn start(config: Config) -> anyhow::Result<Tracker> {
+        let config = Arc::new(config);
+        let count = config.worker_count();
+        let sockets = bind_udp(&config, count)?;
+        let udp_addresses = match sockets.first() {
+            Some(first) => first
+                .iter()
+                .map(UdpSocket::local_addr)
+                .collect::<Result<_, _>>()?,
+            None => Vec::new(),
+        };
+        let ids = ConnectionIds::new(config.protocol.connection_id_lifetime_secs)
+            .context("drawing the connection-id key")?;
+        let (mailboxes, inboxes): (Vec<_>, Vec<_>) = (0..count)
+            .map(|_| inbox::inbox(config.workers.inbox_capacity as usize))
+            .collect::<Result<Vec<_>, _>>()
+            .context("creating worker inboxes")?
+            .into_iter()
+            .unzip();
+        let shutdown = ShutdownHandle {
+            flag: Arc::new(AtomicBool::new(false)),
+            wakes: mailboxes.iter().map(|m| m.wake_handle()).collect(),
+        };
+        let cores = worker::allowed_cores();
+        let epoch = Instant::now();
+        let mut sockets = sockets.into_iter();
+        let mut tracker = Tracker {
+            udp_addresses,
+            workers: Vec::with_capacity(count),
+            shutdown: shutdown.clone(),
+        };
+        for (index, inbox) in inboxes.into_iter().enumerate() {
+            let core = (config.workers.pin_cores && !cores.is_empty())
+                .then(|| cores[index % cores.len()]);
+            let started = worker::spawn(WorkerStart {
+                index,
+                config: config.clone(),
+                ids: ids.clone(),
+                mailboxes: mailboxes.clone(),
+                inbox,
+                sockets: sockets.next().unwrap_or_default(),
+                epoch,
+                shutdown: shutdown.flag.clone(),
+                core,
+            });
+            match started {
+                Ok(thread) => tracker.workers.push(thread),
+                Err(e) => {
+                    let _ = tracker.stop();
+                    return Err(e);
+                }
+            }
+        }
+        tracing::info!(
+            workers = count,
+            udp = ?tracker.udp_addresses,
+            io = "io_uring",
+            pinned = config.workers.pin_cores,
+            "hayate serving"
+        );
+        Ok(tracker)
+    }
+
+    /// The UDP addresses actually bound (port 0 resolved), in config order.
+    pub fn udp_addresses(&self) -> &[SocketAddr] {
+        &self.udp_addresses
+    }
+
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        self.shutdown.clone()
+    }
+
+    /// Signals every worker and waits for them; returns the first worker error.
+    pub fn stop(self) -> anyhow::Result<()> {
+        self.shutdown.trigger();
+        self.join()
+    }
+
+    /// Waits for the workers to end (after a shutdown from elsewhere).
+    pub fn join(self) -> anyhow::Result<()> {
+        let mut result = Ok(());
+        for w in self.workers {
+            let r = w
+                .join()
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("a worker panicked")));
+            if result.is_ok() {
+                result = r;
+            }
+        }
+        result
+    }
+}
+
+/// Binds, per worker, one socket on each configured UDP address. Port 0 is resolved by the
+/// first bind and the rest bind the same port, which SO_REUSEPORT allows.
+fn bind_udp(config: &Config, workers: usize) -> anyhow::Result<Vec<Vec<UdpSocket>>> {
+    if config.udp.addresses.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut per_worker: Vec<Vec<UdpSocket>> = (0..workers).map(|_| Vec::new()).collect();
+    for &configured in &config.udp.addresses {
+        let mut addr = configured;
+        for sockets in per_worker.iter_mut() {
+            let socket = udp_socket(addr, config.udp.recv_buffer_bytes)
+                .with_context(|| format!("binding UDP {configured} (udp.addresses)"))?;
+            addr = socket.local_addr()?;
+            sockets.push(socket);
+        }
+    }
+    Ok(per_worker)
+}
+
+fn udp_socket(addr: SocketAddr, recv_buffer: u32) -> std::io::Result<UdpSocket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    socket.set_reuse_port(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    // Best effort: without privileges the kernel caps it at net.core.rmem_max.
+    let _ = socket.set_recv_buffer_size(recv_buffer as usize);
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
+}

@@ -1,0 +1,265 @@
+//! A worker's request handling, without I/O: one datagram in, at most one reply written into a
+//! caller's buffer, or the request forwarded to the worker that owns its torrent. The ring loop
+//! calls this; tests and fuzz targets can drive it directly.
+
+use std::net::{IpAddr, SocketAddr};
+
+use crate::config::Config;
+use crate::connection_id::ConnectionIds;
+use crate::protocol::udp::{self, ParseError, Request};
+use crate::protocol::{Announce, SwarmCounts};
+use crate::swarm::{shard_of, Shard};
+
+use super::counters::{Action, Counters};
+use super::inbox::{ForwardedAnnounce, Mailbox, ScrapeChain, SCRAPE_CHAIN_MAX};
+
+/// Where a reply goes and on which local address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reply {
+    pub client: SocketAddr,
+    pub socket: u8,
+    pub len: usize,
+}
+
+pub struct Handler {
+    pub me: usize,
+    pub shard: Shard,
+    pub counters: Counters,
+    ids: ConnectionIds,
+    /// Every worker's inbox, mine included (never sent to).
+    mailboxes: Vec<Mailbox>,
+    interval: u32,
+    default_numwant: usize,
+    max_numwant: usize,
+    max_scrape_hashes: usize,
+}
+
+impl Handler {
+    pub fn new(me: usize, config: &Config, ids: ConnectionIds, mailboxes: Vec<Mailbox>) -> Self {
+        let p = &config.protocol;
+        Self {
+            me,
+            shard: Shard::new(config.cleaning.peer_lifetime_secs),
+            counters: Counters::default(),
+            ids,
+            mailboxes,
+            interval: p.announce_interval_secs,
+            default_numwant: p.default_numwant as usize,
+            max_numwant: p.max_numwant as usize,
+            max_scrape_hashes: p.max_scrape_hashes as usize,
+        }
+    }
+
+    /// The largest reply this configuration can produce: an IPv6 announce with `max_numwant` peers.
+    pub fn max_reply_len(config: &Config) -> usize {
+        let announce = udp::ANNOUNCE_REPLY_HEADER_LEN
+            + udp::PEER_V6_LEN * config.protocol.max_numwant as usize;
+        let scrape = udp::SCRAPE_REPLY_HEADER_LEN + udp::SCRAPE_ENTRY_LEN * SCRAPE_CHAIN_MAX;
+        announce.max(scrape).max(256)
+    }
+
+    /// Handles one datagram from `client` that came in on local address `socket`. Returns the
+    /// length of the reply written to `out` (0: nothing to send now).
+    pub fn handle_datagram(
+        &mut self,
+        now: u32,
+        client: SocketAddr,
+        socket: u8,
+        packet: &[u8],
+        out: &mut [u8],
+    ) -> usize {
+        let c = &mut self.counters;
+        c.bytes_received += packet.len() as u64;
+        let ip = client.ip().to_canonical();
+        let request = match udp::parse_request(packet, self.max_scrape_hashes) {
+            Ok(r) => r,
+            Err(ParseError::NotTracker) => {
+                c.not_tracker += 1;
+                return 0;
+            }
+            Err(ParseError::Invalid {
+                transaction_id,
+                message,
+            }) => {
+                c.requests[Action::Error as usize] += 1;
+                return self.error(out, transaction_id, message, packet.len());
+            }
+        };
+        match request {
+            Request::Connect { transaction_id } => {
+                c.requests[Action::Connect as usize] += 1;
+                let id = self.ids.make(ip, now);
+                self.sent(Action::Connect, udp::write_connect(out, transaction_id, id))
+            }
+            Request::Announce {
+                connection_id,
+                transaction_id,
+                announce,
+            } => {
+                c.requests[Action::Announce as usize] += 1;
+                if let Err(e) = self.ids.check(connection_id, ip, now) {
+                    self.counters.bad_connection_id += 1;
+                    return self.error(out, transaction_id, id_message(e), packet.len());
+                }
+                let owner = shard_of(&announce.info_hash, self.mailboxes.len());
+                if owner == self.me {
+                    return self.announce(now, ip, transaction_id, &announce, out);
+                }
+                let forwarded = ForwardedAnnounce {
+                    client,
+                    socket,
+                    transaction_id,
+                    announce,
+                };
+                self.forward(|m| m[owner].send_announce(forwarded));
+                0
+            }
+            Request::Scrape {
+                connection_id,
+                transaction_id,
+                info_hashes,
+            } => {
+                c.requests[Action::Scrape as usize] += 1;
+                if let Err(e) = self.ids.check(connection_id, ip, now) {
+                    self.counters.bad_connection_id += 1;
+                    return self.error(out, transaction_id, id_message(e), packet.len());
+                }
+                let shards = self.mailboxes.len();
+                if info_hashes.iter().all(|h| shard_of(h, shards) == self.me) {
+                    let mut n = udp::write_scrape_header(out, transaction_id);
+                    for h in info_hashes {
+                        n += udp::write_scrape_entry(&mut out[n..], self.shard.counts(h));
+                    }
+                    return self.sent(Action::Scrape, n);
+                }
+                let mut chain = ScrapeChain {
+                    client,
+                    socket,
+                    transaction_id,
+                    origin: self.me as u16,
+                    len: info_hashes.len() as u8,
+                    hashes: [[0; 20]; SCRAPE_CHAIN_MAX],
+                    counts: [SwarmCounts::default(); SCRAPE_CHAIN_MAX],
+                };
+                chain.hashes[..info_hashes.len()].copy_from_slice(info_hashes);
+                self.scrape_leg(chain, out).map_or(0, |r| r.len)
+            }
+        }
+    }
+
+    /// Answers an announce for a torrent this worker owns.
+    pub fn announce(
+        &mut self,
+        now: u32,
+        ip: IpAddr,
+        transaction_id: u32,
+        a: &Announce,
+        out: &mut [u8],
+    ) -> usize {
+        let ip = ip.to_canonical();
+        let peer_len = if ip.is_ipv4() {
+            udp::PEER_V4_LEN
+        } else {
+            udp::PEER_V6_LEN
+        };
+        let room = (out.len() - udp::ANNOUNCE_REPLY_HEADER_LEN) / peer_len;
+        let want = self.numwant(a.num_want).min(room);
+        let mut n = udp::ANNOUNCE_REPLY_HEADER_LEN;
+        let counts = match ip {
+            IpAddr::V4(v4) => self.shard.announce(v4.octets(), a, want, now, |p| {
+                n += udp::write_peer(&mut out[n..], &p.ip, p.port);
+            }),
+            IpAddr::V6(v6) => self.shard.announce(v6.octets(), a, want, now, |p| {
+                n += udp::write_peer(&mut out[n..], &p.ip, p.port);
+            }),
+        };
+        udp::write_announce_header(out, transaction_id, self.interval, counts);
+        self.sent(Action::Announce, n)
+    }
+
+    /// Answers an announce another worker forwarded here.
+    pub fn forwarded_announce(&mut self, now: u32, m: &ForwardedAnnounce, out: &mut [u8]) -> Reply {
+        let len = self.announce(now, m.client.ip(), m.transaction_id, &m.announce, out);
+        Reply {
+            client: m.client,
+            socket: m.socket,
+            len,
+        }
+    }
+
+    /// Fills this worker's part of a scrape chain, then passes it on, or, if no owner is left,
+    /// writes the whole reply to `out` and returns where it goes.
+    pub fn scrape_leg(&mut self, mut chain: ScrapeChain, out: &mut [u8]) -> Option<Reply> {
+        let shards = self.mailboxes.len();
+        let mut next = None;
+        for i in 0..chain.len as usize {
+            let owner = shard_of(&chain.hashes[i], shards);
+            if owner == self.me {
+                chain.counts[i] = self.shard.counts(&chain.hashes[i]);
+            } else if owner > self.me
+                && owner != chain.origin as usize
+                && next.is_none_or(|n| owner < n)
+            {
+                next = Some(owner);
+            }
+        }
+        // The origin filled its part first; the chain then climbs from the lowest other owner.
+        if self.me == chain.origin as usize {
+            next = chain
+                .hashes()
+                .iter()
+                .map(|h| shard_of(h, shards))
+                .filter(|&o| o != self.me)
+                .min();
+        }
+        if let Some(next) = next {
+            self.forward(|m| m[next].send_scrape(chain));
+            return None;
+        }
+        let mut n = udp::write_scrape_header(out, chain.transaction_id);
+        for counts in &chain.counts[..chain.len as usize] {
+            n += udp::write_scrape_entry(&mut out[n..], *counts);
+        }
+        Some(Reply {
+            client: chain.client,
+            socket: chain.socket,
+            len: self.sent(Action::Scrape, n),
+        })
+    }
+
+    fn forward(&mut self, send: impl FnOnce(&[Mailbox]) -> Result<(), super::inbox::InboxFull>) {
+        match send(&self.mailboxes) {
+            Ok(()) => self.counters.forwarded += 1,
+            Err(_) => self.counters.inbox_full += 1,
+        }
+    }
+
+    fn numwant(&self, asked: i32) -> usize {
+        if asked <= 0 {
+            self.default_numwant
+        } else {
+            (asked as usize).min(self.max_numwant)
+        }
+    }
+
+    fn error(&mut self, out: &mut [u8], transaction_id: u32, message: &str, limit: usize) -> usize {
+        let n = udp::write_error(out, transaction_id, message, limit);
+        self.sent(Action::Error, n)
+    }
+
+    fn sent(&mut self, action: Action, len: usize) -> usize {
+        if len > 0 {
+            self.counters.responses[action as usize] += 1;
+            self.counters.bytes_sent += len as u64;
+        }
+        len
+    }
+}
+
+fn id_message(e: crate::connection_id::ConnectionIdError) -> &'static str {
+    use crate::connection_id::ConnectionIdError::*;
+    match e {
+        Forged | FromTheFuture => "invalid connection id",
+        Expired => "connection id expired",
+    }
+}

@@ -1,0 +1,164 @@
+//! A worker's inbox: what other threads hand to the shard it owns. Two bounded channels (small
+//! announces, large scrape chains, kept apart so an announce never moves a scrape-sized slot)
+//! and one eventfd that the owner's ring reads, so an idle owner wakes at once. Senders never
+//! block: a full inbox refuses and the sender counts the drop. Wakes are coalesced with a flag,
+//! so a busy owner costs its senders no syscall per message.
+
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+
+use crate::config::MAX_UDP_SCRAPE_HASHES;
+use crate::protocol::{Announce, InfoHash, SwarmCounts};
+
+/// A UDP announce parsed by one worker for the shard of another, which answers it from its own
+/// socket on the same local address.
+#[derive(Debug, Clone, Copy)]
+pub struct ForwardedAnnounce {
+    pub client: SocketAddr,
+    /// Index of the local address the request came in on.
+    pub socket: u8,
+    pub transaction_id: u32,
+    pub announce: Announce,
+}
+
+pub const SCRAPE_CHAIN_MAX: usize = MAX_UDP_SCRAPE_HASHES as usize;
+
+/// A UDP scrape whose hashes span shards. It travels from owner to owner in ascending worker
+/// order (skipping the worker it arrived at, which filled its own part first); each fills the
+/// counts of the hashes it owns, and the last one sends the reply. No worker waits for another.
+#[derive(Debug, Clone)]
+pub struct ScrapeChain {
+    pub client: SocketAddr,
+    pub socket: u8,
+    pub transaction_id: u32,
+    /// The worker the request arrived at.
+    pub origin: u16,
+    pub len: u8,
+    pub hashes: [InfoHash; SCRAPE_CHAIN_MAX],
+    pub counts: [SwarmCounts; SCRAPE_CHAIN_MAX],
+}
+
+impl ScrapeChain {
+    pub fn hashes(&self) -> &[InfoHash] {
+        &self.hashes[..self.len as usize]
+    }
+}
+
+/// The wake side, shared by the owner and every sender.
+#[derive(Debug)]
+pub struct Wake {
+    fd: OwnedFd,
+    pending: AtomicBool,
+}
+
+impl Wake {
+    fn new() -> std::io::Result<Self> {
+        // Blocking on purpose: the owner reads it through io_uring, which waits for it.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(Self {
+            fd: unsafe { OwnedFd::from_raw_fd(fd) },
+            pending: AtomicBool::new(false),
+        })
+    }
+
+    /// Wakes the owner unless a wake is already on its way.
+    pub fn wake(&self) {
+        if !self.pending.swap(true, Ordering::AcqRel) {
+            self.force();
+        }
+    }
+
+    /// Wakes the owner whatever the flag says (shutdown).
+    pub fn force(&self) {
+        let one: u64 = 1;
+        // Cannot block: the counter would have to reach 2^64-1 first.
+        unsafe { libc::write(self.fd.as_raw_fd(), (&one as *const u64).cast(), 8) };
+    }
+
+    /// The owner calls this when its read of the eventfd completes, before draining.
+    pub fn rearm(&self) {
+        self.pending.store(false, Ordering::Release);
+    }
+
+    pub fn raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+/// The sending side of one worker's inbox. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Mailbox {
+    announces: Sender<ForwardedAnnounce>,
+    scrapes: Sender<ScrapeChain>,
+    wake: Arc<Wake>,
+}
+
+/// The receiving side, owned by the worker.
+pub struct Inbox {
+    pub announces: Receiver<ForwardedAnnounce>,
+    pub scrapes: Receiver<ScrapeChain>,
+    pub wake: Arc<Wake>,
+}
+
+/// A message the owner's inbox had no room for.
+#[derive(Debug)]
+pub struct InboxFull;
+
+pub fn inbox(capacity: usize) -> std::io::Result<(Mailbox, Inbox)> {
+    let (at, ar) = crossbeam_channel::bounded(capacity);
+    // Scrapes are about 1% of traffic and each holds a 2.4 KB chain.
+    let (st, sr) = crossbeam_channel::bounded((capacity / 16).max(16));
+    let wake = Arc::new(Wake::new()?);
+    Ok((
+        Mailbox {
+            announces: at,
+            scrapes: st,
+            wake: wake.clone(),
+        },
+        Inbox {
+            announces: ar,
+            scrapes: sr,
+            wake,
+        },
+    ))
+}
+
+impl Mailbox {
+    pub fn send_announce(&self, m: ForwardedAnnounce) -> Result<(), InboxFull> {
+        match self.announces.try_send(m) {
+            Ok(()) => {
+                self.wake.wake();
+                Ok(())
+            }
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => Err(InboxFull),
+        }
+    }
+
+    pub fn send_scrape(&self, m: ScrapeChain) -> Result<(), InboxFull> {
+        match self.scrapes.try_send(m) {
+            Ok(()) => {
+                self.wake.wake();
+                Ok(())
+            }
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => Err(InboxFull),
+        }
+    }
+
+    pub fn wake(&self) -> &Wake {
+        &self.wake
+    }
+}
+
+impl Mailbox {
+    /// A handle that can wake the owner, for shutdown.
+    pub fn wake_handle(&self) -> Arc<Wake> {
+        self.wake.clone()
+    }
+}
