@@ -1,0 +1,211 @@
+//! Shared by the integration tests: a real tracker on loopback with ephemeral ports, and a
+//! small BEP 15 client over real UDP sockets. Every wait is bounded.
+#![allow(dead_code)]
+
+use std::net::{SocketAddr, UdpSocket};
+use std::time::Duration;
+
+use hayate_tracker::{Config, Tracker};
+
+/// A tracker on 127.0.0.1 and ::1 with ephemeral ports; `extra` is TOML layered on top.
+pub fn start_tracker(workers: u32, extra: &str) -> Tracker {
+    let text = format!(
+        "[udp]\naddresses = [\"127.0.0.1:0\", \"[::1]:0\"]\n[workers]\ncount = {workers}\n{extra}"
+    );
+    let config = Config::from_toml_str(&text, "test config").expect("test config is valid");
+    Tracker::start(config).expect("tracker starts")
+}
+
+pub fn v4(t: &Tracker) -> SocketAddr {
+    t.udp_addresses()[0]
+}
+
+pub fn v6(t: &Tracker) -> SocketAddr {
+    t.udp_addresses()[1]
+}
+
+/// A BEP 15 client bound to a loopback address of the tracker's family.
+pub struct Client {
+    pub socket: UdpSocket,
+    pub tracker: SocketAddr,
+    next_txid: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    Connect { txid: u32, connection_id: u64 },
+    Announce { txid: u32, interval: u32, leechers: u32, seeders: u32, peers: Vec<SocketAddr> },
+    Scrape { txid: u32, entries: Vec<(u32, u32, u32)> },
+    Error { txid: u32, message: String },
+}
+
+pub const EVENT_NONE: u32 = 0;
+pub const EVENT_COMPLETED: u32 = 1;
+pub const EVENT_STARTED: u32 = 2;
+pub const EVENT_STOPPED: u32 = 3;
+
+impl Client {
+    pub fn new(tracker: SocketAddr) -> Client {
+        Self::bound(tracker, if tracker.is_ipv4() { "127.0.0.1:0" } else { "[::1]:0" })
+    }
+
+    /// A client on a chosen local address, e.g. "127.0.0.2:0" to be another host.
+    pub fn bound(tracker: SocketAddr, local: &str) -> Client {
+        let socket = UdpSocket::bind(local).expect("bind client");
+        socket.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        Client {
+            socket,
+            tracker,
+            next_txid: 1,
+        }
+    }
+
+    pub fn txid(&mut self) -> u32 {
+        self.next_txid += 1;
+        self.next_txid
+    }
+
+    pub fn send(&self, packet: &[u8]) {
+        self.socket.send_to(packet, self.tracker).expect("send");
+    }
+
+    /// The next datagram, or None after the read timeout.
+    pub fn recv_raw(&self) -> Option<Vec<u8>> {
+        let mut buf = [0u8; 8192];
+        match self.socket.recv_from(&mut buf) {
+            Ok((n, _)) => Some(buf[..n].to_vec()),
+            Err(_) => None,
+        }
+    }
+
+    pub fn recv(&self) -> Reply {
+        let d = self.recv_raw().expect("tracker answered within the timeout");
+        decode(&d, self.tracker.is_ipv4())
+    }
+
+    pub fn connect(&mut self) -> u64 {
+        let txid = self.txid();
+        self.send(&connect_packet(txid));
+        match self.recv() {
+            Reply::Connect { txid: t, connection_id } if t == txid => connection_id,
+            other => panic!("expected connect reply, got {other:?}"),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub fn announce(&mut self, cid: u64, info_hash: [u8; 20], port: u16, left: u64, event: u32, num_want: i32) -> Reply {
+        let txid = self.txid();
+        self.send(&announce_packet(cid, txid, info_hash, port, left, event, num_want));
+        let r = self.recv();
+        match &r {
+            Reply::Announce { txid: t, .. } | Reply::Error { txid: t, .. } => assert_eq!(*t, txid),
+            other => panic!("expected announce reply, got {other:?}"),
+        }
+        r
+    }
+
+    pub fn scrape(&mut self, cid: u64, hashes: &[[u8; 20]]) -> Reply {
+        let txid = self.txid();
+        self.send(&scrape_packet(cid, txid, hashes));
+        self.recv()
+    }
+}
+
+pub fn connect_packet(txid: u32) -> Vec<u8> {
+    let mut p = 0x41727101980u64.to_be_bytes().to_vec();
+    p.extend_from_slice(&0u32.to_be_bytes());
+    p.extend_from_slice(&txid.to_be_bytes());
+    p
+}
+
+pub fn announce_packet(cid: u64, txid: u32, info_hash: [u8; 20], port: u16, left: u64, event: u32, num_want: i32) -> Vec<u8> {
+    let mut p = cid.to_be_bytes().to_vec();
+    p.extend_from_slice(&1u32.to_be_bytes());
+    p.extend_from_slice(&txid.to_be_bytes());
+    p.extend_from_slice(&info_hash);
+    let mut peer_id = *b"-TT0001-000000000000";
+    peer_id[12..14].copy_from_slice(&port.to_be_bytes());
+    p.extend_from_slice(&peer_id);
+    p.extend_from_slice(&0u64.to_be_bytes()); // downloaded
+    p.extend_from_slice(&left.to_be_bytes());
+    p.extend_from_slice(&0u64.to_be_bytes()); // uploaded
+    p.extend_from_slice(&event.to_be_bytes());
+    p.extend_from_slice(&0u32.to_be_bytes()); // ip
+    p.extend_from_slice(&0x1234u32.to_be_bytes()); // key
+    p.extend_from_slice(&num_want.to_be_bytes());
+    p.extend_from_slice(&port.to_be_bytes());
+    p
+}
+
+pub fn scrape_packet(cid: u64, txid: u32, hashes: &[[u8; 20]]) -> Vec<u8> {
+    let mut p = cid.to_be_bytes().to_vec();
+    p.extend_from_slice(&2u32.to_be_bytes());
+    p.extend_from_slice(&txid.to_be_bytes());
+    for h in hashes {
+        p.extend_from_slice(h);
+    }
+    p
+}
+
+fn be32(d: &[u8], at: usize) -> u32 {
+    u32::from_be_bytes(d[at..at + 4].try_into().unwrap())
+}
+
+pub fn decode(d: &[u8], ipv4: bool) -> Reply {
+    assert!(d.len() >= 8, "reply too short: {d:?}");
+    let txid = be32(d, 4);
+    match be32(d, 0) {
+        0 => Reply::Connect {
+            txid,
+            connection_id: u64::from_be_bytes(d[8..16].try_into().unwrap()),
+        },
+        1 => {
+            let size = if ipv4 { 6 } else { 18 };
+            let body = &d[20..];
+            assert_eq!(body.len() % size, 0, "peer list is whole peers");
+            let peers = body
+                .chunks(size)
+                .map(|c| {
+                    let port = u16::from_be_bytes([c[size - 2], c[size - 1]]);
+                    if ipv4 {
+                        SocketAddr::from((<[u8; 4]>::try_from(&c[..4]).unwrap(), port))
+                    } else {
+                        SocketAddr::from((<[u8; 16]>::try_from(&c[..16]).unwrap(), port))
+                    }
+                })
+                .collect();
+            Reply::Announce {
+                txid,
+                interval: be32(d, 8),
+                leechers: be32(d, 12),
+                seeders: be32(d, 16),
+                peers,
+            }
+        }
+        2 => Reply::Scrape {
+            txid,
+            entries: d[8..]
+                .chunks(12)
+                .map(|c| (be32(c, 0), be32(c, 4), be32(c, 8)))
+                .collect(),
+        },
+        3 => Reply::Error {
+            txid,
+            message: String::from_utf8_lossy(&d[8..]).into_owned(),
+        },
+        a => panic!("unknown action {a} in reply"),
+    }
+}
+
+/// An info hash owned by worker `shard` of `shards`, distinct per `n`.
+pub fn hash_for_shard(shard: usize, shards: usize, n: u8) -> [u8; 20] {
+    for i in 0u32.. {
+        let mut h = [n; 20];
+        h[..4].copy_from_slice(&i.to_le_bytes());
+        h[4..8].copy_from_slice(&i.wrapping_mul(0x9e37_79b9).to_le_bytes());
+        if hayate_tracker::swarm::shard_of(&h, shards) == shard {
+            return h;
+        }
+    }
+    unreachable!()
+}
