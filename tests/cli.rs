@@ -1,0 +1,101 @@
+//! The `hayate` binary as an operator runs it: printing and checking configs, serving on a
+//! config file, and stopping on a signal.
+
+use std::io::Write;
+use std::net::UdpSocket;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn hayate() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_hayate"))
+}
+
+fn temp_config(name: &str, text: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("hayate-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::File::create(&path).unwrap().write_all(text.as_bytes()).unwrap();
+    path
+}
+
+#[test]
+fn print_config_is_the_documented_default_and_checks_clean() {
+    let out = hayate().arg("--print-config").output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("[udp]") && text.contains("announce_interval_secs"));
+    let path = temp_config("printed.toml", &text);
+    let out = hayate().arg("--check-config").arg(&path).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn check_config_names_file_and_key() {
+    let cases = [
+        ("[udp]\nbogus = 1\n", "bogus"),
+        ("[workers]\ncount = \"many\"\n", "workers.count"),
+        ("[protocol]\nmax_numwant = 0\n", "protocol.max_numwant"),
+        ("[udp]\naddresses = [\"localhost\"]\n", "udp.addresses"),
+    ];
+    for (i, (text, key)) in cases.iter().enumerate() {
+        let path = temp_config(&format!("bad{i}.toml"), text);
+        let out = hayate().arg("--check-config").arg(&path).output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{text}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(key), "{text}: {err}");
+        assert!(err.contains(&path.display().to_string()), "{err}");
+    }
+}
+
+#[test]
+fn help_documents_the_options() {
+    let out = hayate().arg("--help").output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    for flag in ["--config", "--print-config", "--check-config"] {
+        assert!(text.contains(flag), "{text}");
+    }
+}
+
+#[test]
+fn serves_then_stops_on_sigterm_within_a_second() {
+    let port = {
+        let probe = UdpSocket::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().port()
+    };
+    let path = temp_config(
+        "serve.toml",
+        &format!("[udp]\naddresses = [\"127.0.0.1:{port}\"]\n[workers]\ncount = 2\n"),
+    );
+    let mut child = hayate()
+        .arg("--config")
+        .arg(&path)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+    client.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    let mut connect = 0x41727101980u64.to_be_bytes().to_vec();
+    connect.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 42]);
+    let mut buf = [0u8; 64];
+    let mut answered = false;
+    for _ in 0..50 {
+        client.send_to(&connect, ("127.0.0.1", port)).unwrap();
+        if let Ok((16, _)) = client.recv_from(&mut buf) {
+            answered = true;
+            break;
+        }
+    }
+    assert!(answered, "tracker never answered a connect");
+    assert_eq!(&buf[4..8], &[0, 0, 0, 42]);
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let asked = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(asked.elapsed() < Duration::from_secs(3), "did not stop");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert!(asked.elapsed() < Duration::from_secs(1), "took {:?}", asked.elapsed());
+    assert!(status.success(), "{status:?}");
+}
