@@ -1,0 +1,577 @@
+//! Load generator for the UDP tracker: `cargo bench --bench udp_load -- [options]`.
+//!
+//! Simulates many torrents with skewed popularity and many peers announcing to them over BEP 15,
+//! from many 127.0.0.x source addresses and sockets (so SO_REUSEPORT spreads the load), and
+//! prints responses per second, latency percentiles and, when it knows the tracker's pid, the
+//! tracker's CPU time per response and resident memory. Every loop is bounded by --duration.
+
+use std::io::Write;
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use hdrhistogram::Histogram;
+
+/// BEP 15 load generator for hayate (or any UDP tracker).
+#[derive(Parser, Debug, Clone)]
+struct Args {
+    /// Start hayate itself (the release binary next to this bench) instead of using --target.
+    #[arg(long)]
+    spawn: bool,
+    /// Config file for --spawn; by default one worker per --tracker-cores entry on 127.0.0.1.
+    #[arg(long)]
+    config: Option<String>,
+    /// Cores to pin a spawned tracker to (comma-separated); its workers are pinned one per core.
+    #[arg(long, default_value = "0")]
+    tracker_cores: String,
+    /// A running tracker to load (IPv4 or IPv6 address with port).
+    #[arg(long)]
+    target: Option<SocketAddr>,
+    /// Pid of the --target tracker, to report its CPU and memory.
+    #[arg(long)]
+    pid: Option<u32>,
+    /// Seconds to measure, after the prefill and warm-up.
+    #[arg(long, default_value_t = 20)]
+    duration: u64,
+    /// Seconds of load before measuring starts.
+    #[arg(long, default_value_t = 3)]
+    warmup: u64,
+    /// Load threads.
+    #[arg(long, default_value_t = 1)]
+    workers: usize,
+    /// Cores to pin load threads to (comma-separated, used in turn).
+    #[arg(long, default_value = "1")]
+    load_cores: String,
+    /// Distinct torrents.
+    #[arg(long, default_value_t = 1_000_000)]
+    torrents: u64,
+    /// Distinct peers; each always announces the same torrent from the same address and port.
+    #[arg(long, default_value_t = 2_000_000)]
+    peers: u64,
+    /// Weights of connect, announce and scrape requests.
+    #[arg(long, default_value = "0,100,1")]
+    weights: String,
+    /// num_want sent in announces.
+    #[arg(long, default_value_t = 30)]
+    numwant: i32,
+    /// Source addresses (127.0.0.1 up to 127.0.0.N) per load thread; one socket each.
+    #[arg(long, default_value_t = 32)]
+    sources: usize,
+    /// Requests in flight per socket (closed loop). Ignored with --rate.
+    #[arg(long, default_value_t = 16)]
+    window: usize,
+    /// Open loop: requests per second over all threads, for latency at a set load.
+    #[arg(long)]
+    rate: Option<u64>,
+    /// Skip announcing every peer once before the warm-up.
+    #[arg(long)]
+    no_prefill: bool,
+}
+
+const PROTOCOL_ID: u64 = 0x0417_2710_1980;
+const BATCH: usize = 32;
+
+fn cores(list: &str) -> Vec<usize> {
+    list.split(',').filter_map(|c| c.trim().parse().ok()).collect()
+}
+
+fn pin(core: usize) {
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(core, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
+/// Popularity: torrent index = torrents * u^3 for uniform u, so low indices are hot. With 1M
+/// torrents the hottest 1% get about 22% of the peers, the hottest 10% about 46%.
+fn torrent_of_peer(peer: u64, torrents: u64) -> u64 {
+    let u = (splitmix(peer) >> 11) as f64 / (1u64 << 53) as f64;
+    ((torrents as f64) * u * u * u) as u64 % torrents
+}
+
+fn splitmix(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+fn info_hash(torrent: u64) -> [u8; 20] {
+    let mut h = [0u8; 20];
+    h[..8].copy_from_slice(&splitmix(torrent).to_le_bytes());
+    h[8..16].copy_from_slice(&splitmix(torrent ^ 0xabcdef).to_le_bytes());
+    h[16..].copy_from_slice(&(torrent as u32).to_le_bytes());
+    h
+}
+
+#[derive(Default)]
+struct Totals {
+    sent: AtomicU64,
+    received: AtomicU64,
+    peers_returned: AtomicU64,
+    announces_answered: AtomicU64,
+    errors: AtomicU64,
+}
+
+struct Shared {
+    args: Args,
+    target: SocketAddr,
+    measuring: AtomicBool,
+    stop: AtomicBool,
+    totals: Totals,
+    latency: Mutex<Histogram<u64>>,
+}
+
+/// One load socket: a source address, its connection id, and send times by transaction id.
+struct Source {
+    socket: UdpSocket,
+    connection_id: u64,
+    connected_at: Instant,
+    sent_at: Vec<Option<Instant>>,
+    in_flight: usize,
+}
+
+fn request(
+    out: &mut Vec<u8>,
+    shared: &Shared,
+    source: &Source,
+    source_index: usize,
+    sources: usize,
+    txid: u32,
+    rng: &mut u64,
+    weights: (u64, u64, u64),
+) {
+    out.clear();
+    *rng = splitmix(*rng);
+    let a = &shared.args;
+    let pick = *rng % (weights.0 + weights.1 + weights.2).max(1);
+    if pick < weights.0 {
+        out.extend_from_slice(&PROTOCOL_ID.to_be_bytes());
+        out.extend_from_slice(&0u32.to_be_bytes());
+        out.extend_from_slice(&txid.to_be_bytes());
+    } else if pick < weights.0 + weights.1 {
+        // A peer whose source address is this socket's: peers are striped over sources.
+        let per_source = (a.peers / sources as u64).max(1);
+        let peer = (*rng >> 8) % per_source * sources as u64 + source_index as u64;
+        let torrent = torrent_of_peer(peer, a.torrents);
+        out.extend_from_slice(&source.connection_id.to_be_bytes());
+        out.extend_from_slice(&1u32.to_be_bytes());
+        out.extend_from_slice(&txid.to_be_bytes());
+        out.extend_from_slice(&info_hash(torrent));
+        out.extend_from_slice(&splitmix(peer).to_le_bytes());
+        out.extend_from_slice(&[0u8; 12]);
+        out.extend_from_slice(&0u64.to_be_bytes());
+        let left: u64 = if peer % 4 == 0 { 0 } else { 1000 };
+        out.extend_from_slice(&left.to_be_bytes());
+        out.extend_from_slice(&0u64.to_be_bytes());
+        out.extend_from_slice(&0u32.to_be_bytes()); // event none
+        out.extend_from_slice(&0u32.to_be_bytes());
+        out.extend_from_slice(&(peer as u32).to_be_bytes());
+        out.extend_from_slice(&a.numwant.to_be_bytes());
+        out.extend_from_slice(&(1 + (peer / sources as u64) % 65000).to_be_bytes()[6..]);
+    } else {
+        out.extend_from_slice(&source.connection_id.to_be_bytes());
+        out.extend_from_slice(&2u32.to_be_bytes());
+        out.extend_from_slice(&txid.to_be_bytes());
+        for i in 0..(1 + *rng % 10) {
+            let torrent = torrent_of_peer(*rng ^ i, a.torrents);
+            out.extend_from_slice(&info_hash(torrent));
+        }
+    }
+}
+
+fn connect(socket: &UdpSocket) -> std::io::Result<u64> {
+    let mut p = PROTOCOL_ID.to_be_bytes().to_vec();
+    p.extend_from_slice(&[0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff]);
+    let mut buf = [0u8; 64];
+    socket.set_nonblocking(false)?;
+    socket.set_read_timeout(Some(Duration::from_millis(500)))?;
+    for _ in 0..20 {
+        socket.send(&p)?;
+        if let Ok(16) = socket.recv(&mut buf) {
+            if buf[..4] == [0, 0, 0, 0] && buf[4..8] == [0xff; 4] {
+                socket.set_nonblocking(true)?;
+                return Ok(u64::from_be_bytes(buf[8..16].try_into().unwrap()));
+            }
+        }
+    }
+    Err(std::io::Error::other("tracker did not answer connect"))
+}
+
+fn load_thread(shared: Arc<Shared>, index: usize) -> std::io::Result<()> {
+    let a = &shared.args;
+    let lc = cores(&a.load_cores);
+    if !lc.is_empty() {
+        pin(lc[index % lc.len()]);
+    }
+    let weights: Vec<u64> = a.weights.split(',').map(|w| w.trim().parse().unwrap_or(0)).collect();
+    let weights = (weights[0], *weights.get(1).unwrap_or(&0), *weights.get(2).unwrap_or(&0));
+    let total_sources = a.sources * a.workers;
+    let mut sources = Vec::new();
+    for s in 0..a.sources {
+        let global = index * a.sources + s;
+        let local: SocketAddr = if shared.target.is_ipv4() {
+            format!("127.0.0.{}:0", 1 + global % 250).parse().unwrap()
+        } else {
+            "[::1]:0".parse().unwrap()
+        };
+        let socket = UdpSocket::bind(local)?;
+        socket.connect(shared.target)?;
+        let connection_id = connect(&socket)?;
+        sources.push(Source {
+            socket,
+            connection_id,
+            connected_at: Instant::now(),
+            sent_at: vec![None; 1 << 16],
+            in_flight: 0,
+        });
+    }
+    let mut rng = splitmix(index as u64 + 1);
+    let mut txid: u32 = 0;
+    let mut packets: Vec<Vec<u8>> = (0..BATCH).map(|_| Vec::with_capacity(1500)).collect();
+    let mut recv_bufs = vec![[0u8; 2048]; BATCH];
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 10_000_000, 3).unwrap();
+    let per_thread_rate = a.rate.map(|r| r as f64 / a.workers as f64);
+    let started = Instant::now();
+    let mut sent_total: u64 = 0;
+    while !shared.stop.load(Ordering::Relaxed) {
+        let measuring = shared.measuring.load(Ordering::Relaxed);
+        for (si, source) in sources.iter_mut().enumerate() {
+            if source.connected_at.elapsed() > Duration::from_secs(60) {
+                // Clients refresh their id before the tracker's 2-minute limit.
+                if let Ok(id) = connect(&source.socket) {
+                    source.connection_id = id;
+                }
+                source.connected_at = Instant::now();
+            }
+            // How many to send now.
+            let budget = match per_thread_rate {
+                Some(rate) => {
+                    let due = (started.elapsed().as_secs_f64() * rate) as u64;
+                    (due.saturating_sub(sent_total) as usize).min(BATCH)
+                }
+                None => a.window.saturating_sub(source.in_flight).min(BATCH),
+            };
+            let global = index * a.sources + si;
+            for p in packets.iter_mut().take(budget) {
+                txid = txid.wrapping_add(1);
+                request(p, &shared, source, global, total_sources, txid, &mut rng, weights);
+                source.sent_at[(txid & 0xffff) as usize] = Some(Instant::now());
+            }
+            let sent = send_batch(&source.socket, &packets[..budget]);
+            source.in_flight += sent;
+            sent_total += sent as u64;
+            if measuring {
+                shared.totals.sent.fetch_add(sent as u64, Ordering::Relaxed);
+            }
+            let got = recv_batch(&source.socket, &mut recv_bufs);
+            let now = Instant::now();
+            for (buf, len) in got {
+                let reply = &recv_bufs[buf][..len];
+                if len < 8 {
+                    continue;
+                }
+                source.in_flight = source.in_flight.saturating_sub(1);
+                let t = u32::from_be_bytes(reply[4..8].try_into().unwrap());
+                let action = u32::from_be_bytes(reply[..4].try_into().unwrap());
+                if let Some(at) = source.sent_at[(t & 0xffff) as usize].take() {
+                    if measuring {
+                        let _ = hist.record(now.duration_since(at).as_micros().max(1) as u64);
+                    }
+                }
+                if measuring {
+                    let tot = &shared.totals;
+                    tot.received.fetch_add(1, Ordering::Relaxed);
+                    match action {
+                        1 => {
+                            tot.announces_answered.fetch_add(1, Ordering::Relaxed);
+                            let size = if shared.target.is_ipv4() { 6 } else { 18 };
+                            tot.peers_returned
+                                .fetch_add(((len - 20) / size) as u64, Ordering::Relaxed);
+                        }
+                        3 => {
+                            tot.errors.fetch_add(1, Ordering::Relaxed);
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            // A closed loop whose replies were lost must not stall: forget stale in-flight.
+            if per_thread_rate.is_none() && source.in_flight >= a.window {
+                let oldest_ok = source
+                    .sent_at
+                    .iter()
+                    .flatten()
+                    .all(|t| t.elapsed() < Duration::from_millis(200));
+                if !oldest_ok {
+                    source.in_flight = 0;
+                    source.sent_at.iter_mut().for_each(|t| *t = None);
+                }
+            }
+        }
+    }
+    shared.latency.lock().unwrap().add(&hist).unwrap();
+    Ok(())
+}
+
+fn send_batch(socket: &UdpSocket, packets: &[Vec<u8>]) -> usize {
+    if packets.is_empty() {
+        return 0;
+    }
+    let mut iov: Vec<libc::iovec> = packets
+        .iter()
+        .map(|p| libc::iovec {
+            iov_base: p.as_ptr() as *mut _,
+            iov_len: p.len(),
+        })
+        .collect();
+    let mut msgs: Vec<libc::mmsghdr> = iov
+        .iter_mut()
+        .map(|v| {
+            let mut m: libc::mmsghdr = unsafe { std::mem::zeroed() };
+            m.msg_hdr.msg_iov = v;
+            m.msg_hdr.msg_iovlen = 1;
+            m
+        })
+        .collect();
+    let n = unsafe {
+        libc::sendmmsg(
+            socket.as_raw_fd(),
+            msgs.as_mut_ptr(),
+            msgs.len() as u32,
+            libc::MSG_DONTWAIT,
+        )
+    };
+    n.max(0) as usize
+}
+
+fn recv_batch(socket: &UdpSocket, bufs: &mut [[u8; 2048]]) -> Vec<(usize, usize)> {
+    let mut iov: Vec<libc::iovec> = bufs
+        .iter_mut()
+        .map(|b| libc::iovec {
+            iov_base: b.as_mut_ptr().cast(),
+            iov_len: b.len(),
+        })
+        .collect();
+    let mut msgs: Vec<libc::mmsghdr> = iov
+        .iter_mut()
+        .map(|v| {
+            let mut m: libc::mmsghdr = unsafe { std::mem::zeroed() };
+            m.msg_hdr.msg_iov = v;
+            m.msg_hdr.msg_iovlen = 1;
+            m
+        })
+        .collect();
+    let n = unsafe {
+        libc::recvmmsg(
+            socket.as_raw_fd(),
+            msgs.as_mut_ptr(),
+            msgs.len() as u32,
+            libc::MSG_DONTWAIT,
+            std::ptr::null_mut(),
+        )
+    };
+    (0..n.max(0) as usize).map(|i| (i, msgs[i].msg_len as usize)).collect()
+}
+
+/// CPU time (µs) and resident memory (MiB) of a process, from /proc.
+fn proc_figures(pid: u32) -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: u64 = fields[11].parse::<u64>().ok()? + fields[12].parse::<u64>().ok()?;
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let rss_kb: u64 = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some((ticks * 1_000_000 / hz, rss_kb / 1024))
+}
+
+fn spawn_tracker(args: &Args) -> std::io::Result<(Child, SocketAddr)> {
+    let port = UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port();
+    let tracker_cores = cores(&args.tracker_cores);
+    let config = match &args.config {
+        Some(path) => std::fs::read_to_string(path)?,
+        None => format!(
+            "[udp]\naddresses = [\"127.0.0.1:{port}\"]\n[workers]\ncount = {}\npin_cores = true\n[log]\nlevel = \"warn\"\n",
+            tracker_cores.len().max(1)
+        ),
+    };
+    let path = std::env::temp_dir().join(format!("hayate-bench-{}.toml", std::process::id()));
+    std::fs::File::create(&path)?.write_all(config.as_bytes())?;
+    let target: SocketAddr = if args.config.is_some() {
+        let parsed: toml::Table = config.parse().map_err(std::io::Error::other)?;
+        parsed["udp"]["addresses"][0]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| std::io::Error::other("config has no udp.addresses[0]"))?
+    } else {
+        format!("127.0.0.1:{port}").parse().unwrap()
+    };
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_hayate"));
+    cmd.arg("--config").arg(&path).stdout(Stdio::null());
+    unsafe {
+        cmd.pre_exec(move || {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            for &c in &tracker_cores {
+                libc::CPU_SET(c, &mut set);
+            }
+            if !tracker_cores.is_empty() {
+                libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+            }
+            Ok(())
+        });
+    }
+    Ok((cmd.spawn()?, target))
+}
+
+fn main() {
+    // `cargo bench` passes --bench; accept and ignore it.
+    let argv: Vec<String> = std::env::args().filter(|a| a != "--bench").collect();
+    let args = Args::parse_from(argv);
+    let (mut child, target, pid) = if args.spawn {
+        let (child, target) = spawn_tracker(&args).expect("spawning hayate");
+        let pid = child.id();
+        (Some(child), target, Some(pid))
+    } else {
+        let target = args.target.expect("--target HOST:PORT or --spawn");
+        (None, target, args.pid)
+    };
+    let shared = Arc::new(Shared {
+        args: args.clone(),
+        target,
+        measuring: AtomicBool::new(false),
+        stop: AtomicBool::new(false),
+        totals: Totals::default(),
+        latency: Mutex::new(Histogram::new_with_bounds(1, 10_000_000, 3).unwrap()),
+    });
+    // Wait for the tracker to answer.
+    let probe = UdpSocket::bind(if target.is_ipv4() { "127.0.0.1:0" } else { "[::1]:0" }).unwrap();
+    probe.connect(target).unwrap();
+    connect(&probe).expect("tracker answers a connect");
+    let rss_before = pid.and_then(proc_figures).map_or(0, |f| f.1);
+    println!(
+        "target {target}, {} load threads x {} sources, {} torrents, {} peers, weights {}, numwant {}",
+        args.workers, args.sources, args.torrents, args.peers, args.weights, args.numwant
+    );
+    if !args.no_prefill {
+        prefill(&args, target);
+        if let Some((_, rss)) = pid.and_then(proc_figures) {
+            println!(
+                "prefill done: tracker RSS {rss} MiB ({:.1} bytes per peer over the start)",
+                (rss.saturating_sub(rss_before) as f64 * 1048576.0) / args.peers as f64
+            );
+        }
+    }
+    let threads: Vec<_> = (0..args.workers)
+        .map(|i| {
+            let s = shared.clone();
+            std::thread::spawn(move || load_thread(s, i))
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(args.warmup));
+    let cpu_start = pid.and_then(proc_figures).map(|f| f.0);
+    shared.measuring.store(true, Ordering::Relaxed);
+    let start = Instant::now();
+    let mut last = 0;
+    while start.elapsed() < Duration::from_secs(args.duration) {
+        std::thread::sleep(Duration::from_secs(1));
+        let r = shared.totals.received.load(Ordering::Relaxed);
+        println!("  {:>3} s: {:>9} responses/s", start.elapsed().as_secs(), r - last);
+        last = r;
+    }
+    shared.measuring.store(false, Ordering::Relaxed);
+    let elapsed = start.elapsed().as_secs_f64();
+    let cpu_end = pid.and_then(proc_figures);
+    shared.stop.store(true, Ordering::Relaxed);
+    for t in threads {
+        t.join().unwrap().expect("load thread");
+    }
+    let t = &shared.totals;
+    let (sent, received) = (t.sent.load(Ordering::Relaxed), t.received.load(Ordering::Relaxed));
+    let hist = shared.latency.lock().unwrap();
+    let rps = received as f64 / elapsed;
+    let loss = if sent > 0 { 100.0 * sent.saturating_sub(received) as f64 / sent as f64 } else { 0.0 };
+    let announces = t.announces_answered.load(Ordering::Relaxed).max(1);
+    let peers_per_reply = t.peers_returned.load(Ordering::Relaxed) as f64 / announces as f64;
+    let (cpu_us, rss) = match (cpu_start, cpu_end) {
+        (Some(a), Some((b, rss))) => ((b - a) as f64 / received.max(1) as f64, rss),
+        _ => (f64::NAN, 0),
+    };
+    println!();
+    println!("| figure | value |");
+    println!("|---|---|");
+    println!("| responses/s | {rps:.0} |");
+    println!("| requests/s | {:.0} |", sent as f64 / elapsed);
+    println!("| loss | {loss:.2} % |");
+    println!("| error replies | {} |", t.errors.load(Ordering::Relaxed));
+    println!("| peers per announce reply | {peers_per_reply:.1} |");
+    println!(
+        "| latency p50 / p99 / p99.9 | {} / {} / {} us |",
+        hist.value_at_quantile(0.5),
+        hist.value_at_quantile(0.99),
+        hist.value_at_quantile(0.999)
+    );
+    println!("| tracker CPU per response | {cpu_us:.2} us |");
+    println!("| tracker RSS | {rss} MiB |");
+    println!(
+        "summary responses_per_s={rps:.0} requests_per_s={:.0} loss_pct={loss:.2} peers_per_reply={peers_per_reply:.1} p50_us={} p99_us={} p999_us={} tracker_cpu_us_per_response={cpu_us:.2} tracker_rss_mb={rss}",
+        sent as f64 / elapsed,
+        hist.value_at_quantile(0.5),
+        hist.value_at_quantile(0.99),
+        hist.value_at_quantile(0.999)
+    );
+    if let Some(c) = child.as_mut() {
+        unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+        let _ = c.wait();
+    }
+}
+
+/// Announces every peer once, paced by replies, so the table holds all peers before measuring.
+fn prefill(args: &Args, target: SocketAddr) {
+    let started = Instant::now();
+    let shared = Arc::new(Shared {
+        args: Args {
+            weights: "0,1,0".into(),
+            ..args.clone()
+        },
+        target,
+        measuring: AtomicBool::new(true),
+        stop: AtomicBool::new(false),
+        totals: Totals::default(),
+        latency: Mutex::new(Histogram::new(3).unwrap()),
+    });
+    // Random peer choice covers the table in expectation; run until about `peers` announces
+    // were answered (about 63% of peers distinct), bounded in time.
+    let threads: Vec<_> = (0..args.workers)
+        .map(|i| {
+            let s = shared.clone();
+            std::thread::spawn(move || load_thread(s, i))
+        })
+        .collect();
+    while shared.totals.received.load(Ordering::Relaxed) < args.peers
+        && started.elapsed() < Duration::from_secs(120)
+    {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    shared.stop.store(true, Ordering::Relaxed);
+    for t in threads {
+        let _ = t.join();
+    }
+    println!(
+        "prefill: {} announces in {:.1} s",
+        shared.totals.received.load(Ordering::Relaxed),
+        started.elapsed().as_secs_f64()
+    );
+}
