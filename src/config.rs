@@ -17,6 +17,7 @@ pub struct Config {
     pub workers: WorkersConfig,
     pub protocol: ProtocolConfig,
     pub cleaning: CleaningConfig,
+    pub metrics: MetricsConfig,
     pub log: LogConfig,
 }
 
@@ -59,6 +60,15 @@ pub struct CleaningConfig {
 #[serde(deny_unknown_fields)]
 pub struct LogConfig {
     pub level: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// `host:port` of the Prometheus endpoint; empty turns it off (see `Config::metrics_address`).
+    pub address: String,
+    pub interval_ms: u32,
+    pub stale_after_secs: u32,
 }
 
 /// A configuration that cannot be used, with where and why.
@@ -160,6 +170,18 @@ impl Config {
             7 * 86_400,
         )?;
         range("cleaning.sweep_interval_secs", c.sweep_interval_secs, 1, 86_400)?;
+        let m = &self.metrics;
+        if !m.address.is_empty() && m.address.parse::<SocketAddr>().is_err() {
+            return Err((
+                "metrics.address",
+                format!(
+                    "must be host:port such as \"127.0.0.1:9000\", or \"\" for off; got {:?}",
+                    m.address
+                ),
+            ));
+        }
+        range("metrics.interval_ms", m.interval_ms, 100, 60_000)?;
+        range("metrics.stale_after_secs", m.stale_after_secs, 2, 3_600)?;
         if self.log.level.trim().is_empty() {
             return Err(("log.level", "must name a level such as \"info\"".into()));
         }
@@ -169,6 +191,12 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// The metrics endpoint's address, or `None` when `metrics.address` is empty (off).
+    pub fn metrics_address(&self) -> Option<SocketAddr> {
+        // Validated at load: a non-empty address parses.
+        self.metrics.address.parse().ok()
     }
 
     /// Worker threads to run: the configured count, or one per core this process may use.
@@ -198,6 +226,18 @@ mod tests {
 
     fn err(text: &str) -> String {
         Config::from_toml_str(text, "test.toml").unwrap_err().to_string()
+    }
+
+    #[test]
+    fn metrics_address_parses_or_is_off() {
+        let c = Config::default_config();
+        assert_eq!(c.metrics_address(), Some("127.0.0.1:9000".parse().unwrap()));
+        let c = Config::from_toml_str("[metrics]\naddress = \"\"\n", "t").unwrap();
+        assert_eq!(c.metrics_address(), None);
+        let e = err("[metrics]\naddress = \"localhost\"\n");
+        assert!(e.contains("metrics.address"), "{e}");
+        let e = err("[metrics]\ninterval_ms = 5\n");
+        assert!(e.contains("metrics.interval_ms"), "{e}");
     }
 
     #[test]

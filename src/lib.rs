@@ -5,6 +5,7 @@ pub mod cli;
 pub mod config;
 pub mod connection_id;
 pub mod protocol;
+pub mod stats;
 pub mod swarm;
 pub mod tracker;
 pub mod worker;

@@ -1,18 +1,20 @@
 //! Start-up and shutdown of a whole tracker: binds every socket first (so a bad address fails
 //! before anything runs, and port 0 resolves to one port shared by all workers), wires the
-//! workers' inboxes together, starts the workers, and stops them on request.
+//! workers' inboxes together, starts the workers, and stops them on request. The stats thread
+//! starts last and reads the counters every other thread owns.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::config::Config;
 use crate::connection_id::ConnectionIds;
+use crate::stats::{self, Sources, StatsThread};
 use crate::worker::inbox::{self, Wake};
 use crate::worker::{self, WorkerStart};
 
@@ -36,6 +38,8 @@ pub struct Tracker {
     udp_addresses: Vec<SocketAddr>,
     workers: Vec<JoinHandle<anyhow::Result<()>>>,
     shutdown: ShutdownHandle,
+    sources: Sources,
+    stats: Option<StatsThread>,
 }
 
 impl Tracker {
@@ -50,6 +54,10 @@ impl Tracker {
                 .collect::<Result<_, _>>()?,
             None => Vec::new(),
         };
+        let metrics_listener = config
+            .metrics_address()
+            .map(StatsThread::bind)
+            .transpose()?;
         let ids = ConnectionIds::new(config.protocol.connection_id_lifetime_secs)
             .context("drawing the connection-id key")?;
         let (mailboxes, inboxes): (Vec<_>, Vec<_>) = (0..count)
@@ -64,11 +72,14 @@ impl Tracker {
         };
         let cores = worker::allowed_cores();
         let epoch = Instant::now();
+        let sources = Sources::new(count, epoch);
         let mut sockets = sockets.into_iter();
         let mut tracker = Tracker {
             udp_addresses,
             workers: Vec::with_capacity(count),
             shutdown: shutdown.clone(),
+            sources: sources.clone(),
+            stats: None,
         };
         for (index, inbox) in inboxes.into_iter().enumerate() {
             let core = (config.workers.pin_cores && !cores.is_empty())
@@ -83,6 +94,7 @@ impl Tracker {
                 epoch,
                 shutdown: shutdown.flag.clone(),
                 core,
+                stats: sources.workers[index].clone(),
             });
             match started {
                 Ok(thread) => tracker.workers.push(thread),
@@ -92,9 +104,24 @@ impl Tracker {
                 }
             }
         }
+        if let Some(listener) = metrics_listener {
+            let settings = stats::Settings {
+                interval: Duration::from_millis(config.metrics.interval_ms.into()),
+                stale_after: Duration::from_secs(config.metrics.stale_after_secs.into()),
+            };
+            match StatsThread::start(listener, sources, settings) {
+                Ok(thread) => tracker.stats = Some(thread),
+                Err(e) => {
+                    let _ = tracker.stop();
+                    return Err(e);
+                }
+            }
+        }
+        let metrics = tracker.metrics_address();
         tracing::info!(
             workers = count,
             udp = ?tracker.udp_addresses,
+            metrics = ?metrics,
             io = "io_uring",
             pinned = config.workers.pin_cores,
             "hayate serving"
@@ -105,6 +132,17 @@ impl Tracker {
     /// The UDP addresses actually bound (port 0 resolved), in config order.
     pub fn udp_addresses(&self) -> &[SocketAddr] {
         &self.udp_addresses
+    }
+
+    /// The metrics endpoint's address actually bound (port 0 resolved); `None` when off.
+    pub fn metrics_address(&self) -> Option<SocketAddr> {
+        self.stats.as_ref().map(StatsThread::address)
+    }
+
+    /// Every thread's counters, as the stats thread reads them. The HTTP frontend counts into
+    /// `sources().http`.
+    pub fn sources(&self) -> &Sources {
+        &self.sources
     }
 
     pub fn shutdown_handle(&self) -> ShutdownHandle {
@@ -120,6 +158,9 @@ impl Tracker {
     /// Waits for the workers to end (after a shutdown from elsewhere).
     pub fn join(self) -> anyhow::Result<()> {
         let mut result = Ok(());
+        if let Some(stats) = self.stats {
+            stats.stop();
+        }
         for w in self.workers {
             let r = w
                 .join()

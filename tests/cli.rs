@@ -64,7 +64,10 @@ fn serves_then_stops_on_sigterm_within_a_second() {
     };
     let path = temp_config(
         "serve.toml",
-        &format!("[udp]\naddresses = [\"127.0.0.1:{port}\"]\n[workers]\ncount = 2\n"),
+        &format!(
+            "[udp]\naddresses = [\"127.0.0.1:{port}\"]\n[workers]\ncount = 2\n\
+             [metrics]\naddress = \"127.0.0.1:0\"\n"
+        ),
     );
     let mut child = hayate()
         .arg("--config")

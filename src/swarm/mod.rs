@@ -74,6 +74,10 @@ pub struct Shard {
     hasher: RandomState,
     rng: fastrand::Rng,
     peer_lifetime_secs: u32,
+    /// Seeders and leechers over every torrent, kept as peers come and go so the gauges cost
+    /// nothing to read (a walk over a million torrents would stall the worker).
+    seeders: usize,
+    leechers: usize,
 }
 
 impl Shard {
@@ -83,6 +87,8 @@ impl Shard {
             hasher: RandomState::new(),
             rng: fastrand::Rng::new(),
             peer_lifetime_secs,
+            seeders: 0,
+            leechers: 0,
         }
     }
 
@@ -102,8 +108,11 @@ impl Shard {
             let Some(t) = self.torrents.get_mut(&a.info_hash) else {
                 return SwarmCounts::default();
             };
+            let before = t.counts();
             I::set(t).remove(key, &self.hasher);
             let counts = t.counts();
+            self.seeders = self.seeders - before.seeders as usize + counts.seeders as usize;
+            self.leechers = self.leechers - before.leechers as usize + counts.leechers as usize;
             if t.is_empty() {
                 self.torrents.remove(&a.info_hash);
             }
@@ -111,6 +120,7 @@ impl Shard {
         }
         let seeder = a.left == 0 || a.event == AnnounceEvent::Completed;
         let t = self.torrents.entry(a.info_hash).or_default();
+        let before = t.counts();
         let set = I::set(t);
         set.select(key, seeder, want, &mut self.rng, out);
         let peer = Peer {
@@ -124,7 +134,10 @@ impl Shard {
         if a.event == AnnounceEvent::Completed && previous != Previous::Seeder {
             t.downloaded = t.downloaded.saturating_add(1);
         }
-        t.counts()
+        let after = t.counts();
+        self.seeders = self.seeders - before.seeders as usize + after.seeders as usize;
+        self.leechers = self.leechers - before.leechers as usize + after.leechers as usize;
+        after
     }
 
     /// The same, for an address of either family.
@@ -158,8 +171,13 @@ impl Shard {
     pub fn sweep(&mut self, now: u32) -> usize {
         let mut dropped = 0;
         let hs = &self.hasher;
+        let (seeders, leechers) = (&mut self.seeders, &mut self.leechers);
         self.torrents.retain(|_, t| {
+            let before = t.counts();
             dropped += t.v4.expire(now, hs) + t.v6.expire(now, hs);
+            let after = t.counts();
+            *seeders = *seeders - before.seeders as usize + after.seeders as usize;
+            *leechers = *leechers - before.leechers as usize + after.leechers as usize;
             !t.is_empty()
         });
         if self.torrents.capacity() > 4 * self.torrents.len().max(1024) {
@@ -168,7 +186,17 @@ impl Shard {
         dropped
     }
 
+    /// Torrents, seeders and leechers in the shard, in constant time.
     pub fn totals(&self) -> ShardTotals {
+        ShardTotals {
+            torrents: self.torrents.len(),
+            seeders: self.seeders,
+            leechers: self.leechers,
+        }
+    }
+
+    /// The same, counted the slow way (to check the running counts).
+    fn walk_totals(&self) -> ShardTotals {
         let mut totals = ShardTotals {
             torrents: self.torrents.len(),
             ..ShardTotals::default()
@@ -187,6 +215,7 @@ impl Shard {
             t.v4.check_invariants(&self.hasher);
             t.v6.check_invariants(&self.hasher);
         }
+        assert_eq!(self.totals(), self.walk_totals(), "running totals drifted");
     }
 }
 
@@ -215,8 +244,19 @@ mod tests {
     fn second_peer_gets_the_first_and_never_itself() {
         let mut s = Shard::new(100);
         let ip = [10, 0, 0, 1];
-        assert!(peers_of(&mut s, ip, &announce(1, 1000, 5, AnnounceEvent::Started), 50).is_empty());
-        let got = peers_of(&mut s, ip, &announce(1, 2000, 5, AnnounceEvent::Started), 50);
+        assert!(peers_of(
+            &mut s,
+            ip,
+            &announce(1, 1000, 5, AnnounceEvent::Started),
+            50
+        )
+        .is_empty());
+        let got = peers_of(
+            &mut s,
+            ip,
+            &announce(1, 2000, 5, AnnounceEvent::Started),
+            50,
+        );
         assert_eq!(got, vec![(1000, true)]);
         // Re-announcing: still not itself.
         let got = peers_of(&mut s, ip, &announce(1, 2000, 5, AnnounceEvent::None), 50);
@@ -227,34 +267,92 @@ mod tests {
     #[test]
     fn seeders_get_leechers_only() {
         let mut s = Shard::new(100);
-        s.announce([1, 1, 1, 1], &announce(1, 1, 0, AnnounceEvent::Started), 50, 0, |_| {});
-        s.announce([2, 2, 2, 2], &announce(1, 2, 9, AnnounceEvent::Started), 50, 0, |_| {});
+        s.announce(
+            [1, 1, 1, 1],
+            &announce(1, 1, 0, AnnounceEvent::Started),
+            50,
+            0,
+            |_| {},
+        );
+        s.announce(
+            [2, 2, 2, 2],
+            &announce(1, 2, 9, AnnounceEvent::Started),
+            50,
+            0,
+            |_| {},
+        );
         let mut got = Vec::new();
-        let counts = s.announce([3, 3, 3, 3], &announce(1, 3, 0, AnnounceEvent::None), 50, 0, |p| {
-            got.push(p.ip)
-        });
+        let counts = s.announce(
+            [3, 3, 3, 3],
+            &announce(1, 3, 0, AnnounceEvent::None),
+            50,
+            0,
+            |p| got.push(p.ip),
+        );
         assert_eq!(got, vec![[2, 2, 2, 2]]);
         assert_eq!((counts.seeders, counts.leechers), (2, 1));
         // A leecher gets both.
         let mut n = 0;
-        s.announce([4, 4, 4, 4], &announce(1, 4, 9, AnnounceEvent::None), 50, 0, |_| n += 1);
+        s.announce(
+            [4, 4, 4, 4],
+            &announce(1, 4, 9, AnnounceEvent::None),
+            50,
+            0,
+            |_| n += 1,
+        );
         assert_eq!(n, 3);
     }
 
     #[test]
     fn stopped_removes_and_unknown_stop_is_harmless() {
         let mut s = Shard::new(100);
-        let c = s.announce([9, 9, 9, 9], &announce(7, 1, 0, AnnounceEvent::Stopped), 50, 0, |_| {});
+        let c = s.announce(
+            [9, 9, 9, 9],
+            &announce(7, 1, 0, AnnounceEvent::Stopped),
+            50,
+            0,
+            |_| {},
+        );
         assert_eq!(c, SwarmCounts::default());
         assert_eq!(s.totals().torrents, 0);
-        s.announce([1, 1, 1, 1], &announce(7, 1, 5, AnnounceEvent::Started), 50, 0, |_| {});
-        s.announce([1, 1, 1, 1], &announce(7, 2, 5, AnnounceEvent::Started), 50, 0, |_| {});
-        let c = s.announce([1, 1, 1, 1], &announce(7, 1, 5, AnnounceEvent::Stopped), 50, 0, |_| {});
+        s.announce(
+            [1, 1, 1, 1],
+            &announce(7, 1, 5, AnnounceEvent::Started),
+            50,
+            0,
+            |_| {},
+        );
+        s.announce(
+            [1, 1, 1, 1],
+            &announce(7, 2, 5, AnnounceEvent::Started),
+            50,
+            0,
+            |_| {},
+        );
+        let c = s.announce(
+            [1, 1, 1, 1],
+            &announce(7, 1, 5, AnnounceEvent::Stopped),
+            50,
+            0,
+            |_| {},
+        );
         assert_eq!((c.seeders, c.leechers), (0, 1));
         // Stopping a peer the torrent never saw changes nothing.
-        let c = s.announce([8, 8, 8, 8], &announce(7, 1, 5, AnnounceEvent::Stopped), 50, 0, |_| {});
+        let c = s.announce(
+            [8, 8, 8, 8],
+            &announce(7, 1, 5, AnnounceEvent::Stopped),
+            50,
+            0,
+            |_| {},
+        );
         assert_eq!((c.seeders, c.leechers), (0, 1));
-        s.announce([1, 1, 1, 1], &announce(7, 2, 5, AnnounceEvent::Stopped), 50, 0, |_| {});
+        s.announce(
+            [1, 1, 1, 1],
+            &announce(7, 2, 5, AnnounceEvent::Stopped),
+            50,
+            0,
+            |_| {},
+        );
         assert_eq!(s.totals().torrents, 0, "empty torrent dropped");
     }
 
@@ -262,10 +360,28 @@ mod tests {
     fn completed_counts_once_per_download() {
         let mut s = Shard::new(100);
         let ip = [1, 2, 3, 4];
-        s.announce(ip, &announce(3, 1, 10, AnnounceEvent::Started), 50, 0, |_| {});
-        let c = s.announce(ip, &announce(3, 1, 0, AnnounceEvent::Completed), 50, 0, |_| {});
+        s.announce(
+            ip,
+            &announce(3, 1, 10, AnnounceEvent::Started),
+            50,
+            0,
+            |_| {},
+        );
+        let c = s.announce(
+            ip,
+            &announce(3, 1, 0, AnnounceEvent::Completed),
+            50,
+            0,
+            |_| {},
+        );
         assert_eq!((c.seeders, c.leechers, c.downloaded), (1, 0, 1));
-        let c = s.announce(ip, &announce(3, 1, 0, AnnounceEvent::Completed), 50, 0, |_| {});
+        let c = s.announce(
+            ip,
+            &announce(3, 1, 0, AnnounceEvent::Completed),
+            50,
+            0,
+            |_| {},
+        );
         assert_eq!(c.downloaded, 1);
     }
 
@@ -274,7 +390,13 @@ mod tests {
         // A peer is its IP and announced port: the source port is not part of it.
         let mut s = Shard::new(100);
         for _ in 0..3 {
-            s.announce([5, 5, 5, 5], &announce(4, 6881, 5, AnnounceEvent::None), 50, 0, |_| {});
+            s.announce(
+                [5, 5, 5, 5],
+                &announce(4, 6881, 5, AnnounceEvent::None),
+                50,
+                0,
+                |_| {},
+            );
         }
         assert_eq!(s.counts(&[4; 20]).leechers, 1);
     }
@@ -285,7 +407,13 @@ mod tests {
         let a = announce(1, 1, 5, AnnounceEvent::Started);
         s.announce([1, 1, 1, 1], &a, 50, 0, |_| {});
         let mut got = 0;
-        let c = s.announce([0u8; 16], &announce(1, 2, 5, AnnounceEvent::None), 50, 0, |_| got += 1);
+        let c = s.announce(
+            [0u8; 16],
+            &announce(1, 2, 5, AnnounceEvent::None),
+            50,
+            0,
+            |_| got += 1,
+        );
         assert_eq!(got, 0, "an IPv6 announcer gets no IPv4 peers");
         assert_eq!(c.leechers, 2, "counts span both families");
     }
@@ -293,12 +421,22 @@ mod tests {
     #[test]
     fn ipv4_mapped_announces_as_ipv4() {
         let mut s = Shard::new(100);
-        s.announce([1, 2, 3, 4], &announce(1, 1, 5, AnnounceEvent::Started), 50, 0, |_| {});
+        s.announce(
+            [1, 2, 3, 4],
+            &announce(1, 1, 5, AnnounceEvent::Started),
+            50,
+            0,
+            |_| {},
+        );
         let mut got = Vec::new();
         let mapped: IpAddr = "::ffff:9.9.9.9".parse().unwrap();
-        s.announce_ip(mapped, &announce(1, 2, 5, AnnounceEvent::None), 50, 0, |ip, port, _| {
-            got.push((ip, port))
-        });
+        s.announce_ip(
+            mapped,
+            &announce(1, 2, 5, AnnounceEvent::None),
+            50,
+            0,
+            |ip, port, _| got.push((ip, port)),
+        );
         assert_eq!(got, vec![("1.2.3.4".parse().unwrap(), 1)]);
     }
 
@@ -306,23 +444,113 @@ mod tests {
     fn numwant_caps_reply() {
         let mut s = Shard::new(100);
         for port in 1..=100 {
-            s.announce([1, 1, 1, 1], &announce(1, port, 5, AnnounceEvent::None), 50, 0, |_| {});
+            s.announce(
+                [1, 1, 1, 1],
+                &announce(1, port, 5, AnnounceEvent::None),
+                50,
+                0,
+                |_| {},
+            );
         }
         let mut n = 0;
-        s.announce([2, 2, 2, 2], &announce(1, 1, 5, AnnounceEvent::None), 30, 0, |_| n += 1);
+        s.announce(
+            [2, 2, 2, 2],
+            &announce(1, 1, 5, AnnounceEvent::None),
+            30,
+            0,
+            |_| n += 1,
+        );
         assert_eq!(n, 30);
     }
 
     #[test]
     fn sweep_expires_peers_and_drops_empty_torrents() {
         let mut s = Shard::new(100);
-        s.announce([1, 1, 1, 1], &announce(1, 1, 5, AnnounceEvent::None), 50, 0, |_| {});
-        s.announce([1, 1, 1, 1], &announce(2, 1, 5, AnnounceEvent::None), 50, 50, |_| {});
+        s.announce(
+            [1, 1, 1, 1],
+            &announce(1, 1, 5, AnnounceEvent::None),
+            50,
+            0,
+            |_| {},
+        );
+        s.announce(
+            [1, 1, 1, 1],
+            &announce(2, 1, 5, AnnounceEvent::None),
+            50,
+            50,
+            |_| {},
+        );
         assert_eq!(s.sweep(99), 0);
         assert_eq!(s.sweep(100), 1);
         assert_eq!(s.totals().torrents, 1);
         assert_eq!(s.sweep(150), 1);
         assert_eq!(s.totals(), ShardTotals::default());
+        s.check_invariants();
+    }
+
+    #[test]
+    fn running_totals_follow_every_change() {
+        let mut s = Shard::new(100);
+        let t = |s: &Shard| {
+            let t = s.totals();
+            (t.torrents, t.seeders, t.leechers)
+        };
+        s.announce(
+            [1; 4],
+            &announce(1, 1, 5, AnnounceEvent::Started),
+            50,
+            0,
+            |_| {},
+        );
+        s.announce(
+            [2; 4],
+            &announce(1, 2, 0, AnnounceEvent::Started),
+            50,
+            0,
+            |_| {},
+        );
+        s.announce(
+            [3; 16],
+            &announce(2, 3, 5, AnnounceEvent::None),
+            50,
+            10,
+            |_| {},
+        );
+        assert_eq!(t(&s), (2, 1, 2));
+        // A leecher finishing becomes a seeder; a repeat changes nothing.
+        s.announce(
+            [1; 4],
+            &announce(1, 1, 0, AnnounceEvent::Completed),
+            50,
+            0,
+            |_| {},
+        );
+        s.announce(
+            [1; 4],
+            &announce(1, 1, 0, AnnounceEvent::None),
+            50,
+            0,
+            |_| {},
+        );
+        assert_eq!(t(&s), (2, 2, 1));
+        s.announce(
+            [2; 4],
+            &announce(1, 2, 0, AnnounceEvent::Stopped),
+            50,
+            0,
+            |_| {},
+        );
+        s.announce(
+            [9; 4],
+            &announce(1, 9, 0, AnnounceEvent::Stopped),
+            50,
+            0,
+            |_| {},
+        );
+        assert_eq!(t(&s), (2, 1, 1));
+        s.check_invariants();
+        assert_eq!(s.sweep(100), 1);
+        assert_eq!(t(&s), (1, 0, 1));
         s.check_invariants();
     }
 

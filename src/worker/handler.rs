@@ -3,14 +3,17 @@
 //! calls this; tests and fuzz targets can drive it directly.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use crossbeam_utils::CachePadded;
 
 use crate::config::Config;
 use crate::connection_id::ConnectionIds;
 use crate::protocol::udp::{self, ParseError, Request};
 use crate::protocol::{Announce, SwarmCounts};
+use crate::stats::{Action, ErrorReason, Forward, IpVersion, WorkerStats};
 use crate::swarm::{shard_of, Shard};
 
-use super::counters::{Action, Counters};
 use super::inbox::{ForwardedAnnounce, Mailbox, ScrapeChain, SCRAPE_CHAIN_MAX};
 
 /// Where a reply goes and on which local address.
@@ -24,7 +27,11 @@ pub struct Reply {
 pub struct Handler {
     pub me: usize,
     pub shard: Shard,
-    pub counters: Counters,
+    /// This worker's counters; only this worker writes them, the stats thread reads them.
+    pub stats: Arc<CachePadded<WorkerStats>>,
+    /// When the batch being handled was received, in microseconds since the tracker's epoch.
+    /// The ring sets it per batch; forwards carry it so the owner can time the whole trip.
+    pub received_us: u64,
     ids: ConnectionIds,
     /// Every worker's inbox, mine included (never sent to).
     mailboxes: Vec<Mailbox>,
@@ -35,12 +42,19 @@ pub struct Handler {
 }
 
 impl Handler {
-    pub fn new(me: usize, config: &Config, ids: ConnectionIds, mailboxes: Vec<Mailbox>) -> Self {
+    pub fn new(
+        me: usize,
+        config: &Config,
+        ids: ConnectionIds,
+        mailboxes: Vec<Mailbox>,
+        stats: Arc<CachePadded<WorkerStats>>,
+    ) -> Self {
         let p = &config.protocol;
         Self {
             me,
             shard: Shard::new(config.cleaning.peer_lifetime_secs),
-            counters: Counters::default(),
+            stats,
+            received_us: 0,
             ids,
             mailboxes,
             interval: p.announce_interval_secs,
@@ -68,38 +82,44 @@ impl Handler {
         packet: &[u8],
         out: &mut [u8],
     ) -> usize {
-        let c = &mut self.counters;
-        c.bytes_received += packet.len() as u64;
+        let c = &self.stats.udp;
+        c.received(packet.len());
         let ip = client.ip().to_canonical();
+        let v = IpVersion::of(ip);
         let request = match udp::parse_request(packet, self.max_scrape_hashes) {
             Ok(r) => r,
             Err(ParseError::NotTracker) => {
-                c.not_tracker += 1;
+                c.error(ErrorReason::NotTracker);
                 return 0;
             }
             Err(ParseError::Invalid {
                 transaction_id,
                 message,
             }) => {
-                c.requests[Action::Error as usize] += 1;
-                return self.error(out, transaction_id, message, packet.len());
+                c.request(Action::Error, v);
+                c.error(ErrorReason::Malformed);
+                return self.error(out, v, transaction_id, message, packet.len());
             }
         };
         match request {
             Request::Connect { transaction_id } => {
-                c.requests[Action::Connect as usize] += 1;
+                c.request(Action::Connect, v);
                 let id = self.ids.make(ip, now);
-                self.sent(Action::Connect, udp::write_connect(out, transaction_id, id))
+                self.sent(
+                    Action::Connect,
+                    v,
+                    udp::write_connect(out, transaction_id, id),
+                )
             }
             Request::Announce {
                 connection_id,
                 transaction_id,
                 announce,
             } => {
-                c.requests[Action::Announce as usize] += 1;
+                c.request(Action::Announce, v);
                 if let Err(e) = self.ids.check(connection_id, ip, now) {
-                    self.counters.bad_connection_id += 1;
-                    return self.error(out, transaction_id, id_message(e), packet.len());
+                    c.error(id_reason(e));
+                    return self.error(out, v, transaction_id, id_message(e), packet.len());
                 }
                 let owner = shard_of(&announce.info_hash, self.mailboxes.len());
                 if owner == self.me {
@@ -110,8 +130,9 @@ impl Handler {
                     socket,
                     transaction_id,
                     announce,
+                    received_us: self.received_us,
                 };
-                self.forward(|m| m[owner].send_announce(forwarded));
+                self.forward(Forward::Announce, |m| m[owner].send_announce(forwarded));
                 0
             }
             Request::Scrape {
@@ -119,10 +140,10 @@ impl Handler {
                 transaction_id,
                 info_hashes,
             } => {
-                c.requests[Action::Scrape as usize] += 1;
+                c.request(Action::Scrape, v);
                 if let Err(e) = self.ids.check(connection_id, ip, now) {
-                    self.counters.bad_connection_id += 1;
-                    return self.error(out, transaction_id, id_message(e), packet.len());
+                    c.error(id_reason(e));
+                    return self.error(out, v, transaction_id, id_message(e), packet.len());
                 }
                 let shards = self.mailboxes.len();
                 if info_hashes.iter().all(|h| shard_of(h, shards) == self.me) {
@@ -130,13 +151,14 @@ impl Handler {
                     for h in info_hashes {
                         n += udp::write_scrape_entry(&mut out[n..], self.shard.counts(h));
                     }
-                    return self.sent(Action::Scrape, n);
+                    return self.sent(Action::Scrape, v, n);
                 }
                 let mut chain = ScrapeChain {
                     client,
                     socket,
                     transaction_id,
                     origin: self.me as u16,
+                    received_us: self.received_us,
                     len: info_hashes.len() as u8,
                     hashes: [[0; 20]; SCRAPE_CHAIN_MAX],
                     counts: [SwarmCounts::default(); SCRAPE_CHAIN_MAX],
@@ -174,7 +196,10 @@ impl Handler {
             }),
         };
         udp::write_announce_header(out, transaction_id, self.interval, counts);
-        self.sent(Action::Announce, n)
+        let udp_stats = &self.stats.udp;
+        udp_stats.peers_in_reply((n - udp::ANNOUNCE_REPLY_HEADER_LEN) / peer_len);
+        let v = IpVersion::of(ip);
+        self.sent(Action::Announce, v, n)
     }
 
     /// Answers an announce another worker forwarded here.
@@ -213,7 +238,7 @@ impl Handler {
                 .min();
         }
         if let Some(next) = next {
-            self.forward(|m| m[next].send_scrape(chain));
+            self.forward(Forward::Scrape, |m| m[next].send_scrape(chain));
             return None;
         }
         let mut n = udp::write_scrape_header(out, chain.transaction_id);
@@ -223,14 +248,18 @@ impl Handler {
         Some(Reply {
             client: chain.client,
             socket: chain.socket,
-            len: self.sent(Action::Scrape, n),
+            len: self.sent(Action::Scrape, IpVersion::of(chain.client.ip()), n),
         })
     }
 
-    fn forward(&mut self, send: impl FnOnce(&[Mailbox]) -> Result<(), super::inbox::InboxFull>) {
+    fn forward(
+        &mut self,
+        kind: Forward,
+        send: impl FnOnce(&[Mailbox]) -> Result<(), super::inbox::InboxFull>,
+    ) {
         match send(&self.mailboxes) {
-            Ok(()) => self.counters.forwarded += 1,
-            Err(_) => self.counters.inbox_full += 1,
+            Ok(()) => self.stats.udp.forwarded(kind),
+            Err(_) => self.stats.udp.inbox_dropped(kind),
         }
     }
 
@@ -242,17 +271,31 @@ impl Handler {
         }
     }
 
-    fn error(&mut self, out: &mut [u8], transaction_id: u32, message: &str, limit: usize) -> usize {
+    fn error(
+        &mut self,
+        out: &mut [u8],
+        v: IpVersion,
+        transaction_id: u32,
+        message: &str,
+        limit: usize,
+    ) -> usize {
         let n = udp::write_error(out, transaction_id, message, limit);
-        self.sent(Action::Error, n)
+        self.sent(Action::Error, v, n)
     }
 
-    fn sent(&mut self, action: Action, len: usize) -> usize {
+    fn sent(&mut self, action: Action, v: IpVersion, len: usize) -> usize {
         if len > 0 {
-            self.counters.responses[action as usize] += 1;
-            self.counters.bytes_sent += len as u64;
+            self.stats.udp.response(action, v, len);
         }
         len
+    }
+}
+
+fn id_reason(e: crate::connection_id::ConnectionIdError) -> ErrorReason {
+    use crate::connection_id::ConnectionIdError::*;
+    match e {
+        Forged | FromTheFuture => ErrorReason::ConnectionIdInvalid,
+        Expired => ErrorReason::ConnectionIdExpired,
     }
 }
 

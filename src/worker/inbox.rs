@@ -23,6 +23,8 @@ pub struct ForwardedAnnounce {
     pub socket: u8,
     pub transaction_id: u32,
     pub announce: Announce,
+    /// When the request was received, in microseconds since the tracker's epoch (latency).
+    pub received_us: u64,
 }
 
 pub const SCRAPE_CHAIN_MAX: usize = MAX_UDP_SCRAPE_HASHES as usize;
@@ -37,6 +39,8 @@ pub struct ScrapeChain {
     pub transaction_id: u32,
     /// The worker the request arrived at.
     pub origin: u16,
+    /// When the request was received, in microseconds since the tracker's epoch (latency).
+    pub received_us: u64,
     pub len: u8,
     pub hashes: [InfoHash; SCRAPE_CHAIN_MAX],
     pub counts: [SwarmCounts; SCRAPE_CHAIN_MAX],

@@ -2,7 +2,6 @@
 //! io_uring loop over its own SO_REUSEPORT sockets. The worker only moves data between the
 //! sockets, its inbox and the request handler; the handler holds the shard.
 
-pub mod counters;
 pub mod handler;
 pub mod inbox;
 mod ring;
@@ -15,9 +14,11 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 use anyhow::Context;
+use crossbeam_utils::CachePadded;
 
 use crate::config::Config;
 use crate::connection_id::ConnectionIds;
+use crate::stats::WorkerStats;
 use handler::Handler;
 use inbox::{Inbox, Mailbox};
 
@@ -33,6 +34,8 @@ pub struct WorkerStart {
     pub shutdown: Arc<AtomicBool>,
     /// CPU to pin the thread to.
     pub core: Option<usize>,
+    /// The counters this worker alone writes (see `stats::counters`).
+    pub stats: Arc<CachePadded<WorkerStats>>,
 }
 
 /// Starts a worker thread. Returns once its ring is set up (or failed to be), so a tracker
@@ -48,7 +51,7 @@ pub fn spawn(w: WorkerStart) -> anyhow::Result<JoinHandle<anyhow::Result<()>>> {
                     pin_to_core(core).with_context(|| format!("pinning to core {core}"))?;
                 }
                 let c = &w.config;
-                let handler = Handler::new(index, c, w.ids, w.mailboxes);
+                let handler = Handler::new(index, c, w.ids, w.mailboxes, w.stats);
                 ring::RingLoop::new(ring::RingSetup {
                     handler,
                     inbox: w.inbox,
@@ -65,7 +68,8 @@ pub fn spawn(w: WorkerStart) -> anyhow::Result<JoinHandle<anyhow::Result<()>>> {
             match setup() {
                 Ok(ring) => {
                     let _ = ready_tx.send(Ok(()));
-                    ring.run().with_context(|| format!("worker {index} io_uring loop"))
+                    ring.run()
+                        .with_context(|| format!("worker {index} io_uring loop"))
                 }
                 Err(e) => {
                     let message = format!("{e:#}");

@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 
 use io_uring::{opcode, squeue, types, IoUring};
 
+use crate::stats::ErrorReason;
+
 use super::handler::{Handler, Reply};
 use super::inbox::Inbox;
 use super::sockaddr;
@@ -87,6 +89,8 @@ pub struct RingLoop {
     recv: Slots,
     send: Slots,
     free_send: Vec<u32>,
+    /// When the request each send slot answers was received (µs since `epoch`), for latency.
+    send_received_us: Box<[u64]>,
     wake_buf: Box<u64>,
     tick: Box<types::Timespec>,
     sqes: Vec<squeue::Entry>,
@@ -133,6 +137,7 @@ impl RingLoop {
             recv,
             send: Slots::new(s.send_depth, s.send_buf_len),
             free_send: (0..s.send_depth as u32).rev().collect(),
+            send_received_us: vec![0; s.send_depth].into_boxed_slice(),
             wake_buf: Box::new(0),
             tick: Box::new(types::Timespec::new().sec(1)),
             sqes: Vec::with_capacity(total),
@@ -145,10 +150,6 @@ impl RingLoop {
         })
     }
 
-    fn now(&self) -> u32 {
-        self.epoch.elapsed().as_secs() as u32
-    }
-
     /// Serves until shutdown is signalled.
     pub fn run(mut self) -> std::io::Result<()> {
         for i in 0..self.recv.slots.len() {
@@ -156,6 +157,7 @@ impl RingLoop {
         }
         self.arm_wake();
         self.arm_tick();
+        self.publish_tick(self.epoch.elapsed().as_micros() as u64);
         while !self.shutdown.load(Ordering::Acquire) {
             self.submit_pending();
             match self.ring.submit_and_wait(1) {
@@ -176,15 +178,21 @@ impl RingLoop {
             self.cqes.push((cqe.user_data(), cqe.result()));
         }
         self.in_flight -= self.cqes.len();
-        let now = self.now();
+        // One clock read per batch: the receive time of every request in it.
+        let batch_us = self.epoch.elapsed().as_micros() as u64;
+        let now = (batch_us / 1_000_000) as u32;
+        self.handler.received_us = batch_us;
         for k in 0..self.cqes.len() {
             let (data, result) = self.cqes[k];
             let index = (data & 0xffff_ffff) as usize;
             match data >> 32 {
                 RECV => self.on_recv(now, index, result),
                 SEND => {
+                    let udp = &self.handler.stats.udp;
                     if result < 0 {
-                        self.handler.counters.send_errors += 1;
+                        udp.error(ErrorReason::SendFailed);
+                    } else {
+                        udp.latency(batch_us.saturating_sub(self.send_received_us[index]));
                     }
                     self.free_send.push(index as u32);
                 }
@@ -197,6 +205,7 @@ impl RingLoop {
                         self.handler.shard.sweep(now);
                         self.next_sweep = now + self.sweep_every;
                     }
+                    self.publish_tick(batch_us);
                     self.arm_tick();
                 }
                 _ => {}
@@ -208,7 +217,7 @@ impl RingLoop {
     fn on_recv(&mut self, now: u32, i: usize, result: i32) {
         if result < 0 {
             if result != -libc::ECANCELED {
-                self.handler.counters.recv_errors += 1;
+                self.handler.stats.udp.error(ErrorReason::ReceiveFailed);
             }
             self.arm_recv(i);
             return;
@@ -220,15 +229,18 @@ impl RingLoop {
             return;
         };
         let Some(s) = self.free_send.pop() else {
-            self.handler.counters.send_slots_exhausted += 1;
+            self.handler.stats.udp.error(ErrorReason::SendBuffersFull);
             self.arm_recv(i);
             return;
         };
         let packet = self.recv.buf(i, result as usize);
         let at = s as usize * self.send.buf_len;
         let out = &mut self.send.bufs[at..at + self.send.buf_len];
-        let len = self.handler.handle_datagram(now, client, socket, packet, out);
+        let len = self
+            .handler
+            .handle_datagram(now, client, socket, packet, out);
         self.arm_recv(i);
+        let received_us = self.handler.received_us;
         self.send_or_free(
             s,
             Reply {
@@ -236,6 +248,7 @@ impl RingLoop {
                 socket,
                 len,
             },
+            received_us,
         );
     }
 
@@ -244,26 +257,40 @@ impl RingLoop {
         while let Some(&s) = self.free_send.last() {
             let at = s as usize * self.send.buf_len;
             let out = &mut self.send.bufs[at..at + self.send.buf_len];
-            let reply = if let Ok(m) = self.inbox.announces.try_recv() {
-                Some(self.handler.forwarded_announce(now, &m, out))
+            let (reply, received_us) = if let Ok(m) = self.inbox.announces.try_recv() {
+                let reply = self.handler.forwarded_announce(now, &m, out);
+                (Some(reply), m.received_us)
             } else if let Ok(chain) = self.inbox.scrapes.try_recv() {
-                self.handler.scrape_leg(chain, out)
+                let received_us = chain.received_us;
+                (self.handler.scrape_leg(chain, out), received_us)
             } else {
                 return;
             };
             self.free_send.pop();
             match reply {
-                Some(reply) => self.send_or_free(s, reply),
+                Some(reply) => self.send_or_free(s, reply, received_us),
                 None => self.free_send.push(s),
             }
         }
     }
 
-    fn send_or_free(&mut self, s: u32, reply: Reply) {
+    /// Publishes what the stats thread reads once a second: the heartbeat `/health` checks and
+    /// the shard's size (kept incrementally by the shard, so this costs nothing to compute).
+    fn publish_tick(&self, batch_us: u64) {
+        let stats = &self.handler.stats;
+        let totals = self.handler.shard.totals();
+        stats.torrents.set(totals.torrents as u64);
+        stats.seeders.set(totals.seeders as u64);
+        stats.leechers.set(totals.leechers as u64);
+        stats.heartbeat_ms.set(batch_us / 1000);
+    }
+
+    fn send_or_free(&mut self, s: u32, reply: Reply, received_us: u64) {
         if reply.len == 0 {
             self.free_send.push(s);
             return;
         }
+        self.send_received_us[s as usize] = received_us;
         let slot = &mut self.send.slots[s as usize];
         slot.msg.msg_namelen = sockaddr::to_storage(reply.client, &mut slot.addr);
         slot.iov.iov_len = reply.len;

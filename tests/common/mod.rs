@@ -12,6 +12,12 @@ pub fn start_tracker(workers: u32, extra: &str) -> Tracker {
     let text = format!(
         "[udp]\naddresses = [\"127.0.0.1:0\", \"[::1]:0\"]\n[workers]\ncount = {workers}\n{extra}"
     );
+    // The default metrics port is fixed; tests that do not set their own take an ephemeral one.
+    let text = if extra.contains("[metrics]") {
+        text
+    } else {
+        format!("{text}\n[metrics]\naddress = \"127.0.0.1:0\"\n")
+    };
     let config = Config::from_toml_str(&text, "test config").expect("test config is valid");
     Tracker::start(config).expect("tracker starts")
 }
@@ -208,4 +214,44 @@ pub fn hash_for_shard(shard: usize, shards: usize, n: u8) -> [u8; 20] {
         }
     }
     unreachable!()
+}
+
+/// A plain HTTP/1.1 GET over a fresh TCP connection: (status, content type, body). Bounded by
+/// a 5-second timeout; `accept` sets the Accept header.
+pub fn http_get(addr: SocketAddr, path: &str, accept: Option<&str>) -> (u16, String, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+        .expect("connect to the HTTP endpoint");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let accept = accept.map_or(String::new(), |a| format!("Accept: {a}\r\n"));
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{accept}Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).expect("read the HTTP answer");
+    let text = String::from_utf8(raw).expect("UTF-8 answer");
+    let (head, body) = text.split_once("\r\n\r\n").expect("a head and a body");
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("a status code");
+    let kind = head
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .find(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+        .map_or(String::new(), |(_, v)| v.trim().to_string());
+    (status, kind, body.to_string())
+}
+
+/// The tracker's `/metrics` page in the Prometheus text format.
+pub fn metrics_text(t: &Tracker) -> String {
+    let addr = t.metrics_address().expect("metrics endpoint is on");
+    let (status, _, body) = http_get(addr, "/metrics", None);
+    assert_eq!(status, 200, "{body}");
+    body
 }

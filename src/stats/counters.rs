@@ -1,0 +1,447 @@
+//! The figures a thread counts about its own traffic, readable by the stats thread while the
+//! owner keeps counting. Every block has exactly one writer: a UDP worker owns one
+//! `WorkerStats`, the HTTP frontend thread owns one `Traffic`. The writer bumps a counter with a
+//! relaxed load and a relaxed store, never a read-modify-write, so the hot path carries no
+//! lock-prefixed instruction (on x86-64 it compiles to one plain `add` to memory; on aarch64
+//! to `ldr`/`add`/`str`), exactly what a plain `u64` field would cost. The stats thread reads
+//! with relaxed loads; a 64-bit atomic never tears, and a reader at most sees a count one
+//! packet old. A block is cache-padded so no other data shares its first or last line.
+//!
+//! Two writers on one block would lose counts (each store overwrites the other's); a thread
+//! that needs counts must own its block.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// A count with one writer. See the module comment for why load + store, not `fetch_add`.
+#[derive(Debug, Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    /// Adds `n`. Only the block's owner may call this.
+    #[inline]
+    pub fn add(&self, n: u64) {
+        self.0.store(self.0.load(Relaxed).wrapping_add(n), Relaxed);
+    }
+
+    #[inline]
+    pub fn inc(&self) {
+        self.add(1);
+    }
+
+    /// Overwrites the value (gauges, heartbeats). Only the owner may call this.
+    #[inline]
+    pub fn set(&self, v: u64) {
+        self.0.store(v, Relaxed);
+    }
+
+    pub fn get(&self) -> u64 {
+        self.0.load(Relaxed)
+    }
+}
+
+/// Request kinds, in BEP 15 action order. HTTP announce and scrape use the same names; HTTP has
+/// no connect, and `Error` counts requests refused before an action was known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Connect = 0,
+    Announce = 1,
+    Scrape = 2,
+    Error = 3,
+}
+
+impl Action {
+    pub const ALL: [Action; 4] = [
+        Action::Connect,
+        Action::Announce,
+        Action::Scrape,
+        Action::Error,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Connect => "connect",
+            Action::Announce => "announce",
+            Action::Scrape => "scrape",
+            Action::Error => "error",
+        }
+    }
+}
+
+/// The client's address family (IPv4-mapped IPv6 counts as IPv4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IpVersion {
+    V4 = 0,
+    V6 = 1,
+}
+
+impl IpVersion {
+    pub const ALL: [IpVersion; 2] = [IpVersion::V4, IpVersion::V6];
+
+    pub fn of(ip: std::net::IpAddr) -> IpVersion {
+        if ip.to_canonical().is_ipv4() {
+            IpVersion::V4
+        } else {
+            IpVersion::V6
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IpVersion::V4 => "4",
+            IpVersion::V6 => "6",
+        }
+    }
+}
+
+/// Why a request failed or a packet was lost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorReason {
+    /// Not a tracker request at all; dropped unanswered.
+    NotTracker = 0,
+    /// A tracker request that could not be parsed or broke a limit; answered with an error.
+    Malformed = 1,
+    /// A connection id this tracker never issued.
+    ConnectionIdInvalid = 2,
+    /// A connection id past its lifetime.
+    ConnectionIdExpired = 3,
+    /// The owning worker's inbox was full; the request went unanswered.
+    InboxFull = 4,
+    /// Every send buffer was in flight; the reply was dropped.
+    SendBuffersFull = 5,
+    /// The kernel refused a send.
+    SendFailed = 6,
+    /// The kernel failed a receive.
+    ReceiveFailed = 7,
+}
+
+impl ErrorReason {
+    pub const COUNT: usize = 8;
+    pub const ALL: [ErrorReason; Self::COUNT] = [
+        ErrorReason::NotTracker,
+        ErrorReason::Malformed,
+        ErrorReason::ConnectionIdInvalid,
+        ErrorReason::ConnectionIdExpired,
+        ErrorReason::InboxFull,
+        ErrorReason::SendBuffersFull,
+        ErrorReason::SendFailed,
+        ErrorReason::ReceiveFailed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorReason::NotTracker => "not_tracker",
+            ErrorReason::Malformed => "malformed",
+            ErrorReason::ConnectionIdInvalid => "connection_id_invalid",
+            ErrorReason::ConnectionIdExpired => "connection_id_expired",
+            ErrorReason::InboxFull => "inbox_full",
+            ErrorReason::SendBuffersFull => "send_buffers_full",
+            ErrorReason::SendFailed => "send_failed",
+            ErrorReason::ReceiveFailed => "receive_failed",
+        }
+    }
+}
+
+/// What was handed to another thread's inbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Forward {
+    Announce = 0,
+    Scrape = 1,
+}
+
+impl Forward {
+    pub const ALL: [Forward; 2] = [Forward::Announce, Forward::Scrape];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Forward::Announce => "announce",
+            Forward::Scrape => "scrape",
+        }
+    }
+}
+
+/// Upper bounds of the latency buckets, in microseconds: 10 µs (a connect answered in the same
+/// batch) to 1 s (something is badly wrong). Roughly 1-2.5-5 per decade.
+pub const LATENCY_BOUNDS_US: [u64; 15] = [
+    10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000,
+    1_000_000,
+];
+
+/// Upper bounds of the peers-per-reply buckets: empty swarms, small ones, and the numwant
+/// steps clients use (50 default, 200 libtorrent, 1000 the configurable maximum).
+pub const PEERS_BOUNDS: [u64; 10] = [0, 1, 5, 10, 25, 50, 100, 200, 500, 1_000];
+
+/// A fixed-bucket histogram with one writer; `N` buckets, the last one unbounded (+Inf).
+#[derive(Debug)]
+pub struct Histogram<const N: usize> {
+    buckets: [Counter; N],
+    sum: Counter,
+}
+
+impl<const N: usize> Default for Histogram<N> {
+    fn default() -> Self {
+        Self {
+            buckets: std::array::from_fn(|_| Counter::default()),
+            sum: Counter::default(),
+        }
+    }
+}
+
+impl<const N: usize> Histogram<N> {
+    /// Records `v` against `bounds` (N - 1 ascending upper bounds, inclusive).
+    #[inline]
+    fn observe(&self, bounds: &[u64], v: u64) {
+        debug_assert_eq!(bounds.len() + 1, N);
+        let i = bounds.partition_point(|&b| b < v);
+        self.buckets[i].inc();
+        self.sum.add(v);
+    }
+
+    pub fn snapshot(&self) -> HistogramSnapshot<N> {
+        HistogramSnapshot {
+            buckets: std::array::from_fn(|i| self.buckets[i].get()),
+            sum: self.sum.get(),
+        }
+    }
+}
+
+/// A histogram's figures at one moment: per-bucket (not cumulative) counts and the sum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HistogramSnapshot<const N: usize> {
+    pub buckets: [u64; N],
+    pub sum: u64,
+}
+
+impl<const N: usize> Default for HistogramSnapshot<N> {
+    fn default() -> Self {
+        Self {
+            buckets: [0; N],
+            sum: 0,
+        }
+    }
+}
+
+impl<const N: usize> HistogramSnapshot<N> {
+    pub fn count(&self) -> u64 {
+        self.buckets.iter().sum()
+    }
+
+    pub fn add(&mut self, o: &Self) {
+        for (a, b) in self.buckets.iter_mut().zip(o.buckets) {
+            *a += b;
+        }
+        self.sum += o.sum;
+    }
+}
+
+pub const LATENCY_BUCKETS: usize = LATENCY_BOUNDS_US.len() + 1;
+pub const PEERS_BUCKETS: usize = PEERS_BOUNDS.len() + 1;
+
+/// One protocol's traffic as counted by one thread.
+#[derive(Debug, Default)]
+pub struct Traffic {
+    /// Requests received, by action and IP version.
+    requests: [[Counter; 2]; 4],
+    /// Replies sent, by action and IP version.
+    responses: [[Counter; 2]; 4],
+    errors: [Counter; ErrorReason::COUNT],
+    bytes_received: Counter,
+    bytes_sent: Counter,
+    /// Requests handed to another thread's inbox, by kind.
+    forwarded: [Counter; 2],
+    /// Forwards refused because that inbox was full, by kind.
+    inbox_dropped: [Counter; 2],
+    latency_us: Histogram<LATENCY_BUCKETS>,
+    peers: Histogram<PEERS_BUCKETS>,
+}
+
+impl Traffic {
+    #[inline]
+    pub fn request(&self, action: Action, ip: IpVersion) {
+        self.requests[action as usize][ip as usize].inc();
+    }
+
+    /// A reply of `bytes` bytes handed to the kernel (or the HTTP connection).
+    #[inline]
+    pub fn response(&self, action: Action, ip: IpVersion, bytes: usize) {
+        self.responses[action as usize][ip as usize].inc();
+        self.bytes_sent.add(bytes as u64);
+    }
+
+    #[inline]
+    pub fn error(&self, reason: ErrorReason) {
+        self.errors[reason as usize].inc();
+    }
+
+    #[inline]
+    pub fn received(&self, bytes: usize) {
+        self.bytes_received.add(bytes as u64);
+    }
+
+    #[inline]
+    pub fn forwarded(&self, kind: Forward) {
+        self.forwarded[kind as usize].inc();
+    }
+
+    /// A forward refused by a full inbox. Also counts as an `inbox_full` error.
+    #[inline]
+    pub fn inbox_dropped(&self, kind: Forward) {
+        self.inbox_dropped[kind as usize].inc();
+        self.error(ErrorReason::InboxFull);
+    }
+
+    /// Time from receiving a request to sending its reply.
+    #[inline]
+    pub fn latency(&self, micros: u64) {
+        self.latency_us.observe(&LATENCY_BOUNDS_US, micros);
+    }
+
+    /// Peers handed out in one announce reply.
+    #[inline]
+    pub fn peers_in_reply(&self, peers: usize) {
+        self.peers.observe(&PEERS_BOUNDS, peers as u64);
+    }
+
+    pub fn snapshot(&self) -> TrafficSnapshot {
+        let grid = |g: &[[Counter; 2]; 4]| std::array::from_fn(|a| [g[a][0].get(), g[a][1].get()]);
+        TrafficSnapshot {
+            requests: grid(&self.requests),
+            responses: grid(&self.responses),
+            errors: std::array::from_fn(|i| self.errors[i].get()),
+            bytes_received: self.bytes_received.get(),
+            bytes_sent: self.bytes_sent.get(),
+            forwarded: std::array::from_fn(|i| self.forwarded[i].get()),
+            inbox_dropped: std::array::from_fn(|i| self.inbox_dropped[i].get()),
+            latency_us: self.latency_us.snapshot(),
+            peers: self.peers.snapshot(),
+        }
+    }
+}
+
+/// `Traffic` read at one moment, as plain numbers that can be summed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TrafficSnapshot {
+    pub requests: [[u64; 2]; 4],
+    pub responses: [[u64; 2]; 4],
+    pub errors: [u64; ErrorReason::COUNT],
+    pub bytes_received: u64,
+    pub bytes_sent: u64,
+    pub forwarded: [u64; 2],
+    pub inbox_dropped: [u64; 2],
+    pub latency_us: HistogramSnapshot<LATENCY_BUCKETS>,
+    pub peers: HistogramSnapshot<PEERS_BUCKETS>,
+}
+
+impl TrafficSnapshot {
+    pub fn add(&mut self, o: &Self) {
+        for a in 0..4 {
+            for v in 0..2 {
+                self.requests[a][v] += o.requests[a][v];
+                self.responses[a][v] += o.responses[a][v];
+            }
+        }
+        for (a, b) in self.errors.iter_mut().zip(o.errors) {
+            *a += b;
+        }
+        self.bytes_received += o.bytes_received;
+        self.bytes_sent += o.bytes_sent;
+        for k in 0..2 {
+            self.forwarded[k] += o.forwarded[k];
+            self.inbox_dropped[k] += o.inbox_dropped[k];
+        }
+        self.latency_us.add(&o.latency_us);
+        self.peers.add(&o.peers);
+    }
+
+    pub fn requests(&self, action: Action, ip: IpVersion) -> u64 {
+        self.requests[action as usize][ip as usize]
+    }
+
+    pub fn responses(&self, action: Action, ip: IpVersion) -> u64 {
+        self.responses[action as usize][ip as usize]
+    }
+
+    pub fn errors(&self, reason: ErrorReason) -> u64 {
+        self.errors[reason as usize]
+    }
+}
+
+/// One UDP worker's block: its traffic, the size of its shard, and its heartbeat.
+#[derive(Debug, Default)]
+pub struct WorkerStats {
+    pub udp: Traffic,
+    /// Shard size, refreshed on the worker's one-second tick.
+    pub torrents: Counter,
+    pub seeders: Counter,
+    pub leechers: Counter,
+    /// Milliseconds since the tracker's epoch at the worker's last tick; 0 before the first.
+    pub heartbeat_ms: Counter,
+}
+
+/// Where the stats thread finds every block: one per worker, one for the HTTP frontend.
+/// Each block is cache-padded: it is written by one core and read by another.
+#[derive(Debug, Clone)]
+pub struct Sources {
+    pub workers: Vec<std::sync::Arc<crossbeam_utils::CachePadded<WorkerStats>>>,
+    pub http: std::sync::Arc<crossbeam_utils::CachePadded<Traffic>>,
+    /// The instant worker heartbeats count from.
+    pub epoch: std::time::Instant,
+}
+
+impl Sources {
+    pub fn new(workers: usize, epoch: std::time::Instant) -> Self {
+        Self {
+            workers: (0..workers).map(|_| Default::default()).collect(),
+            http: Default::default(),
+            epoch,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_are_inclusive_upper_bounds() {
+        let t = Traffic::default();
+        for v in [0, 10, 11, 1_000_000, 1_000_001] {
+            t.latency(v);
+        }
+        let s = t.snapshot().latency_us;
+        assert_eq!(s.buckets[0], 2, "0 and 10 are <= 10");
+        assert_eq!(s.buckets[1], 1, "11 is <= 25");
+        assert_eq!(s.buckets[LATENCY_BUCKETS - 2], 1, "1 s is the last bound");
+        assert_eq!(s.buckets[LATENCY_BUCKETS - 1], 1, "past it is +Inf");
+        assert_eq!(s.count(), 5);
+        assert_eq!(s.sum, 2_000_022);
+    }
+
+    #[test]
+    fn snapshots_sum() {
+        let a = Traffic::default();
+        let b = Traffic::default();
+        a.request(Action::Announce, IpVersion::V6);
+        b.request(Action::Announce, IpVersion::V6);
+        b.response(Action::Connect, IpVersion::V4, 16);
+        b.inbox_dropped(Forward::Scrape);
+        b.peers_in_reply(0);
+        let mut s = a.snapshot();
+        s.add(&b.snapshot());
+        assert_eq!(s.requests(Action::Announce, IpVersion::V6), 2);
+        assert_eq!(s.responses(Action::Connect, IpVersion::V4), 1);
+        assert_eq!(s.bytes_sent, 16);
+        assert_eq!(s.inbox_dropped, [0, 1]);
+        assert_eq!(s.errors(ErrorReason::InboxFull), 1);
+        assert_eq!(s.peers.buckets[0], 1);
+    }
+
+    #[test]
+    fn counter_is_single_writer_add() {
+        let c = Counter::default();
+        c.add(5);
+        c.inc();
+        assert_eq!(c.get(), 6);
+        c.set(2);
+        assert_eq!(c.get(), 2);
+    }
+}

@@ -1,0 +1,535 @@
+//! The stats endpoint end to end: a tracker in-process, a known number of UDP requests of every
+//! kind, then `/metrics` must report exactly those counts (polled, boundedly, to allow for the
+//! stats interval), gauges must match the swarm, `/health` must answer, and the page must be
+//! valid Prometheus text for an in-process strict parser, for prometheus-parse, and for
+//! `promtool check metrics` when it is installed (required when CI=true).
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const FAST: &str = "[metrics]\naddress = \"127.0.0.1:0\"\ninterval_ms = 100\n";
+
+/// One sample: name and sorted labels.
+type Key = (String, BTreeMap<String, String>);
+
+/// A metrics page, checked line by line against the Prometheus text format 0.0.4 and our
+/// naming rules, then indexed by sample.
+struct Page {
+    samples: HashMap<Key, f64>,
+    types: HashMap<String, String>,
+}
+
+fn parse_labels(s: &str, line: &str) -> BTreeMap<String, String> {
+    let mut labels = BTreeMap::new();
+    let mut rest = s;
+    while !rest.is_empty() {
+        let (k, r) = rest
+            .split_once("=\"")
+            .unwrap_or_else(|| panic!("bad label in {line:?}"));
+        assert!(
+            !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+            "bad label name in {line:?}"
+        );
+        // Our label values never hold quotes or backslashes.
+        let (v, r) = r
+            .split_once('"')
+            .unwrap_or_else(|| panic!("unterminated label value in {line:?}"));
+        assert!(!v.contains('\\'), "{line:?}");
+        labels.insert(k.to_string(), v.to_string());
+        rest = r.strip_prefix(',').unwrap_or(r);
+        assert!(r.is_empty() || r.starts_with(','), "{line:?}");
+    }
+    labels
+}
+
+fn parse_page(text: &str) -> Page {
+    let mut helps = HashMap::new();
+    let mut types: HashMap<String, String> = HashMap::new();
+    let mut samples = HashMap::new();
+    let mut family = String::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let (name, help) = rest.split_once(' ').expect("HELP name text");
+            assert!(!help.trim().is_empty(), "empty help: {line}");
+            assert!(
+                helps.insert(name.to_string(), ()).is_none(),
+                "HELP twice: {line}"
+            );
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').expect("TYPE name type");
+            assert!(
+                ["counter", "gauge", "histogram", "summary", "untyped"].contains(&kind),
+                "{line}"
+            );
+            assert!(name.starts_with("hayate_"), "name without prefix: {line}");
+            assert!(
+                name.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'),
+                "{line}"
+            );
+            assert_eq!(kind == "counter", name.ends_with("_total"), "{line}");
+            assert!(
+                helps.contains_key(name),
+                "TYPE without HELP before it: {line}"
+            );
+            assert!(
+                types.insert(name.to_string(), kind.to_string()).is_none(),
+                "{line}"
+            );
+            family = name.to_string();
+            continue;
+        }
+        assert!(!line.starts_with('#'), "unexpected comment {line:?}");
+        assert!(!line.is_empty(), "blank line in page");
+        let (series, value) = line.rsplit_once(' ').expect("series value");
+        let value: f64 = match value {
+            "+Inf" => f64::INFINITY,
+            v => v
+                .parse()
+                .unwrap_or_else(|_| panic!("bad value in {line:?}")),
+        };
+        let (name, labels) = match series.split_once('{') {
+            Some((n, l)) => (
+                n,
+                parse_labels(l.strip_suffix('}').expect("closing brace"), line),
+            ),
+            None => (series, BTreeMap::new()),
+        };
+        let kind = types[&family].as_str();
+        let belongs = name == family
+            || (kind == "histogram"
+                && ["_bucket", "_sum", "_count"]
+                    .iter()
+                    .any(|s| name.strip_suffix(s) == Some(family.as_str())));
+        assert!(belongs, "sample {name} outside its family {family}");
+        let key = (name.to_string(), labels);
+        assert!(
+            samples.insert(key, value).is_none(),
+            "duplicate sample {line}"
+        );
+    }
+    Page { samples, types }
+}
+
+impl Page {
+    fn get(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        let key: BTreeMap<String, String> = labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        *self
+            .samples
+            .get(&(name.to_string(), key))
+            .unwrap_or_else(|| panic!("no sample {name}{labels:?}"))
+    }
+
+    /// Sum over every sample of `name` whose labels include `filter`.
+    fn sum(&self, name: &str, filter: &[(&str, &str)]) -> f64 {
+        self.samples
+            .iter()
+            .filter(|((n, l), _)| {
+                n == name
+                    && filter
+                        .iter()
+                        .all(|(k, v)| l.get(*k).map(String::as_str) == Some(v))
+            })
+            .map(|(_, v)| v)
+            .sum()
+    }
+}
+
+/// Checks the page with prometheus-parse too, and that it agrees with the strict parser.
+fn cross_check(text: &str, page: &Page) {
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
+        .expect("prometheus-parse reads the page");
+    for (name, kind) in &page.types {
+        assert!(
+            scrape.docs.contains_key(name),
+            "prometheus-parse lost {name} ({kind})"
+        );
+    }
+    let requests: f64 = scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == "hayate_requests_total")
+        .map(|s| match s.value {
+            prometheus_parse::Value::Counter(v) => v,
+            ref other => panic!("hayate_requests_total parsed as {other:?}"),
+        })
+        .sum();
+    assert_eq!(requests, page.sum("hayate_requests_total", &[]));
+}
+
+/// `promtool check metrics` on the page: required under CI=true, skipped with a note otherwise.
+fn promtool_check(text: &str) {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn();
+    let mut child = match child {
+        Ok(c) => c,
+        Err(e) => {
+            if std::env::var("CI").as_deref() == Ok("true") {
+                panic!("promtool is required under CI=true (Debian package `prometheus`): {e}");
+            }
+            eprintln!("note: promtool not found ({e}); skipping `promtool check metrics`");
+            return;
+        }
+    };
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics failed ({}):\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Bytes each way, as the clients saw them.
+#[derive(Default)]
+struct Tally {
+    sent: usize,
+    received: usize,
+}
+
+impl Tally {
+    /// Sends `packet` and returns the reply.
+    fn ask(&mut self, c: &Client, packet: &[u8]) -> Vec<u8> {
+        c.send(packet);
+        self.sent += packet.len();
+        let reply = c.recv_raw().expect("tracker answered within the timeout");
+        self.received += reply.len();
+        reply
+    }
+
+    fn connect(&mut self, c: &Client, txid: u32) -> u64 {
+        let r = self.ask(c, &connect_packet(txid));
+        assert_eq!(r.len(), 16, "{r:?}");
+        u64::from_be_bytes(r[8..16].try_into().unwrap())
+    }
+
+    /// Announces and returns (action, peers in the reply).
+    fn announce(
+        &mut self,
+        c: &Client,
+        cid: u64,
+        hash: [u8; 20],
+        port: u16,
+        left: u64,
+        event: u32,
+    ) -> (u32, usize) {
+        let r = self.ask(c, &announce_packet(cid, 7, hash, port, left, event, -1));
+        let action = u32::from_be_bytes(r[..4].try_into().unwrap());
+        let peer = if c.tracker.is_ipv4() { 6 } else { 18 };
+        (action, r.len().saturating_sub(20) / peer)
+    }
+}
+
+/// Polls `/metrics` until `check` finds every expected figure (or 5 s pass, then fails with
+/// the last mismatch).
+fn wait_for(
+    t: &hayate_tracker::Tracker,
+    check: impl Fn(&Page) -> Result<(), String>,
+) -> (String, Page) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let text = metrics_text(t);
+        let page = parse_page(&text);
+        match check(&page) {
+            Ok(()) => return (text, page),
+            Err(e) if Instant::now() > deadline => panic!("metrics never matched: {e}\n{text}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+}
+
+/// An expected sample: name, labels, value.
+type Want<'a> = (&'a str, &'a [(&'a str, &'a str)], f64);
+
+fn expect(page: &Page, want: &[Want]) -> Result<(), String> {
+    for (name, labels, v) in want {
+        let got = page.get(name, labels);
+        if got != *v {
+            return Err(format!("{name}{labels:?} = {got}, want {v}"));
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn udp_traffic_is_counted_exactly_and_gauges_follow_the_swarm() {
+    let t = start_tracker(2, FAST);
+    let (h0, h1) = (hash_for_shard(0, 2, 1), hash_for_shard(1, 2, 1));
+    let mut tally = Tally::default();
+    // Each client's packets all land on one worker (SO_REUSEPORT hashes the 4-tuple), so a
+    // client that announces one torrent of each shard is forwarded exactly once.
+    let c4 = Client::new(v4(&t));
+    let c4b = Client::new(v4(&t));
+    let c6 = Client::new(v6(&t));
+    tally.connect(&c4, 1);
+    let cid4 = tally.connect(&c4, 2);
+    let cid4b = tally.connect(&c4b, 3);
+    let cid6 = tally.connect(&c6, 4);
+    let mut peers = Vec::new();
+    for (c, cid, hash, port, left) in [
+        (&c4, cid4, h0, 1001, 5),
+        (&c4, cid4, h1, 1002, 0),
+        (&c6, cid6, h1, 2002, 5),
+        (&c6, cid6, h0, 2003, 0),
+        (&c4b, cid4b, h0, 3001, 5),
+        (&c4b, cid4b, h1, 3002, 5),
+    ] {
+        let (action, n) = tally.announce(c, cid, hash, port, left, EVENT_STARTED);
+        assert_eq!(action, 1, "announce answered");
+        peers.push(n);
+    }
+    assert_eq!(peers, [0, 0, 0, 0, 1, 1], "same-family peers only");
+    // A scrape spanning both shards: one chain forward.
+    let r = tally.ask(&c4, &scrape_packet(cid4, 9, &[h0, h1]));
+    assert_eq!(r.len(), 8 + 2 * 12);
+    // Refusals: a forged connection id, a scrape with no hash, and a datagram that is not BEP 15.
+    let r = tally.ask(&c4, &announce_packet(cid4 ^ 1, 9, h0, 9, 0, EVENT_NONE, -1));
+    assert_eq!(r[3], 3, "error reply");
+    let r = tally.ask(&c4, &scrape_packet(cid4, 9, &[]));
+    assert_eq!(r[3], 3, "error reply");
+    c4.send(b"hi!");
+    tally.sent += 3;
+
+    let (udp, v4l, v6l) = (
+        ("protocol", "udp"),
+        ("ip_version", "4"),
+        ("ip_version", "6"),
+    );
+    let act = |a| ("action", a);
+    let sent = tally.sent as f64;
+    let received = tally.received as f64;
+    let (text, page) = wait_for(&t, |p| {
+        expect(
+            p,
+            &[
+                ("hayate_requests_total", &[udp, act("connect"), v4l], 3.0),
+                ("hayate_requests_total", &[udp, act("connect"), v6l], 1.0),
+                ("hayate_requests_total", &[udp, act("announce"), v4l], 5.0),
+                ("hayate_requests_total", &[udp, act("announce"), v6l], 2.0),
+                ("hayate_requests_total", &[udp, act("scrape"), v4l], 1.0),
+                ("hayate_requests_total", &[udp, act("scrape"), v6l], 0.0),
+                ("hayate_requests_total", &[udp, act("error"), v4l], 1.0),
+                ("hayate_responses_total", &[udp, act("connect"), v4l], 3.0),
+                ("hayate_responses_total", &[udp, act("connect"), v6l], 1.0),
+                ("hayate_responses_total", &[udp, act("announce"), v4l], 4.0),
+                ("hayate_responses_total", &[udp, act("announce"), v6l], 2.0),
+                ("hayate_responses_total", &[udp, act("scrape"), v4l], 1.0),
+                ("hayate_responses_total", &[udp, act("error"), v4l], 2.0),
+                ("hayate_responses_total", &[udp, act("error"), v6l], 0.0),
+                (
+                    "hayate_errors_total",
+                    &[udp, ("reason", "not_tracker")],
+                    1.0,
+                ),
+                ("hayate_errors_total", &[udp, ("reason", "malformed")], 1.0),
+                (
+                    "hayate_errors_total",
+                    &[udp, ("reason", "connection_id_invalid")],
+                    1.0,
+                ),
+                (
+                    "hayate_errors_total",
+                    &[udp, ("reason", "connection_id_expired")],
+                    0.0,
+                ),
+                ("hayate_errors_total", &[udp, ("reason", "inbox_full")], 0.0),
+                ("hayate_received_bytes_total", &[udp], sent),
+                ("hayate_sent_bytes_total", &[udp], received),
+                ("hayate_forwarded_total", &[udp, ("kind", "announce")], 3.0),
+                ("hayate_forwarded_total", &[udp, ("kind", "scrape")], 1.0),
+                (
+                    "hayate_inbox_dropped_total",
+                    &[udp, ("kind", "announce")],
+                    0.0,
+                ),
+                ("hayate_torrents", &[], 2.0),
+                ("hayate_seeders", &[], 2.0),
+                ("hayate_leechers", &[], 4.0),
+                ("hayate_worker_torrents", &[("worker", "0")], 1.0),
+                ("hayate_worker_torrents", &[("worker", "1")], 1.0),
+                ("hayate_worker_seeders", &[("worker", "0")], 1.0),
+                ("hayate_worker_leechers", &[("worker", "1")], 2.0),
+                // Every reply's send completed: 4 connects, 6 announces, 1 scrape, 2 errors.
+                ("hayate_request_duration_seconds_count", &[udp], 13.0),
+                ("hayate_announce_reply_peers_count", &[udp], 6.0),
+                ("hayate_announce_reply_peers_sum", &[udp], 2.0),
+                (
+                    "hayate_announce_reply_peers_bucket",
+                    &[udp, ("le", "0.0")],
+                    4.0,
+                ),
+                (
+                    "hayate_announce_reply_peers_bucket",
+                    &[udp, ("le", "1.0")],
+                    6.0,
+                ),
+            ],
+        )
+    });
+    // Nothing came over HTTP.
+    assert_eq!(
+        page.sum("hayate_requests_total", &[("protocol", "http")]),
+        0.0
+    );
+    assert_eq!(page.get("hayate_workers", &[]), 2.0);
+    let inf = page.get(
+        "hayate_request_duration_seconds_bucket",
+        &[udp, ("le", "+Inf")],
+    );
+    assert_eq!(inf, 13.0);
+    let sum = page.get("hayate_request_duration_seconds_sum", &[udp]);
+    assert!(sum > 0.0 && sum < 13.0, "latency sum {sum}");
+    cross_check(&text, &page);
+    promtool_check(&text);
+
+    // The swarm shrinks: c4 stops both torrents (one more forward), and the gauges follow.
+    for (hash, port) in [(h0, 1001), (h1, 1002)] {
+        let (action, n) = tally.announce(&c4, cid4, hash, port, 0, EVENT_STOPPED);
+        assert_eq!((action, n), (1, 0));
+    }
+    wait_for(&t, |p| {
+        expect(
+            p,
+            &[
+                ("hayate_torrents", &[], 2.0),
+                ("hayate_seeders", &[], 1.0),
+                ("hayate_leechers", &[], 3.0),
+                ("hayate_worker_seeders", &[("worker", "1")], 0.0),
+                ("hayate_responses_total", &[udp, act("announce"), v4l], 6.0),
+                ("hayate_forwarded_total", &[udp, ("kind", "announce")], 4.0),
+                ("hayate_announce_reply_peers_count", &[udp], 8.0),
+                ("hayate_sent_bytes_total", &[udp], tally.received as f64),
+            ],
+        )
+    });
+    t.stop().unwrap();
+}
+
+#[test]
+fn health_answers_ok_and_the_endpoint_stops_with_the_tracker() {
+    let t = start_tracker(3, FAST);
+    let addr: SocketAddr = t.metrics_address().expect("metrics on");
+    assert_ne!(addr.port(), 0, "port 0 resolved");
+    let (status, _, body) = http_get(addr, "/health", None);
+    assert_eq!(status, 200, "{body}");
+    assert!(body.starts_with("ok\n"), "{body}");
+    for w in 0..3 {
+        assert!(body.contains(&format!("worker {w} ok")), "{body}");
+    }
+    let (status, _, _) = http_get(addr, "/nope", None);
+    assert_eq!(status, 404);
+    // Workers tick every second: after two, every heartbeat is younger than 1.5 s.
+    std::thread::sleep(Duration::from_millis(2100));
+    let page = parse_page(&metrics_text(&t));
+    for w in ["0", "1", "2"] {
+        let age = page.get("hayate_worker_heartbeat_age_seconds", &[("worker", w)]);
+        assert!(
+            (0.0..1.5).contains(&age),
+            "worker {w} heartbeat {age} s old"
+        );
+    }
+    let asked = Instant::now();
+    t.stop().unwrap();
+    assert!(
+        asked.elapsed() < Duration::from_secs(1),
+        "stop took {:?}",
+        asked.elapsed()
+    );
+    assert!(
+        std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_err(),
+        "the endpoint is closed after stop"
+    );
+}
+
+#[test]
+fn openmetrics_on_request_and_process_figures_present() {
+    let t = start_tracker(1, FAST);
+    let addr = t.metrics_address().unwrap();
+    let (status, kind, body) = http_get(
+        addr,
+        "/metrics",
+        Some("application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5"),
+    );
+    assert_eq!(status, 200);
+    assert!(kind.starts_with("application/openmetrics-text"), "{kind}");
+    assert!(body.ends_with("# EOF\n"), "{body}");
+    assert!(body.contains("# TYPE hayate_requests counter\n"), "{body}");
+    assert!(body.contains("# UNIT hayate_process_resident_memory_bytes bytes\n"));
+
+    let (_, kind, text) = http_get(addr, "/metrics", None);
+    assert!(kind.starts_with("text/plain; version=0.0.4"), "{kind}");
+    let page = parse_page(&text);
+    let version = env!("CARGO_PKG_VERSION");
+    assert_eq!(
+        page.get(
+            "hayate_build_info",
+            &[("version", version), ("io", "io_uring")]
+        ),
+        1.0
+    );
+    assert!(page.get("hayate_process_resident_memory_bytes", &[]) > 1e6);
+    assert!(page.get("hayate_process_open_fds", &[]) >= 4.0);
+    assert!(page.get("hayate_process_max_fds", &[]) >= page.get("hayate_process_open_fds", &[]));
+    assert!(page.get("hayate_process_cpu_seconds_total", &[]) >= 0.0);
+    assert!(page.get("hayate_process_threads", &[]) >= 3.0);
+    assert!(page.get("hayate_process_start_time_seconds", &[]) > 1.6e9);
+    assert_eq!(page.types["hayate_request_duration_seconds"], "histogram");
+    // Every series the Grafana dashboard queries is on the page.
+    let dashboard = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/contrib/grafana-hayate.json"
+    ))
+    .expect("contrib/grafana-hayate.json");
+    let mut queried = 0;
+    for (at, _) in dashboard.match_indices("hayate_") {
+        let name: String = dashboard[at..]
+            .chars()
+            .take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_')
+            .collect();
+        if name == "hayate_" || name.starts_with("hayate_tracker") {
+            continue;
+        }
+        queried += 1;
+        assert!(
+            page.samples.keys().any(|(n, _)| *n == name),
+            "the dashboard queries {name}, which /metrics does not have"
+        );
+    }
+    assert!(
+        queried > 20,
+        "only {queried} metric references in the dashboard"
+    );
+    cross_check(&text, &page);
+    promtool_check(&text);
+    t.stop().unwrap();
+}
+
+#[test]
+fn an_empty_address_turns_the_endpoint_off() {
+    let t = start_tracker(1, "[metrics]\naddress = \"\"\n");
+    assert_eq!(t.metrics_address(), None);
+    t.stop().unwrap();
+}
