@@ -14,6 +14,7 @@ pub const DEFAULT_CONFIG: &str = include_str!("../config.toml");
 #[serde(deny_unknown_fields)]
 pub struct Config {
     pub udp: UdpConfig,
+    pub http: HttpConfig,
     pub workers: WorkersConfig,
     pub protocol: ProtocolConfig,
     pub cleaning: CleaningConfig,
@@ -28,6 +29,19 @@ pub struct UdpConfig {
     pub recv_buffer_bytes: u32,
     pub recv_depth: u32,
     pub send_depth: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    pub addresses: Vec<SocketAddr>,
+    pub trusted_proxies: Vec<crate::http::proxy::Cidr>,
+    pub real_ip_header: String,
+    pub allow_ip_spoofing: bool,
+    pub max_connections: u32,
+    pub header_read_timeout_secs: u32,
+    pub max_request_bytes: u32,
+    pub worker_timeout_ms: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -190,6 +204,27 @@ impl Config {
                 return Err(("udp.addresses", format!("{a} is listed twice")));
             }
         }
+        let h = &self.http;
+        for (i, a) in h.addresses.iter().enumerate() {
+            if h.addresses[..i].contains(a) {
+                return Err(("http.addresses", format!("{a} is listed twice")));
+            }
+        }
+        if hyper::header::HeaderName::from_bytes(h.real_ip_header.as_bytes()).is_err() {
+            return Err((
+                "http.real_ip_header",
+                format!("`{}` is not an HTTP header name", h.real_ip_header),
+            ));
+        }
+        range("http.max_connections", h.max_connections, 1, 1 << 20)?;
+        range(
+            "http.header_read_timeout_secs",
+            h.header_read_timeout_secs,
+            1,
+            300,
+        )?;
+        range("http.max_request_bytes", h.max_request_bytes, 1024, 1 << 20)?;
+        range("http.worker_timeout_ms", h.worker_timeout_ms, 1, 60_000)?;
         Ok(())
     }
 
@@ -287,6 +322,29 @@ mod tests {
         assert!(e.contains("protocol.default_numwant"), "{e}");
         let e = err("[protocol]\nmax_scrape_hashes = 75\n");
         assert!(e.contains("max_scrape_hashes"), "{e}");
+    }
+
+    #[test]
+    fn http_section() {
+        let c = Config::default_config();
+        assert_eq!(c.http.addresses.len(), 2);
+        assert!(c.http.trusted_proxies.is_empty() && !c.http.allow_ip_spoofing);
+        let c = Config::from_toml_str(
+            "[http]\naddresses = []\ntrusted_proxies = [\"10.0.0.0/8\", \"::1\"]\n",
+            "t",
+        )
+        .unwrap();
+        assert!(c.http.addresses.is_empty());
+        assert_eq!(c.http.trusted_proxies.len(), 2);
+        let e = err("[http]\ntrusted_proxies = [\"10.0.0.0/40\"]\n");
+        assert!(e.contains("http.trusted_proxies"), "{e}");
+        assert!(e.contains("at most 32"), "{e}");
+        let e = err("[http]\nreal_ip_header = \"X Forwarded\"\n");
+        assert!(e.contains("http.real_ip_header"), "{e}");
+        let e = err("[http]\nmax_request_bytes = 10\n");
+        assert!(e.contains("http.max_request_bytes"), "{e}");
+        let e = err("[http]\naddresses = [\"127.0.0.1:1\", \"127.0.0.1:1\"]\n");
+        assert!(e.contains("http.addresses") && e.contains("twice"), "{e}");
     }
 
     #[test]

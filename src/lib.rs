@@ -4,6 +4,7 @@
 pub mod cli;
 pub mod config;
 pub mod connection_id;
+pub mod http;
 pub mod protocol;
 pub mod stats;
 pub mod swarm;

@@ -1,7 +1,7 @@
 //! Start-up and shutdown of a whole tracker: binds every socket first (so a bad address fails
 //! before anything runs, and port 0 resolves to one port shared by all workers), wires the
-//! workers' inboxes together, starts the workers, and stops them on request. The stats thread
-//! starts last and reads the counters every other thread owns.
+//! workers' inboxes together, starts the workers and the HTTP frontend, and stops them on request.
+//! The stats thread starts last and reads the counters every other thread owns.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,6 +14,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::config::Config;
 use crate::connection_id::ConnectionIds;
+use crate::http;
 use crate::stats::{self, Sources, StatsThread};
 use crate::worker::inbox::{self, Wake};
 use crate::worker::{self, WorkerStart};
@@ -23,10 +24,13 @@ use crate::worker::{self, WorkerStart};
 pub struct ShutdownHandle {
     flag: Arc<AtomicBool>,
     wakes: Vec<Arc<Wake>>,
+    http: http::StopHandle,
 }
 
 impl ShutdownHandle {
     pub fn trigger(&self) {
+        // HTTP first, so no new work reaches workers that are stopping.
+        self.http.trigger();
         self.flag.store(true, Ordering::Release);
         for w in &self.wakes {
             w.force();
@@ -36,7 +40,9 @@ impl ShutdownHandle {
 
 pub struct Tracker {
     udp_addresses: Vec<SocketAddr>,
+    http_addresses: Vec<SocketAddr>,
     workers: Vec<JoinHandle<anyhow::Result<()>>>,
+    http: Option<JoinHandle<()>>,
     shutdown: ShutdownHandle,
     sources: Sources,
     stats: Option<StatsThread>,
@@ -54,6 +60,12 @@ impl Tracker {
                 .collect::<Result<_, _>>()?,
             None => Vec::new(),
         };
+        let http_listeners = http::bind(&config.http)?;
+        let http_addresses = http_listeners
+            .iter()
+            .map(std::net::TcpListener::local_addr)
+            .collect::<Result<_, _>>()?;
+        let (http_stop, http_stopped) = http::stop_channel();
         let metrics_listener = config
             .metrics_address()
             .map(StatsThread::bind)
@@ -69,6 +81,7 @@ impl Tracker {
         let shutdown = ShutdownHandle {
             flag: Arc::new(AtomicBool::new(false)),
             wakes: mailboxes.iter().map(|m| m.wake_handle()).collect(),
+            http: http_stop,
         };
         let cores = worker::allowed_cores();
         let epoch = Instant::now();
@@ -76,7 +89,9 @@ impl Tracker {
         let mut sockets = sockets.into_iter();
         let mut tracker = Tracker {
             udp_addresses,
+            http_addresses,
             workers: Vec::with_capacity(count),
+            http: None,
             shutdown: shutdown.clone(),
             sources: sources.clone(),
             stats: None,
@@ -104,6 +119,15 @@ impl Tracker {
                 }
             }
         }
+        if !http_listeners.is_empty() {
+            match http::spawn(http_listeners, &config, mailboxes, http_stopped) {
+                Ok(thread) => tracker.http = Some(thread),
+                Err(e) => {
+                    let _ = tracker.stop();
+                    return Err(e);
+                }
+            }
+        }
         if let Some(listener) = metrics_listener {
             let settings = stats::Settings {
                 interval: Duration::from_millis(config.metrics.interval_ms.into()),
@@ -121,6 +145,7 @@ impl Tracker {
         tracing::info!(
             workers = count,
             udp = ?tracker.udp_addresses,
+            http = ?tracker.http_addresses,
             metrics = ?metrics,
             io = "io_uring",
             pinned = config.workers.pin_cores,
@@ -132,6 +157,11 @@ impl Tracker {
     /// The UDP addresses actually bound (port 0 resolved), in config order.
     pub fn udp_addresses(&self) -> &[SocketAddr] {
         &self.udp_addresses
+    }
+
+    /// The HTTP addresses actually bound (port 0 resolved), in config order.
+    pub fn http_addresses(&self) -> &[SocketAddr] {
+        &self.http_addresses
     }
 
     /// The metrics endpoint's address actually bound (port 0 resolved); `None` when off.
@@ -155,11 +185,16 @@ impl Tracker {
         self.join()
     }
 
-    /// Waits for the workers to end (after a shutdown from elsewhere).
+    /// Waits for the workers and the HTTP frontend to end (after a shutdown from elsewhere).
     pub fn join(self) -> anyhow::Result<()> {
         let mut result = Ok(());
         if let Some(stats) = self.stats {
             stats.stop();
+        }
+        if let Some(http) = self.http {
+            if http.join().is_err() {
+                result = Err(anyhow::anyhow!("the HTTP frontend panicked"));
+            }
         }
         for w in self.workers {
             let r = w

@@ -66,7 +66,7 @@ fn serves_then_stops_on_sigterm_within_a_second() {
         "serve.toml",
         &format!(
             "[udp]\naddresses = [\"127.0.0.1:{port}\"]\n[workers]\ncount = 2\n\
-             [metrics]\naddress = \"127.0.0.1:0\"\n"
+             [metrics]\naddress = \"127.0.0.1:0\"\n[http]\naddresses = []\n"
         ),
     );
     let mut child = hayate()

@@ -10,11 +10,13 @@ use crossbeam_utils::CachePadded;
 use crate::config::Config;
 use crate::connection_id::ConnectionIds;
 use crate::protocol::udp::{self, ParseError, Request};
-use crate::protocol::{Announce, SwarmCounts};
+use crate::protocol::{Announce, PeerId, SwarmCounts};
 use crate::stats::{Action, ErrorReason, Forward, IpVersion, WorkerStats};
 use crate::swarm::{shard_of, Shard};
 
-use super::inbox::{ForwardedAnnounce, Mailbox, ScrapeChain, SCRAPE_CHAIN_MAX};
+use super::inbox::{
+    ForwardedAnnounce, HttpAnnounced, HttpPeer, HttpWork, Mailbox, ScrapeChain, SCRAPE_CHAIN_MAX,
+};
 
 /// Where a reply goes and on which local address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -250,6 +252,40 @@ impl Handler {
             socket: chain.socket,
             len: self.sent(Action::Scrape, IpVersion::of(chain.client.ip()), n),
         })
+    }
+
+    /// Does one piece of HTTP work for torrents this worker owns and answers through its
+    /// reply slot. Work whose requester already gave up (timed out) is skipped, so a backlog
+    /// is not paid for twice.
+    pub fn http_work(&mut self, now: u32, work: HttpWork) {
+        match work {
+            HttpWork::Announce {
+                announce,
+                ip,
+                reply,
+            } => {
+                if reply.is_closed() {
+                    return;
+                }
+                let want = self.numwant(announce.num_want);
+                let mut peers = Vec::new();
+                let mut push = |ip, port, peer_id: &PeerId| {
+                    peers.push(HttpPeer {
+                        ip,
+                        port,
+                        peer_id: *peer_id,
+                    })
+                };
+                let counts = self.shard.announce_ip(ip, &announce, want, now, &mut push);
+                let _ = reply.send(HttpAnnounced { counts, peers });
+            }
+            HttpWork::Scrape { hashes, reply } => {
+                if reply.is_closed() {
+                    return;
+                }
+                let _ = reply.send(hashes.iter().map(|h| self.shard.counts(h)).collect());
+            }
+        }
     }
 
     fn forward(

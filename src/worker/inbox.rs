@@ -1,10 +1,10 @@
-//! A worker's inbox: what other threads hand to the shard it owns. Two bounded channels (small
-//! announces, large scrape chains, kept apart so an announce never moves a scrape-sized slot)
-//! and one eventfd that the owner's ring reads, so an idle owner wakes at once. Senders never
+//! A worker's inbox: what other threads hand to the shard it owns. Three bounded channels (small
+//! announces, large scrape chains, kept apart so an announce never moves a scrape-sized slot,
+//! and work from the HTTP frontend, which carries its own reply slot) and one eventfd that the owner's ring reads, so an idle owner wakes at once. Senders never
 //! block: a full inbox refuses and the sender counts the drop. Wakes are coalesced with a flag,
 //! so a busy owner costs its senders no syscall per message.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -12,7 +12,7 @@ use std::sync::Arc;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
 use crate::config::MAX_UDP_SCRAPE_HASHES;
-use crate::protocol::{Announce, InfoHash, SwarmCounts};
+use crate::protocol::{Announce, InfoHash, PeerId, SwarmCounts};
 
 /// A UDP announce parsed by one worker for the shard of another, which answers it from its own
 /// socket on the same local address.
@@ -50,6 +50,39 @@ impl ScrapeChain {
     pub fn hashes(&self) -> &[InfoHash] {
         &self.hashes[..self.len as usize]
     }
+}
+
+/// Work from the HTTP frontend for the torrents this worker owns. The owner answers through the
+/// oneshot, which never blocks it; the HTTP thread waits for the answer, boundedly, and drops
+/// the receiver if it gives up, which the owner sees and skips the work.
+#[derive(Debug)]
+pub enum HttpWork {
+    Announce {
+        announce: Announce,
+        /// The address to list the peer under (the client's, or one it may name itself).
+        ip: IpAddr,
+        reply: tokio::sync::oneshot::Sender<HttpAnnounced>,
+    },
+    /// The hashes of one scrape that this worker owns, in the order the reply wants them.
+    Scrape {
+        hashes: Vec<InfoHash>,
+        reply: tokio::sync::oneshot::Sender<Vec<SwarmCounts>>,
+    },
+}
+
+/// A peer handed to an HTTP announcer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpPeer {
+    pub ip: IpAddr,
+    pub port: u16,
+    pub peer_id: PeerId,
+}
+
+/// The owner's answer to an HTTP announce.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HttpAnnounced {
+    pub counts: SwarmCounts,
+    pub peers: Vec<HttpPeer>,
 }
 
 /// The wake side, shared by the owner and every sender.
@@ -101,6 +134,7 @@ impl Wake {
 pub struct Mailbox {
     announces: Sender<ForwardedAnnounce>,
     scrapes: Sender<ScrapeChain>,
+    http: Sender<HttpWork>,
     wake: Arc<Wake>,
 }
 
@@ -108,6 +142,7 @@ pub struct Mailbox {
 pub struct Inbox {
     pub announces: Receiver<ForwardedAnnounce>,
     pub scrapes: Receiver<ScrapeChain>,
+    pub http: Receiver<HttpWork>,
     pub wake: Arc<Wake>,
 }
 
@@ -119,16 +154,21 @@ pub fn inbox(capacity: usize) -> std::io::Result<(Mailbox, Inbox)> {
     let (at, ar) = crossbeam_channel::bounded(capacity);
     // Scrapes are about 1% of traffic and each holds a 2.4 KB chain.
     let (st, sr) = crossbeam_channel::bounded((capacity / 16).max(16));
+    // HTTP work in flight is bounded by the frontend's open connections (one request each at a
+    // time, a scrape one message per owner), so an eighth of the UDP capacity is plenty.
+    let (ht, hr) = crossbeam_channel::bounded((capacity / 8).max(16));
     let wake = Arc::new(Wake::new()?);
     Ok((
         Mailbox {
             announces: at,
             scrapes: st,
+            http: ht,
             wake: wake.clone(),
         },
         Inbox {
             announces: ar,
             scrapes: sr,
+            http: hr,
             wake,
         },
     ))
@@ -147,6 +187,18 @@ impl Mailbox {
 
     pub fn send_scrape(&self, m: ScrapeChain) -> Result<(), InboxFull> {
         match self.scrapes.try_send(m) {
+            Ok(()) => {
+                self.wake.wake();
+                Ok(())
+            }
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => Err(InboxFull),
+        }
+    }
+
+    /// Hands HTTP work to the owner; never blocks. A full inbox refuses, and the frontend
+    /// answers "tracker busy, retry".
+    pub fn send_http(&self, m: HttpWork) -> Result<(), InboxFull> {
+        match self.http.try_send(m) {
             Ok(()) => {
                 self.wake.wake();
                 Ok(())

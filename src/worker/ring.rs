@@ -253,7 +253,11 @@ impl RingLoop {
     }
 
     /// Answers what other workers forwarded, while send slots last; the rest waits in the inbox.
+    /// HTTP work answers through its own reply slot, not a send slot, so it is always drained.
     fn drain_inbox(&mut self, now: u32) {
+        while let Ok(work) = self.inbox.http.try_recv() {
+            self.handler.http_work(now, work);
+        }
         while let Some(&s) = self.free_send.last() {
             let at = s as usize * self.send.buf_len;
             let out = &mut self.send.bufs[at..at + self.send.buf_len];

@@ -9,8 +9,9 @@ use hayate_tracker::{Config, Tracker};
 
 /// A tracker on 127.0.0.1 and ::1 with ephemeral ports; `extra` is TOML layered on top.
 pub fn start_tracker(workers: u32, extra: &str) -> Tracker {
+    // HTTP off: its default port is fixed, and parallel tests must not fight over it.
     let text = format!(
-        "[udp]\naddresses = [\"127.0.0.1:0\", \"[::1]:0\"]\n[workers]\ncount = {workers}\n{extra}"
+        "[udp]\naddresses = [\"127.0.0.1:0\", \"[::1]:0\"]\n[http]\naddresses = []\n[workers]\ncount = {workers}\n{extra}"
     );
     // The default metrics port is fixed; tests that do not set their own take an ephemeral one.
     let text = if extra.contains("[metrics]") {
@@ -20,6 +21,31 @@ pub fn start_tracker(workers: u32, extra: &str) -> Tracker {
     };
     let config = Config::from_toml_str(&text, "test config").expect("test config is valid");
     Tracker::start(config).expect("tracker starts")
+}
+
+/// The same with the HTTP frontend on 127.0.0.1 and ::1 (ephemeral ports): `http` is TOML
+/// keys for the `[http]` table, `extra` more TOML layered on top (without an `[http]` table).
+pub fn start_tracker_http(workers: u32, http: &str, extra: &str) -> Tracker {
+    let text = format!(
+        "[udp]\naddresses = [\"127.0.0.1:0\", \"[::1]:0\"]\n\
+         [http]\naddresses = [\"127.0.0.1:0\", \"[::1]:0\"]\n{http}\n\
+         [workers]\ncount = {workers}\n{extra}"
+    );
+    let text = if extra.contains("[metrics]") {
+        text
+    } else {
+        format!("{text}\n[metrics]\naddress = \"127.0.0.1:0\"\n")
+    };
+    let config = Config::from_toml_str(&text, "test config").expect("test config is valid");
+    Tracker::start(config).expect("tracker starts")
+}
+
+pub fn http_v4(t: &Tracker) -> SocketAddr {
+    t.http_addresses()[0]
+}
+
+pub fn http_v6(t: &Tracker) -> SocketAddr {
+    t.http_addresses()[1]
 }
 
 pub fn v4(t: &Tracker) -> SocketAddr {

@@ -1,0 +1,175 @@
+//! The HTTP tracker frontend: one thread running a single-threaded tokio runtime and hyper,
+//! serving every `http.addresses` listener. It parses requests and hands them, with a reply
+//! slot, to the worker that owns the torrent; it never touches the swarm table. This module
+//! owns the sockets and connections (binding, the connection cap, HTTP/1.1 limits and timeouts,
+//! shutdown); `service` answers one request, `query`, `proxy` and `response` are the wire rules.
+
+mod bencode;
+pub mod proxy;
+pub mod query;
+pub mod response;
+mod service;
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use anyhow::Context;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::sync::{watch, Semaphore};
+
+use crate::config::{Config, HttpConfig};
+use crate::worker::inbox::Mailbox;
+
+use service::Service;
+
+/// Binds every configured address (port 0 resolves), so a bad address fails start-up before
+/// anything runs. IPv6 sockets are v6-only, like the UDP ones.
+pub fn bind(config: &HttpConfig) -> anyhow::Result<Vec<TcpListener>> {
+    config
+        .addresses
+        .iter()
+        .map(|&addr| listener(addr).with_context(|| format!("binding TCP {addr} (http.addresses)")))
+        .collect()
+}
+
+fn listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    // A restart must not wait out the old process's TIME_WAIT connections.
+    socket.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
+}
+
+/// Tells the frontend to stop; cheap to clone, callable from any thread.
+#[derive(Clone, Debug)]
+pub struct StopHandle(Arc<watch::Sender<bool>>);
+
+impl StopHandle {
+    pub fn trigger(&self) {
+        self.0.send_replace(true);
+    }
+}
+
+/// What the frontend thread waits on to stop.
+pub struct Stopped(watch::Receiver<bool>);
+
+/// A stop handle and the signal it sends, made before the frontend so a shutdown handle can
+/// hold it from the start.
+pub fn stop_channel() -> (StopHandle, Stopped) {
+    let (tx, rx) = watch::channel(false);
+    (StopHandle(Arc::new(tx)), Stopped(rx))
+}
+
+/// Starts the frontend thread on already bound listeners. Returns once its runtime is built
+/// and the listeners registered, so start-up errors surface here.
+pub fn spawn(
+    listeners: Vec<TcpListener>,
+    config: &Config,
+    mailboxes: Vec<Mailbox>,
+    stopped: Stopped,
+) -> anyhow::Result<JoinHandle<()>> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build()
+        .context("building the HTTP runtime")?;
+    let listeners = {
+        let _inside = runtime.enter();
+        listeners
+            .into_iter()
+            .map(tokio::net::TcpListener::from_std)
+            .collect::<std::io::Result<Vec<_>>>()
+            .context("registering HTTP listeners")?
+    };
+    let h = &config.http;
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .keep_alive(true)
+        // Covers the wait for each request head, so it also ends idle keep-alive connections.
+        .header_read_timeout(Duration::from_secs(h.header_read_timeout_secs.into()))
+        .max_header_size(h.max_request_bytes as usize)
+        // hyper's read buffer cannot be under 8 KiB; the head limit above is the real one.
+        .max_buf_size((h.max_request_bytes as usize).max(8192));
+    let server = Arc::new(Server {
+        service: Service::new(config, mailboxes)?,
+        builder,
+        connections: Arc::new(Semaphore::new(h.max_connections as usize)),
+    });
+    std::thread::Builder::new()
+        .name("hayate-http".into())
+        .spawn(move || {
+            runtime.block_on(serve(listeners, server, stopped));
+            // Dropping the runtime drops every connection task and closes its socket.
+            drop(runtime);
+        })
+        .context("spawning the HTTP thread")
+}
+
+struct Server {
+    service: Service,
+    builder: http1::Builder,
+    /// One permit per open connection.
+    connections: Arc<Semaphore>,
+}
+
+async fn serve(listeners: Vec<tokio::net::TcpListener>, server: Arc<Server>, stopped: Stopped) {
+    for listener in listeners {
+        tokio::spawn(accept_loop(listener, server.clone()));
+    }
+    let mut stopped = stopped.0;
+    // An error means every stop handle is gone, which is a stop too.
+    let _ = stopped.wait_for(|&stop| stop).await;
+}
+
+async fn accept_loop(listener: tokio::net::TcpListener, server: Arc<Server>) {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) if is_transient(&e) => continue,
+            Err(e) => {
+                // Out of file descriptors or memory: back off instead of spinning.
+                tracing::warn!(error = %e, "accepting an HTTP connection failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        // At the cap, close at once: a fast refusal the client can retry beats a queue of
+        // connections nobody is reading.
+        let Ok(permit) = server.connections.clone().try_acquire_owned() else {
+            tracing::debug!(%peer, "HTTP connection refused: http.max_connections reached");
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let server = server.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let service = service_fn(|req| server.service.respond(peer, req));
+            let connection = server
+                .builder
+                .serve_connection(TokioIo::new(stream), service);
+            if let Err(e) = connection.await {
+                tracing::debug!(%peer, error = %e, "HTTP connection ended with an error");
+            }
+        });
+    }
+}
+
+/// Accept errors that concern one connection only (it went away before we took it).
+fn is_transient(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        ConnectionAborted | ConnectionReset | ConnectionRefused | Interrupted
+    )
+}

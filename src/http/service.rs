@@ -1,0 +1,340 @@
+//! One HTTP request in, one response out: routes `/announce` and `/scrape`, works out whose
+//! address the client is, hands the parsed request to the worker that owns the torrent (a
+//! scrape: one part per owner, gathered here) and waits for it, boundedly. It never touches the
+//! swarm table; the workers do. Every refusal is status 200 with a bencoded `failure reason`,
+//! as clients expect; only an unknown path (404) or method (405) gets an HTTP error.
+
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::header::{HeaderName, HeaderValue, ALLOW, CONTENT_TYPE};
+use hyper::{Method, Request, Response, StatusCode};
+use tokio::sync::oneshot;
+use tokio::time::{timeout, timeout_at, Instant};
+
+use crate::config::Config;
+use crate::protocol::InfoHash;
+use crate::swarm::shard_of;
+use crate::worker::inbox::{HttpWork, Mailbox};
+
+use super::proxy::{self, Cidr};
+use super::query;
+use super::response::{self, PeerFormat};
+
+/// What the client sees when its worker cannot take or finish the request in time.
+pub const BUSY: &str = "tracker busy, retry";
+
+/// Everything a request needs, shared by every connection of the frontend.
+pub struct Service {
+    mailboxes: Vec<Mailbox>,
+    trusted: Vec<Cidr>,
+    real_ip_header: HeaderName,
+    allow_ip_spoofing: bool,
+    worker_timeout: Duration,
+    max_scrape_hashes: usize,
+    interval: u32,
+    min_interval: u32,
+}
+
+impl Service {
+    pub fn new(config: &Config, mailboxes: Vec<Mailbox>) -> anyhow::Result<Self> {
+        let h = &config.http;
+        Ok(Self {
+            mailboxes,
+            trusted: h.trusted_proxies.clone(),
+            real_ip_header: HeaderName::from_bytes(h.real_ip_header.as_bytes())
+                .map_err(|_| anyhow::anyhow!("http.real_ip_header is not a header name"))?,
+            allow_ip_spoofing: h.allow_ip_spoofing,
+            worker_timeout: Duration::from_millis(h.worker_timeout_ms.into()),
+            max_scrape_hashes: config.protocol.max_scrape_hashes as usize,
+            interval: config.protocol.announce_interval_secs,
+            min_interval: config.protocol.min_interval_secs,
+        })
+    }
+
+    /// Answers one request from the TCP peer `peer`.
+    pub async fn respond<B>(
+        &self,
+        peer: SocketAddr,
+        req: Request<B>,
+    ) -> Result<Response<Full<Bytes>>, Infallible> {
+        let route = match req.uri().path() {
+            "/announce" => Route::Announce,
+            "/scrape" => Route::Scrape,
+            _ => {
+                return Ok(plain(
+                    StatusCode::NOT_FOUND,
+                    "not found: try /announce or /scrape",
+                ))
+            }
+        };
+        if req.method() != Method::GET && req.method() != Method::HEAD {
+            let mut r = plain(StatusCode::METHOD_NOT_ALLOWED, "use GET");
+            r.headers_mut()
+                .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+            return Ok(r);
+        }
+        let query = req.uri().query().unwrap_or("").as_bytes();
+        let body = match route {
+            Route::Announce => self.announce(peer.ip(), &req, query).await,
+            Route::Scrape => self.scrape(query).await,
+        };
+        Ok(bencoded(body))
+    }
+
+    async fn announce<B>(&self, peer: IpAddr, req: &Request<B>, query: &[u8]) -> Vec<u8> {
+        let q = match query::parse_announce(query, self.allow_ip_spoofing) {
+            Ok(q) => q,
+            Err(e) => return response::failure(&e.to_string()),
+        };
+        let header: Vec<&[u8]> = req
+            .headers()
+            .get_all(&self.real_ip_header)
+            .iter()
+            .map(HeaderValue::as_bytes)
+            .collect();
+        let client = match proxy::client_ip(peer, &self.trusted, &header) {
+            Ok(ip) => ip,
+            Err(proxy::Unreadable) => {
+                return response::failure(&format!(
+                    "the proxy's {} header names no client address",
+                    self.real_ip_header
+                ))
+            }
+        };
+        let ip = match self.allow_ip_spoofing {
+            true => q.spoofed_ip(client.is_ipv4()).unwrap_or(client),
+            false => client,
+        };
+        let owner = shard_of(&q.announce.info_hash, self.mailboxes.len());
+        let (reply, answer) = oneshot::channel();
+        let work = HttpWork::Announce {
+            announce: q.announce,
+            ip,
+            reply,
+        };
+        if self.mailboxes[owner].send_http(work).is_err() {
+            return response::failure(BUSY);
+        }
+        match timeout(self.worker_timeout, answer).await {
+            Ok(Ok(r)) => {
+                let format = PeerFormat {
+                    compact: q.compact,
+                    no_peer_id: q.no_peer_id,
+                    ipv6: ip.is_ipv6(),
+                };
+                response::announce(&r, self.interval, self.min_interval, format)
+            }
+            // Timed out, or the worker is gone (shutting down).
+            _ => response::failure(BUSY),
+        }
+    }
+
+    async fn scrape(&self, query: &[u8]) -> Vec<u8> {
+        let hashes = match query::parse_scrape(query, self.max_scrape_hashes) {
+            Ok(h) => h,
+            Err(e) => return response::failure(&e.to_string()),
+        };
+        let shards = self.mailboxes.len();
+        let mut parts: Vec<Vec<InfoHash>> = vec![Vec::new(); shards];
+        for h in &hashes {
+            parts[shard_of(h, shards)].push(*h);
+        }
+        // Every owner works on its part at once; the replies are gathered under one deadline.
+        let deadline = Instant::now() + self.worker_timeout;
+        let mut pending = Vec::new();
+        for (owner, part) in parts.into_iter().enumerate() {
+            if part.is_empty() {
+                continue;
+            }
+            let (reply, answer) = oneshot::channel();
+            let work = HttpWork::Scrape {
+                hashes: part.clone(),
+                reply,
+            };
+            if self.mailboxes[owner].send_http(work).is_err() {
+                return response::failure(BUSY);
+            }
+            pending.push((part, answer));
+        }
+        let mut entries = Vec::with_capacity(hashes.len());
+        for (part, answer) in pending {
+            match timeout_at(deadline, answer).await {
+                Ok(Ok(counts)) if counts.len() == part.len() => {
+                    entries.extend(part.into_iter().zip(counts))
+                }
+                _ => return response::failure(BUSY),
+            }
+        }
+        response::scrape(&mut entries)
+    }
+}
+
+enum Route {
+    Announce,
+    Scrape,
+}
+
+fn bencoded(body: Vec<u8>) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    r
+}
+
+fn plain(status: StatusCode, text: &'static str) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from_static(text.as_bytes())));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::SwarmCounts;
+    use crate::worker::inbox::{self, HttpAnnounced, Inbox};
+    use http_body_util::BodyExt;
+
+    const ANNOUNCE: &str =
+        "/announce?info_hash=AAAAAAAAAAAAAAAAAAAA&peer_id=BBBBBBBBBBBBBBBBBBBB&port=1";
+
+    /// A service over `workers` inboxes that nobody drains unless the test does.
+    fn service(workers: usize, worker_timeout_ms: u32) -> (Service, Vec<Inbox>) {
+        let text = format!("[http]\nworker_timeout_ms = {worker_timeout_ms}\n");
+        let config = Config::from_toml_str(&text, "t").unwrap();
+        let (mailboxes, inboxes) = (0..workers).map(|_| inbox::inbox(16).unwrap()).unzip();
+        (Service::new(&config, mailboxes).unwrap(), inboxes)
+    }
+
+    fn body(s: &Service, target: &str) -> Vec<u8> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let req = Request::builder().uri(target).body(()).unwrap();
+            let r = s.respond("127.0.0.1:5000".parse().unwrap(), req).await;
+            let r = r.unwrap();
+            r.into_body().collect().await.unwrap().to_bytes().to_vec()
+        })
+    }
+
+    #[test]
+    fn a_worker_that_does_not_answer_in_time_means_busy() {
+        let (s, inboxes) = service(1, 20);
+        let started = std::time::Instant::now();
+        assert_eq!(body(&s, ANNOUNCE), response::failure(BUSY));
+        assert!(started.elapsed() < Duration::from_secs(1));
+        // The work did reach the worker, whose reply slot now shows the requester gave up.
+        match inboxes[0].http.try_recv().unwrap() {
+            HttpWork::Announce {
+                reply, announce, ..
+            } => {
+                assert!(reply.is_closed());
+                assert_eq!(announce.port, 1);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_full_inbox_means_busy_at_once() {
+        let (s, _inboxes) = service(1, 60_000);
+        while s.mailboxes[0]
+            .send_http(HttpWork::Scrape {
+                hashes: Vec::new(),
+                reply: oneshot::channel().0,
+            })
+            .is_ok()
+        {}
+        let started = std::time::Instant::now();
+        assert_eq!(body(&s, ANNOUNCE), response::failure(BUSY));
+        assert!(started.elapsed() < Duration::from_secs(1), "no wait");
+    }
+
+    #[test]
+    fn a_scrape_is_gathered_from_every_owner() {
+        let (s, inboxes) = service(2, 5_000);
+        let a = [0u8; 20]; // shard 0 of 2
+        let b = [0xffu8; 20]; // shard 1 of 2
+        assert_eq!((shard_of(&a, 2), shard_of(&b, 2)), (0, 1));
+        // Each fake owner answers with its own index as the seeder count.
+        let owners: Vec<_> = inboxes
+            .into_iter()
+            .enumerate()
+            .map(|(i, inbox)| {
+                std::thread::spawn(move || {
+                    let work = inbox.http.recv_timeout(Duration::from_secs(5)).unwrap();
+                    let HttpWork::Scrape { hashes, reply } = work else {
+                        panic!("a scrape part")
+                    };
+                    let counts = SwarmCounts {
+                        seeders: i as u32 + 10,
+                        ..SwarmCounts::default()
+                    };
+                    reply.send(vec![counts; hashes.len()]).unwrap();
+                })
+            })
+            .collect();
+        let target = format!("/scrape?info_hash={}&info_hash={}", esc(&b), esc(&a));
+        let got = body(&s, &target);
+        for o in owners {
+            o.join().unwrap();
+        }
+        let mut want = vec![
+            (
+                a,
+                SwarmCounts {
+                    seeders: 10,
+                    ..SwarmCounts::default()
+                },
+            ),
+            (
+                b,
+                SwarmCounts {
+                    seeders: 11,
+                    ..SwarmCounts::default()
+                },
+            ),
+        ];
+        assert_eq!(got, response::scrape(&mut want));
+    }
+
+    #[test]
+    fn an_answer_is_encoded_for_the_announcer() {
+        let (s, inboxes) = service(1, 5_000);
+        let owner = std::thread::spawn(move || {
+            let work = inboxes[0]
+                .http
+                .recv_timeout(Duration::from_secs(5))
+                .unwrap();
+            let HttpWork::Announce { ip, reply, .. } = work else {
+                panic!("an announce")
+            };
+            assert_eq!(ip, "127.0.0.1".parse::<IpAddr>().unwrap(), "the TCP peer");
+            reply.send(HttpAnnounced::default()).unwrap();
+        });
+        let got = body(&s, ANNOUNCE);
+        owner.join().unwrap();
+        let format = PeerFormat {
+            compact: true,
+            no_peer_id: false,
+            ipv6: false,
+        };
+        assert_eq!(
+            got,
+            response::announce(&HttpAnnounced::default(), 1800, 900, format)
+        );
+    }
+
+    fn esc(b: &[u8]) -> String {
+        b.iter().map(|b| format!("%{b:02x}")).collect()
+    }
+}
