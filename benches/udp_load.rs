@@ -60,10 +60,10 @@ struct Args {
     #[arg(long, default_value_t = 30)]
     numwant: i32,
     /// Source addresses (127.0.0.1 up to 127.0.0.N) per load thread; one socket each.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 8)]
     sources: usize,
     /// Requests in flight per socket (closed loop). Ignored with --rate.
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = 64)]
     window: usize,
     /// Open loop: requests per second over all threads, for latency at a set load.
     #[arg(long)]
@@ -74,7 +74,7 @@ struct Args {
 }
 
 const PROTOCOL_ID: u64 = 0x0417_2710_1980;
-const BATCH: usize = 32;
+const BATCH: usize = 64;
 
 fn cores(list: &str) -> Vec<usize> {
     list.split(',').filter_map(|c| c.trim().parse().ok()).collect()
@@ -236,6 +236,8 @@ fn load_thread(shared: Arc<Shared>, index: usize) -> std::io::Result<()> {
     let mut txid: u32 = 0;
     let mut packets: Vec<Vec<u8>> = (0..BATCH).map(|_| Vec::with_capacity(1500)).collect();
     let mut recv_bufs = vec![[0u8; 2048]; BATCH];
+    let mut lens = [0usize; BATCH];
+    let mut mmsg = Mmsg::new();
     let mut hist = Histogram::<u64>::new_with_bounds(1, 10_000_000, 3).unwrap();
     let per_thread_rate = a.rate.map(|r| r as f64 / a.workers as f64);
     let started = Instant::now();
@@ -264,15 +266,15 @@ fn load_thread(shared: Arc<Shared>, index: usize) -> std::io::Result<()> {
                 request(p, &shared, source, global, total_sources, txid, &mut rng, weights);
                 source.sent_at[(txid & 0xffff) as usize] = Some(Instant::now());
             }
-            let sent = send_batch(&source.socket, &packets[..budget]);
+            let sent = mmsg.send(&source.socket, &packets[..budget]);
             source.in_flight += sent;
             sent_total += sent as u64;
             if measuring {
                 shared.totals.sent.fetch_add(sent as u64, Ordering::Relaxed);
             }
-            let got = recv_batch(&source.socket, &mut recv_bufs);
+            let got = mmsg.recv(&source.socket, &mut recv_bufs, &mut lens);
             let now = Instant::now();
-            for (buf, len) in got {
+            for (buf, &len) in lens[..got].iter().enumerate() {
                 let reply = &recv_bufs[buf][..len];
                 if len < 8 {
                     continue;
@@ -320,64 +322,71 @@ fn load_thread(shared: Arc<Shared>, index: usize) -> std::io::Result<()> {
     Ok(())
 }
 
-fn send_batch(socket: &UdpSocket, packets: &[Vec<u8>]) -> usize {
-    if packets.is_empty() {
-        return 0;
-    }
-    let mut iov: Vec<libc::iovec> = packets
-        .iter()
-        .map(|p| libc::iovec {
-            iov_base: p.as_ptr() as *mut _,
-            iov_len: p.len(),
-        })
-        .collect();
-    let mut msgs: Vec<libc::mmsghdr> = iov
-        .iter_mut()
-        .map(|v| {
-            let mut m: libc::mmsghdr = unsafe { std::mem::zeroed() };
-            m.msg_hdr.msg_iov = v;
-            m.msg_hdr.msg_iovlen = 1;
-            m
-        })
-        .collect();
-    let n = unsafe {
-        libc::sendmmsg(
-            socket.as_raw_fd(),
-            msgs.as_mut_ptr(),
-            msgs.len() as u32,
-            libc::MSG_DONTWAIT,
-        )
-    };
-    n.max(0) as usize
+/// Reusable sendmmsg/recvmmsg headers, so the generator spends its core on packets.
+struct Mmsg {
+    iov: Vec<libc::iovec>,
+    msgs: Vec<libc::mmsghdr>,
 }
 
-fn recv_batch(socket: &UdpSocket, bufs: &mut [[u8; 2048]]) -> Vec<(usize, usize)> {
-    let mut iov: Vec<libc::iovec> = bufs
-        .iter_mut()
-        .map(|b| libc::iovec {
-            iov_base: b.as_mut_ptr().cast(),
-            iov_len: b.len(),
-        })
-        .collect();
-    let mut msgs: Vec<libc::mmsghdr> = iov
-        .iter_mut()
-        .map(|v| {
-            let mut m: libc::mmsghdr = unsafe { std::mem::zeroed() };
-            m.msg_hdr.msg_iov = v;
-            m.msg_hdr.msg_iovlen = 1;
-            m
-        })
-        .collect();
-    let n = unsafe {
-        libc::recvmmsg(
-            socket.as_raw_fd(),
-            msgs.as_mut_ptr(),
-            msgs.len() as u32,
-            libc::MSG_DONTWAIT,
-            std::ptr::null_mut(),
-        )
-    };
-    (0..n.max(0) as usize).map(|i| (i, msgs[i].msg_len as usize)).collect()
+impl Mmsg {
+    fn new() -> Self {
+        Mmsg {
+            iov: vec![
+                libc::iovec {
+                    iov_base: std::ptr::null_mut(),
+                    iov_len: 0
+                };
+                BATCH
+            ],
+            // SAFETY: all-zero is a valid mmsghdr.
+            msgs: vec![unsafe { std::mem::zeroed() }; BATCH],
+        }
+    }
+
+    fn point(&mut self, bufs: impl Iterator<Item = (*mut u8, usize)>) -> usize {
+        let mut n = 0;
+        for (i, (ptr, len)) in bufs.enumerate() {
+            self.iov[i] = libc::iovec {
+                iov_base: ptr.cast(),
+                iov_len: len,
+            };
+            self.msgs[i].msg_hdr.msg_iov = &mut self.iov[i];
+            self.msgs[i].msg_hdr.msg_iovlen = 1;
+            self.msgs[i].msg_len = 0;
+            n += 1;
+        }
+        n
+    }
+
+    fn send(&mut self, socket: &UdpSocket, packets: &[Vec<u8>]) -> usize {
+        let n = self.point(packets.iter().map(|p| (p.as_ptr() as *mut u8, p.len())));
+        if n == 0 {
+            return 0;
+        }
+        let r = unsafe {
+            libc::sendmmsg(socket.as_raw_fd(), self.msgs.as_mut_ptr(), n as u32, libc::MSG_DONTWAIT)
+        };
+        r.max(0) as usize
+    }
+
+    /// Receives up to a batch; returns how many, lengths in `lens`.
+    fn recv(&mut self, socket: &UdpSocket, bufs: &mut [[u8; 2048]], lens: &mut [usize]) -> usize {
+        let n = self.point(bufs.iter_mut().map(|b| (b.as_mut_ptr(), b.len())));
+        let r = unsafe {
+            libc::recvmmsg(
+                socket.as_raw_fd(),
+                self.msgs.as_mut_ptr(),
+                n as u32,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
+        };
+        let got = r.max(0) as usize;
+        for i in 0..got {
+            lens[i] = self.msgs[i].msg_len as usize;
+        }
+        got
+    }
 }
 
 /// CPU time (µs) and resident memory (MiB) of a process, from /proc.

@@ -112,10 +112,16 @@ pub enum ErrorReason {
     SendFailed = 6,
     /// The kernel failed a receive.
     ReceiveFailed = 7,
+    /// An announce for a new torrent while the shard held `limits.max_torrents`; refused.
+    TrackerFull = 8,
+    /// A new peer for a torrent at `limits.max_peers_per_torrent`; refused.
+    TorrentFull = 9,
+    /// Every receive buffer was waiting to be handled; datagrams queued in the socket meanwhile.
+    ReceiveBuffersFull = 10,
 }
 
 impl ErrorReason {
-    pub const COUNT: usize = 8;
+    pub const COUNT: usize = 11;
     pub const ALL: [ErrorReason; Self::COUNT] = [
         ErrorReason::NotTracker,
         ErrorReason::Malformed,
@@ -125,6 +131,9 @@ impl ErrorReason {
         ErrorReason::SendBuffersFull,
         ErrorReason::SendFailed,
         ErrorReason::ReceiveFailed,
+        ErrorReason::TrackerFull,
+        ErrorReason::TorrentFull,
+        ErrorReason::ReceiveBuffersFull,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -137,6 +146,9 @@ impl ErrorReason {
             ErrorReason::SendBuffersFull => "send_buffers_full",
             ErrorReason::SendFailed => "send_failed",
             ErrorReason::ReceiveFailed => "receive_failed",
+            ErrorReason::TrackerFull => "tracker_full",
+            ErrorReason::TorrentFull => "torrent_full",
+            ErrorReason::ReceiveBuffersFull => "receive_buffers_full",
         }
     }
 }

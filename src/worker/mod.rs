@@ -4,6 +4,7 @@
 
 pub mod handler;
 pub mod inbox;
+mod buf_ring;
 mod ring;
 mod sockaddr;
 

@@ -1,27 +1,32 @@
-//! A worker's I/O loop on io_uring. Every buffer, msghdr and address the kernel reads or writes
-//! is allocated once at start-up and keeps its address until the ring is gone, so a packet costs
-//! no allocation. Each socket keeps `recv_depth` receives in flight; replies go out through a
-//! pool of `send_depth` send slots. Completions are reaped in batches and every submission of a
-//! batch goes to the kernel in one `io_uring_enter`, so the syscall count is per batch, not per
-//! packet. Besides packets the ring waits on the inbox's eventfd (forwarded work, shutdown) and a
-//! one-second timeout (the clock for expiry sweeps).
+//! A worker's I/O loop on io_uring. Every buffer and address the kernel reads or writes is
+//! allocated once at start-up and keeps its address until the ring is gone, so a packet costs no
+//! allocation. Each socket has one multishot receive drawing from a ring of provided buffers
+//! (`buf_ring`), so receiving needs no re-arming per datagram; replies go out as sends with a
+//! destination address, from a pool of `send_depth` send slots. Completions are reaped in
+//! batches and every submission of a batch goes to the kernel in one `io_uring_enter`, so the
+//! syscall count is per batch, not per packet. Besides packets the ring waits on the inbox's
+//! eventfd (forwarded work, shutdown) and a one-second timeout (the clock for expiry sweeps).
 
-use std::net::UdpSocket;
+use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use io_uring::{opcode, squeue, types, IoUring};
+use io_uring::{cqueue, opcode, squeue, types, IoUring};
 
 use crate::stats::ErrorReason;
 
+use super::buf_ring::BufRing;
 use super::handler::{Handler, Reply};
 use super::inbox::Inbox;
 use super::sockaddr;
 
-/// Largest datagram read; a full 74-hash scrape is 1496 bytes.
+/// Bytes per receive buffer: the kernel's recvmsg header, the sender's address, and the
+/// datagram (a full 74-hash scrape is 1496 bytes).
 const RECV_BUF_LEN: usize = 2048;
+/// Room for the sender's address in each receive buffer: a sockaddr_in6 (IPv4 fits too).
+const NAME_LEN: u32 = std::mem::size_of::<libc::sockaddr_in6>() as u32;
 
 const RECV: u64 = 1;
 const SEND: u64 = 2;
@@ -33,68 +38,71 @@ fn user_data(kind: u64, index: usize) -> u64 {
     (kind << 32) | index as u64
 }
 
-/// One in-flight message: the kernel reads or writes these fields in place.
-struct Slot {
-    msg: libc::msghdr,
-    iov: libc::iovec,
-    addr: libc::sockaddr_storage,
-    socket: u8,
+/// Builds the ring with the cheapest completion mode the kernel offers: with DEFER_TASKRUN
+/// (Linux 6.1) completions are run only when this thread asks for them, in a batch, instead of
+/// interrupting it per packet; COOP_TASKRUN (5.19) at least avoids the interrupts.
+fn build_ring(sq: u32, cq: u32) -> std::io::Result<IoUring> {
+    let deferred = IoUring::builder()
+        .setup_cqsize(cq)
+        .setup_single_issuer()
+        .setup_defer_taskrun()
+        .build(sq);
+    if let Ok(ring) = deferred {
+        return Ok(ring);
+    }
+    let cooperative = IoUring::builder()
+        .setup_cqsize(cq)
+        .setup_coop_taskrun()
+        .build(sq);
+    if let Ok(ring) = cooperative {
+        return Ok(ring);
+    }
+    IoUring::builder().setup_cqsize(cq).build(sq)
 }
 
-/// Slots and their buffers; never resized, so the pointers inside stay valid.
-struct Slots {
-    slots: Box<[Slot]>,
+/// Send slots: a reply buffer and its destination each, never resized.
+struct SendSlots {
+    addrs: Box<[(libc::sockaddr_storage, libc::socklen_t)]>,
+    /// When the request each slot answers was received (µs since `epoch`), for latency.
+    received_us: Box<[u64]>,
     bufs: Box<[u8]>,
     buf_len: usize,
+    free: Vec<u32>,
 }
 
-impl Slots {
+impl SendSlots {
     fn new(count: usize, buf_len: usize) -> Self {
-        let mut bufs = vec![0u8; count * buf_len].into_boxed_slice();
-        let mut slots: Box<[Slot]> = (0..count)
-            .map(|_| Slot {
-                // SAFETY: all-zero is a valid msghdr, iovec and sockaddr_storage.
-                msg: unsafe { std::mem::zeroed() },
-                iov: unsafe { std::mem::zeroed() },
-                addr: unsafe { std::mem::zeroed() },
-                socket: 0,
-            })
-            .collect();
-        for (i, s) in slots.iter_mut().enumerate() {
-            s.iov.iov_base = bufs[i * buf_len..].as_mut_ptr().cast();
-            s.iov.iov_len = buf_len;
-            s.msg.msg_iov = &mut s.iov;
-            s.msg.msg_iovlen = 1;
-            s.msg.msg_name = (&mut s.addr as *mut libc::sockaddr_storage).cast();
-        }
         Self {
-            slots,
-            bufs,
+            // SAFETY: all-zero is a valid sockaddr_storage.
+            addrs: (0..count).map(|_| (unsafe { std::mem::zeroed() }, 0)).collect(),
+            received_us: vec![0; count].into_boxed_slice(),
+            bufs: vec![0u8; count * buf_len].into_boxed_slice(),
             buf_len,
+            free: (0..count as u32).rev().collect(),
         }
     }
 
-    fn buf(&self, i: usize, len: usize) -> &[u8] {
-        &self.bufs[i * self.buf_len..i * self.buf_len + len]
+    fn buf_mut(&mut self, s: u32) -> &mut [u8] {
+        let at = s as usize * self.buf_len;
+        &mut self.bufs[at..at + self.buf_len]
     }
 }
 
 pub struct RingLoop {
-    // Declared first so it is dropped first: the kernel must be done with every slot before
-    // the slots are freed (see `finish`).
+    // Declared first so it is dropped first: the kernel must be done with every buffer before
+    // the buffers are freed (see `finish`).
     ring: IoUring,
     handler: Handler,
     inbox: Inbox,
     sockets: Vec<UdpSocket>,
-    recv: Slots,
-    send: Slots,
-    free_send: Vec<u32>,
-    /// When the request each send slot answers was received (µs since `epoch`), for latency.
-    send_received_us: Box<[u64]>,
+    /// The multishot receives' template: only its name and control lengths are read.
+    recv_msg: Box<libc::msghdr>,
+    recv_bufs: BufRing,
+    send: SendSlots,
     wake_buf: Box<u64>,
     tick: Box<types::Timespec>,
     sqes: Vec<squeue::Entry>,
-    cqes: Vec<(u64, i32)>,
+    cqes: Vec<(u64, i32, u32)>,
     in_flight: usize,
     epoch: Instant,
     shutdown: Arc<AtomicBool>,
@@ -118,30 +126,32 @@ pub struct RingSetup {
 
 impl RingLoop {
     pub fn new(s: RingSetup) -> std::io::Result<Self> {
-        let recv_count = s.recv_depth * s.sockets.len();
-        let total = recv_count + s.send_depth + 4;
-        let entries = (total as u32).next_power_of_two();
-        let ring = IoUring::builder()
-            .setup_cqsize(entries * 2)
-            .build(entries)?;
-        let mut recv = Slots::new(recv_count, RECV_BUF_LEN);
-        for (i, slot) in recv.slots.iter_mut().enumerate() {
-            slot.socket = (i / s.recv_depth) as u8;
-        }
+        let buffers = (s.recv_depth * s.sockets.len().max(1))
+            .next_power_of_two()
+            .clamp(16, 32768);
+        let sq = (s.sockets.len() + s.send_depth + 8).next_power_of_two() as u32;
+        // Every completion holds a receive buffer or a send slot or is one of the few others,
+        // so the completion queue cannot overflow.
+        let cq = (buffers + s.send_depth + 8).next_power_of_two() as u32;
+        let ring = build_ring(sq, cq)?;
+        let recv_bufs = BufRing::new(buffers as u16, RECV_BUF_LEN, 0)?;
+        recv_bufs.register(&ring.submitter())?;
+        // SAFETY: all-zero is a valid msghdr.
+        let mut recv_msg: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
+        recv_msg.msg_namelen = NAME_LEN;
         let now = s.epoch.elapsed().as_secs() as u32;
         Ok(Self {
             ring,
             handler: s.handler,
             inbox: s.inbox,
             sockets: s.sockets,
-            recv,
-            send: Slots::new(s.send_depth, s.send_buf_len),
-            free_send: (0..s.send_depth as u32).rev().collect(),
-            send_received_us: vec![0; s.send_depth].into_boxed_slice(),
+            recv_msg,
+            recv_bufs,
+            send: SendSlots::new(s.send_depth, s.send_buf_len),
             wake_buf: Box::new(0),
             tick: Box::new(types::Timespec::new().sec(1)),
-            sqes: Vec::with_capacity(total),
-            cqes: Vec::with_capacity(entries as usize * 2),
+            sqes: Vec::with_capacity(sq as usize),
+            cqes: Vec::with_capacity(cq as usize),
             in_flight: 0,
             epoch: s.epoch,
             shutdown: s.shutdown,
@@ -152,8 +162,8 @@ impl RingLoop {
 
     /// Serves until shutdown is signalled.
     pub fn run(mut self) -> std::io::Result<()> {
-        for i in 0..self.recv.slots.len() {
-            self.arm_recv(i);
+        for socket in 0..self.sockets.len() {
+            self.arm_recv(socket);
         }
         self.arm_wake();
         self.arm_tick();
@@ -175,26 +185,28 @@ impl RingLoop {
     fn reap(&mut self) {
         self.cqes.clear();
         for cqe in self.ring.completion() {
-            self.cqes.push((cqe.user_data(), cqe.result()));
+            self.cqes.push((cqe.user_data(), cqe.result(), cqe.flags()));
         }
-        self.in_flight -= self.cqes.len();
         // One clock read per batch: the receive time of every request in it.
         let batch_us = self.epoch.elapsed().as_micros() as u64;
         let now = (batch_us / 1_000_000) as u32;
         self.handler.received_us = batch_us;
         for k in 0..self.cqes.len() {
-            let (data, result) = self.cqes[k];
+            let (data, result, flags) = self.cqes[k];
+            if !cqueue::more(flags) {
+                self.in_flight -= 1;
+            }
             let index = (data & 0xffff_ffff) as usize;
             match data >> 32 {
-                RECV => self.on_recv(now, index, result),
+                RECV => self.on_recv(now, index, result, flags),
                 SEND => {
                     let udp = &self.handler.stats.udp;
                     if result < 0 {
                         udp.error(ErrorReason::SendFailed);
                     } else {
-                        udp.latency(batch_us.saturating_sub(self.send_received_us[index]));
+                        udp.latency(batch_us.saturating_sub(self.send.received_us[index]));
                     }
-                    self.free_send.push(index as u32);
+                    self.send.free.push(index as u32);
                 }
                 WAKE => {
                     self.inbox.wake.rearm();
@@ -212,34 +224,47 @@ impl RingLoop {
             }
         }
         self.drain_inbox(now);
+        self.recv_bufs.publish();
     }
 
-    fn on_recv(&mut self, now: u32, i: usize, result: i32) {
+    fn on_recv(&mut self, now: u32, socket: usize, result: i32, flags: u32) {
+        if !cqueue::more(flags) {
+            // The multishot receive ended (no buffer was free, or an error): start another;
+            // it goes in after this batch has handed its buffers back.
+            self.arm_recv(socket);
+        }
         if result < 0 {
-            if result != -libc::ECANCELED {
+            if result == -libc::ENOBUFS {
+                self.handler.stats.udp.error(ErrorReason::ReceiveBuffersFull);
+            } else if result != -libc::ECANCELED {
                 self.handler.stats.udp.error(ErrorReason::ReceiveFailed);
             }
-            self.arm_recv(i);
             return;
         }
-        let slot = &self.recv.slots[i];
-        let socket = slot.socket;
-        let Some(client) = sockaddr::from_storage(&slot.addr) else {
-            self.arm_recv(i);
+        let Some(bid) = cqueue::buffer_select(flags) else {
             return;
         };
-        let Some(s) = self.free_send.pop() else {
+        self.handle_buffer(now, socket as u8, bid, result as usize);
+        self.recv_bufs.recycle(bid);
+    }
+
+    fn handle_buffer(&mut self, now: u32, socket: u8, bid: u16, len: usize) {
+        let data = self.recv_bufs.buf(bid, len);
+        let Ok(msg) = types::RecvMsgOut::parse(data, &self.recv_msg) else {
+            return;
+        };
+        let Some(client) = name_to_addr(msg.name_data()) else {
+            return;
+        };
+        let Some(s) = self.send.free.pop() else {
             self.handler.stats.udp.error(ErrorReason::SendBuffersFull);
-            self.arm_recv(i);
             return;
         };
-        let packet = self.recv.buf(i, result as usize);
         let at = s as usize * self.send.buf_len;
         let out = &mut self.send.bufs[at..at + self.send.buf_len];
         let len = self
             .handler
-            .handle_datagram(now, client, socket, packet, out);
-        self.arm_recv(i);
+            .handle_datagram(now, client, socket, msg.payload_data(), out);
         let received_us = self.handler.received_us;
         self.send_or_free(
             s,
@@ -258,9 +283,8 @@ impl RingLoop {
         while let Ok(work) = self.inbox.http.try_recv() {
             self.handler.http_work(now, work);
         }
-        while let Some(&s) = self.free_send.last() {
-            let at = s as usize * self.send.buf_len;
-            let out = &mut self.send.bufs[at..at + self.send.buf_len];
+        while let Some(&s) = self.send.free.last() {
+            let out = self.send.buf_mut(s);
             let (reply, received_us) = if let Ok(m) = self.inbox.announces.try_recv() {
                 let reply = self.handler.forwarded_announce(now, &m, out);
                 (Some(reply), m.received_us)
@@ -270,10 +294,10 @@ impl RingLoop {
             } else {
                 return;
             };
-            self.free_send.pop();
+            self.send.free.pop();
             match reply {
                 Some(reply) => self.send_or_free(s, reply, received_us),
-                None => self.free_send.push(s),
+                None => self.send.free.push(s),
             }
         }
     }
@@ -291,29 +315,27 @@ impl RingLoop {
 
     fn send_or_free(&mut self, s: u32, reply: Reply, received_us: u64) {
         if reply.len == 0 {
-            self.free_send.push(s);
+            self.send.free.push(s);
             return;
         }
-        self.send_received_us[s as usize] = received_us;
-        let slot = &mut self.send.slots[s as usize];
-        slot.msg.msg_namelen = sockaddr::to_storage(reply.client, &mut slot.addr);
-        slot.iov.iov_len = reply.len;
+        self.send.received_us[s as usize] = received_us;
+        let (addr, addr_len) = &mut self.send.addrs[s as usize];
+        *addr_len = sockaddr::to_storage(reply.client, addr);
+        let buf = self.send.bufs[s as usize * self.send.buf_len..].as_ptr();
         let fd = self.sockets[reply.socket as usize].as_raw_fd();
-        let sqe = opcode::SendMsg::new(types::Fd(fd), &slot.msg)
+        let sqe = opcode::Send::new(types::Fd(fd), buf, reply.len as u32)
+            .dest_addr((addr as *const libc::sockaddr_storage).cast())
+            .dest_addr_len(*addr_len)
             .build()
             .user_data(user_data(SEND, s as usize));
         self.sqes.push(sqe);
     }
 
-    fn arm_recv(&mut self, i: usize) {
-        let slot = &mut self.recv.slots[i];
-        slot.msg.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-        slot.msg.msg_flags = 0;
-        slot.iov.iov_len = self.recv.buf_len;
-        let fd = self.sockets[slot.socket as usize].as_raw_fd();
-        let sqe = opcode::RecvMsg::new(types::Fd(fd), &mut slot.msg)
+    fn arm_recv(&mut self, socket: usize) {
+        let fd = self.sockets[socket].as_raw_fd();
+        let sqe = opcode::RecvMsgMulti::new(types::Fd(fd), &*self.recv_msg, self.recv_bufs.group)
             .build()
-            .user_data(user_data(RECV, i));
+            .user_data(user_data(RECV, socket));
         self.sqes.push(sqe);
     }
 
@@ -336,28 +358,27 @@ impl RingLoop {
         if self.sqes.is_empty() {
             return;
         }
-        // SAFETY: every entry points into slots owned by `self`, which outlive the ring's use
-        // of them (`finish`); the ring was sized for every slot in flight at once, so it has room.
+        // SAFETY: every entry points into buffers owned by `self`, which outlive the ring's use
+        // of them (`finish`); the ring was sized for every operation in flight at once.
         unsafe {
             self.ring
                 .submission()
                 .push_multiple(&self.sqes)
-                .expect("ring sized for every slot");
+                .expect("ring sized for every operation");
         }
         self.in_flight += self.sqes.len();
         self.sqes.clear();
     }
 
-    /// Cancels everything in flight and waits, boundedly, for the kernel to let go of the slots.
-    /// If it does not in time, the slots are leaked rather than freed under the kernel.
+    /// Cancels everything in flight and waits, boundedly, for the kernel to let go of the
+    /// buffers. If it does not in time, they are leaked rather than freed under the kernel.
     fn finish(&mut self) {
         self.submit_pending();
         let cancel = opcode::AsyncCancel2::new(types::CancelBuilder::any())
             .build()
             .user_data(user_data(CANCEL, 0));
         // SAFETY: the cancel entry refers to no memory.
-        let pushed = unsafe { self.ring.submission().push(&cancel).is_ok() };
-        if pushed {
+        if unsafe { self.ring.submission().push(&cancel).is_ok() } {
             self.in_flight += 1;
         }
         let deadline = Instant::now() + Duration::from_secs(1);
@@ -365,8 +386,11 @@ impl RingLoop {
         while self.in_flight > 0 && Instant::now() < deadline {
             let args = types::SubmitArgs::new().timespec(&wait);
             let _ = self.ring.submitter().submit_with_args(1, &args);
-            let n = self.ring.completion().count();
-            self.in_flight -= n;
+            for cqe in self.ring.completion() {
+                if !cqueue::more(cqe.flags()) {
+                    self.in_flight -= 1;
+                }
+            }
         }
         if self.in_flight > 0 {
             tracing::warn!(
@@ -374,10 +398,24 @@ impl RingLoop {
                 in_flight = self.in_flight,
                 "io_uring operations still in flight at shutdown; leaking their buffers"
             );
-            std::mem::forget(std::mem::take(&mut self.recv.bufs));
             std::mem::forget(std::mem::take(&mut self.send.bufs));
-            std::mem::forget(std::mem::take(&mut self.recv.slots));
-            std::mem::forget(std::mem::take(&mut self.send.slots));
+            self.recv_bufs.leak();
         }
     }
+}
+
+/// The sender's address from the name field of a receive buffer.
+fn name_to_addr(name: &[u8]) -> Option<SocketAddr> {
+    // SAFETY: all-zero is a valid sockaddr_storage; the name is at most NAME_LEN bytes.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let n = name.len().min(std::mem::size_of::<libc::sockaddr_storage>());
+    // SAFETY: both regions are valid for n bytes and do not overlap.
+    unsafe {
+        std::ptr::copy_nonoverlapping(
+            name.as_ptr(),
+            (&mut storage as *mut libc::sockaddr_storage).cast::<u8>(),
+            n,
+        )
+    };
+    sockaddr::from_storage(&storage)
 }
