@@ -20,6 +20,7 @@ pub struct Config {
     pub cleaning: CleaningConfig,
     pub metrics: MetricsConfig,
     pub log: LogConfig,
+    pub limits: LimitsConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -68,6 +69,16 @@ pub struct ProtocolConfig {
 pub struct CleaningConfig {
     pub peer_lifetime_secs: u32,
     pub sweep_interval_secs: u32,
+}
+
+/// Bounds that keep a flood of fake torrents or peers from costing memory without bound.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Torrents the whole tracker holds at most (each worker holds its share).
+    pub max_torrents: u32,
+    /// Peers one torrent holds at most, IPv4 and IPv6 together.
+    pub max_peers_per_torrent: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -132,8 +143,8 @@ impl Config {
         let mut merged: toml::Table = DEFAULT_CONFIG.parse().map_err(syntax)?;
         let user: toml::Table = text.parse().map_err(syntax)?;
         merge(&mut merged, user);
-        let config: Config = serde_path_to_error::deserialize(toml::Value::Table(merged))
-            .map_err(|e| {
+        let config: Config =
+            serde_path_to_error::deserialize(toml::Value::Table(merged)).map_err(|e| {
                 let key = e.path().to_string();
                 let message = e.into_inner().to_string();
                 ConfigError::Key {
@@ -142,11 +153,13 @@ impl Config {
                     message: message.trim_end().to_string(),
                 }
             })?;
-        config.validate().map_err(|(key, message)| ConfigError::Key {
-            file: file.to_string(),
-            key: key.to_string(),
-            message,
-        })?;
+        config
+            .validate()
+            .map_err(|(key, message)| ConfigError::Key {
+                file: file.to_string(),
+                key: key.to_string(),
+                message,
+            })?;
         Ok(config)
     }
 
@@ -161,15 +174,45 @@ impl Config {
         };
         range("udp.recv_depth", self.udp.recv_depth, 1, 4096)?;
         range("udp.send_depth", self.udp.send_depth, 1, 16384)?;
-        range("udp.recv_buffer_bytes", self.udp.recv_buffer_bytes, 4096, 1 << 30)?;
+        range(
+            "udp.recv_buffer_bytes",
+            self.udp.recv_buffer_bytes,
+            4096,
+            1 << 30,
+        )?;
         range("workers.count", self.workers.count, 0, 1024)?;
-        range("workers.inbox_capacity", self.workers.inbox_capacity, 16, 1 << 20)?;
+        range(
+            "workers.inbox_capacity",
+            self.workers.inbox_capacity,
+            16,
+            1 << 20,
+        )?;
         let p = &self.protocol;
-        range("protocol.announce_interval_secs", p.announce_interval_secs, 1, 86_400)?;
-        range("protocol.min_interval_secs", p.min_interval_secs, 1, p.announce_interval_secs)?;
+        range(
+            "protocol.announce_interval_secs",
+            p.announce_interval_secs,
+            1,
+            86_400,
+        )?;
+        range(
+            "protocol.min_interval_secs",
+            p.min_interval_secs,
+            1,
+            p.announce_interval_secs,
+        )?;
         range("protocol.max_numwant", p.max_numwant, 1, 1_000)?;
-        range("protocol.default_numwant", p.default_numwant, 1, p.max_numwant)?;
-        range("protocol.max_scrape_hashes", p.max_scrape_hashes, 1, MAX_UDP_SCRAPE_HASHES)?;
+        range(
+            "protocol.default_numwant",
+            p.default_numwant,
+            1,
+            p.max_numwant,
+        )?;
+        range(
+            "protocol.max_scrape_hashes",
+            p.max_scrape_hashes,
+            1,
+            MAX_UDP_SCRAPE_HASHES,
+        )?;
         range(
             "protocol.connection_id_lifetime_secs",
             p.connection_id_lifetime_secs,
@@ -183,7 +226,12 @@ impl Config {
             p.announce_interval_secs,
             7 * 86_400,
         )?;
-        range("cleaning.sweep_interval_secs", c.sweep_interval_secs, 1, 86_400)?;
+        range(
+            "cleaning.sweep_interval_secs",
+            c.sweep_interval_secs,
+            1,
+            86_400,
+        )?;
         let m = &self.metrics;
         if !m.address.is_empty() && m.address.parse::<SocketAddr>().is_err() {
             return Err((
@@ -196,6 +244,13 @@ impl Config {
         }
         range("metrics.interval_ms", m.interval_ms, 100, 60_000)?;
         range("metrics.stale_after_secs", m.stale_after_secs, 2, 3_600)?;
+        range("limits.max_torrents", self.limits.max_torrents, 1, u32::MAX)?;
+        range(
+            "limits.max_peers_per_torrent",
+            self.limits.max_peers_per_torrent,
+            1,
+            u32::MAX,
+        )?;
         if self.log.level.trim().is_empty() {
             return Err(("log.level", "must name a level such as \"info\"".into()));
         }
@@ -260,7 +315,9 @@ mod tests {
     use super::*;
 
     fn err(text: &str) -> String {
-        Config::from_toml_str(text, "test.toml").unwrap_err().to_string()
+        Config::from_toml_str(text, "test.toml")
+            .unwrap_err()
+            .to_string()
     }
 
     #[test]
@@ -348,8 +405,24 @@ mod tests {
     }
 
     #[test]
+    fn limits_section() {
+        let c = Config::default_config();
+        assert!(c.limits.max_torrents >= 1_000_000);
+        assert!(c.limits.max_peers_per_torrent >= 10_000);
+        let c = Config::from_toml_str("[limits]\nmax_torrents = 10\n", "t").unwrap();
+        assert_eq!(c.limits.max_torrents, 10);
+        let e = err("[limits]\nmax_peers_per_torrent = 0\n");
+        assert!(e.contains("limits.max_peers_per_torrent"), "{e}");
+        let e = err("[limits]\nmax_torrents = -1\n");
+        assert!(e.contains("limits.max_torrents"), "{e}");
+    }
+
+    #[test]
     fn syntax_error_names_file() {
         let e = err("[udp\n");
-        assert!(e.contains("test.toml") && e.contains("not valid TOML"), "{e}");
+        assert!(
+            e.contains("test.toml") && e.contains("not valid TOML"),
+            "{e}"
+        );
     }
 }

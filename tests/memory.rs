@@ -48,7 +48,9 @@ fn bytes_per_peer(torrents: u32, per_torrent: u32) -> f64 {
                 event: AnnounceEvent::Started,
                 num_want: 0,
             };
-            shard.announce((p / 50000 + 1).to_be_bytes(), &a, 0, 0, |_| {});
+            shard
+                .announce((p / 50000 + 1).to_be_bytes(), &a, 0, 0, |_| {})
+                .unwrap();
         }
     }
     let after = LIVE.load(Ordering::Relaxed);

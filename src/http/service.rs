@@ -120,7 +120,9 @@ impl Service {
             return response::failure(BUSY);
         }
         match timeout(self.worker_timeout, answer).await {
-            Ok(Ok(r)) => {
+            // Past a limit (tracker or torrent full): say so.
+            Ok(Ok(Err(refused))) => response::failure(refused.message()),
+            Ok(Ok(Ok(r))) => {
                 let format = PeerFormat {
                     compact: q.compact,
                     no_peer_id: q.no_peer_id,
@@ -319,7 +321,7 @@ mod tests {
                 panic!("an announce")
             };
             assert_eq!(ip, "127.0.0.1".parse::<IpAddr>().unwrap(), "the TCP peer");
-            reply.send(HttpAnnounced::default()).unwrap();
+            reply.send(Ok(HttpAnnounced::default())).unwrap();
         });
         let got = body(&s, ANNOUNCE);
         owner.join().unwrap();

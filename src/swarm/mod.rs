@@ -8,6 +8,7 @@ mod peers;
 use std::net::IpAddr;
 
 use ahash::RandomState;
+use hashbrown::hash_map::Entry;
 use hashbrown::HashMap;
 
 pub use peers::{Peer, PeerIp, PeerSet, Previous};
@@ -69,8 +70,53 @@ pub struct ShardTotals {
     pub leechers: usize,
 }
 
+/// Bounds on what one shard holds, so a flood of fake torrents or peers costs a refusal, never
+/// memory without bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Torrents the shard holds at most; an announce that would add one more is refused.
+    pub max_torrents: usize,
+    /// Peers (both families together) one torrent holds at most; a new peer past it is refused.
+    pub max_peers_per_torrent: usize,
+}
+
+impl Limits {
+    pub const NONE: Limits = Limits {
+        max_torrents: usize::MAX,
+        max_peers_per_torrent: usize::MAX,
+    };
+}
+
+/// Why an announce was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// The announce would add a torrent to a shard at `max_torrents`.
+    TrackerFull,
+    /// The announce would add a peer to a torrent at `max_peers_per_torrent`.
+    TorrentFull,
+}
+
+impl Refused {
+    /// What the client is told (short: a BEP 15 error reply is cut to the request's length).
+    pub fn message(self) -> &'static str {
+        match self {
+            Refused::TrackerFull => "tracker is full",
+            Refused::TorrentFull => "torrent is full",
+        }
+    }
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.message())
+    }
+}
+
+impl std::error::Error for Refused {}
+
 pub struct Shard {
     torrents: HashMap<InfoHash, Torrent, RandomState>,
+    limits: Limits,
     hasher: RandomState,
     rng: fastrand::Rng,
     peer_lifetime_secs: u32,
@@ -81,9 +127,15 @@ pub struct Shard {
 }
 
 impl Shard {
+    /// A shard without limits (tests, benches); see [`Shard::with_limits`].
     pub fn new(peer_lifetime_secs: u32) -> Self {
+        Self::with_limits(peer_lifetime_secs, Limits::NONE)
+    }
+
+    pub fn with_limits(peer_lifetime_secs: u32, limits: Limits) -> Self {
         Self {
             torrents: HashMap::with_hasher(RandomState::new()),
+            limits,
             hasher: RandomState::new(),
             rng: fastrand::Rng::new(),
             peer_lifetime_secs,
@@ -94,7 +146,8 @@ impl Shard {
 
     /// Applies an announce from `ip` (already canonical: IPv4-mapped is IPv4) and hands `out`
     /// up to `want` peers of the announcer's own family, chosen before the announcer is stored
-    /// so it never gets itself back. Returns the swarm's counts after the announce.
+    /// so it never gets itself back. Returns the swarm's counts after the announce, or why it
+    /// was refused (a limit; nothing was handed out or stored). A stop is never refused.
     pub fn announce<I: Family>(
         &mut self,
         ip: I,
@@ -102,11 +155,11 @@ impl Shard {
         want: usize,
         now: u32,
         out: impl FnMut(&Peer<I>),
-    ) -> SwarmCounts {
+    ) -> Result<SwarmCounts, Refused> {
         let key = (ip, a.port);
         if a.event == AnnounceEvent::Stopped {
             let Some(t) = self.torrents.get_mut(&a.info_hash) else {
-                return SwarmCounts::default();
+                return Ok(SwarmCounts::default());
             };
             let before = t.counts();
             I::set(t).remove(key, &self.hasher);
@@ -116,10 +169,22 @@ impl Shard {
             if t.is_empty() {
                 self.torrents.remove(&a.info_hash);
             }
-            return counts;
+            return Ok(counts);
         }
         let seeder = a.left == 0 || a.event == AnnounceEvent::Completed;
-        let t = self.torrents.entry(a.info_hash).or_default();
+        let full = self.torrents.len() >= self.limits.max_torrents;
+        let t = match self.torrents.entry(a.info_hash) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(_) if full => return Err(Refused::TrackerFull),
+            Entry::Vacant(e) => e.insert(Torrent::default()),
+        };
+        // Only a peer the torrent does not hold yet can break the limit; the lookup is paid
+        // only when the torrent is already full.
+        if t.v4.len() + t.v6.len() >= self.limits.max_peers_per_torrent
+            && !I::set(t).contains(key, &self.hasher)
+        {
+            return Err(Refused::TorrentFull);
+        }
         let before = t.counts();
         let set = I::set(t);
         set.select(key, seeder, want, &mut self.rng, out);
@@ -137,7 +202,7 @@ impl Shard {
         let after = t.counts();
         self.seeders = self.seeders - before.seeders as usize + after.seeders as usize;
         self.leechers = self.leechers - before.leechers as usize + after.leechers as usize;
-        after
+        Ok(after)
     }
 
     /// The same, for an address of either family.
@@ -148,7 +213,7 @@ impl Shard {
         want: usize,
         now: u32,
         out: impl FnMut(IpAddr, u16, &crate::protocol::PeerId),
-    ) -> SwarmCounts {
+    ) -> Result<SwarmCounts, Refused> {
         let mut out = out;
         match ip.to_canonical() {
             IpAddr::V4(v4) => self.announce(v4.octets(), a, want, now, |p| {
@@ -236,7 +301,9 @@ mod tests {
 
     fn peers_of(shard: &mut Shard, ip: [u8; 4], a: &Announce, want: usize) -> Vec<(u16, bool)> {
         let mut got = Vec::new();
-        shard.announce(ip, a, want, 0, |p| got.push((p.port, p.ip == ip)));
+        shard
+            .announce(ip, a, want, 0, |p| got.push((p.port, p.ip == ip)))
+            .unwrap();
         got
     }
 
@@ -273,22 +340,26 @@ mod tests {
             50,
             0,
             |_| {},
-        );
+        )
+        .unwrap();
         s.announce(
             [2, 2, 2, 2],
             &announce(1, 2, 9, AnnounceEvent::Started),
             50,
             0,
             |_| {},
-        );
+        )
+        .unwrap();
         let mut got = Vec::new();
-        let counts = s.announce(
-            [3, 3, 3, 3],
-            &announce(1, 3, 0, AnnounceEvent::None),
-            50,
-            0,
-            |p| got.push(p.ip),
-        );
+        let counts = s
+            .announce(
+                [3, 3, 3, 3],
+                &announce(1, 3, 0, AnnounceEvent::None),
+                50,
+                0,
+                |p| got.push(p.ip),
+            )
+            .unwrap();
         assert_eq!(got, vec![[2, 2, 2, 2]]);
         assert_eq!((counts.seeders, counts.leechers), (2, 1));
         // A leecher gets both.
@@ -299,20 +370,23 @@ mod tests {
             50,
             0,
             |_| n += 1,
-        );
+        )
+        .unwrap();
         assert_eq!(n, 3);
     }
 
     #[test]
     fn stopped_removes_and_unknown_stop_is_harmless() {
         let mut s = Shard::new(100);
-        let c = s.announce(
-            [9, 9, 9, 9],
-            &announce(7, 1, 0, AnnounceEvent::Stopped),
-            50,
-            0,
-            |_| {},
-        );
+        let c = s
+            .announce(
+                [9, 9, 9, 9],
+                &announce(7, 1, 0, AnnounceEvent::Stopped),
+                50,
+                0,
+                |_| {},
+            )
+            .unwrap();
         assert_eq!(c, SwarmCounts::default());
         assert_eq!(s.totals().torrents, 0);
         s.announce(
@@ -321,30 +395,36 @@ mod tests {
             50,
             0,
             |_| {},
-        );
+        )
+        .unwrap();
         s.announce(
             [1, 1, 1, 1],
             &announce(7, 2, 5, AnnounceEvent::Started),
             50,
             0,
             |_| {},
-        );
-        let c = s.announce(
-            [1, 1, 1, 1],
-            &announce(7, 1, 5, AnnounceEvent::Stopped),
-            50,
-            0,
-            |_| {},
-        );
+        )
+        .unwrap();
+        let c = s
+            .announce(
+                [1, 1, 1, 1],
+                &announce(7, 1, 5, AnnounceEvent::Stopped),
+                50,
+                0,
+                |_| {},
+            )
+            .unwrap();
         assert_eq!((c.seeders, c.leechers), (0, 1));
         // Stopping a peer the torrent never saw changes nothing.
-        let c = s.announce(
-            [8, 8, 8, 8],
-            &announce(7, 1, 5, AnnounceEvent::Stopped),
-            50,
-            0,
-            |_| {},
-        );
+        let c = s
+            .announce(
+                [8, 8, 8, 8],
+                &announce(7, 1, 5, AnnounceEvent::Stopped),
+                50,
+                0,
+                |_| {},
+            )
+            .unwrap();
         assert_eq!((c.seeders, c.leechers), (0, 1));
         s.announce(
             [1, 1, 1, 1],
@@ -352,7 +432,8 @@ mod tests {
             50,
             0,
             |_| {},
-        );
+        )
+        .unwrap();
         assert_eq!(s.totals().torrents, 0, "empty torrent dropped");
     }
 
@@ -366,22 +447,27 @@ mod tests {
             50,
             0,
             |_| {},
-        );
-        let c = s.announce(
-            ip,
-            &announce(3, 1, 0, AnnounceEvent::Completed),
-            50,
-            0,
-            |_| {},
-        );
+        )
+        .unwrap();
+        let c = s
+            .announce(
+                ip,
+                &announce(3, 1, 0, AnnounceEvent::Completed),
+                50,
+                0,
+                |_| {},
+            )
+            .unwrap();
         assert_eq!((c.seeders, c.leechers, c.downloaded), (1, 0, 1));
-        let c = s.announce(
-            ip,
-            &announce(3, 1, 0, AnnounceEvent::Completed),
-            50,
-            0,
-            |_| {},
-        );
+        let c = s
+            .announce(
+                ip,
+                &announce(3, 1, 0, AnnounceEvent::Completed),
+                50,
+                0,
+                |_| {},
+            )
+            .unwrap();
         assert_eq!(c.downloaded, 1);
     }
 
@@ -396,7 +482,8 @@ mod tests {
                 50,
                 0,
                 |_| {},
-            );
+            )
+            .unwrap();
         }
         assert_eq!(s.counts(&[4; 20]).leechers, 1);
     }
@@ -405,15 +492,17 @@ mod tests {
     fn families_are_apart() {
         let mut s = Shard::new(100);
         let a = announce(1, 1, 5, AnnounceEvent::Started);
-        s.announce([1, 1, 1, 1], &a, 50, 0, |_| {});
+        s.announce([1, 1, 1, 1], &a, 50, 0, |_| {}).unwrap();
         let mut got = 0;
-        let c = s.announce(
-            [0u8; 16],
-            &announce(1, 2, 5, AnnounceEvent::None),
-            50,
-            0,
-            |_| got += 1,
-        );
+        let c = s
+            .announce(
+                [0u8; 16],
+                &announce(1, 2, 5, AnnounceEvent::None),
+                50,
+                0,
+                |_| got += 1,
+            )
+            .unwrap();
         assert_eq!(got, 0, "an IPv6 announcer gets no IPv4 peers");
         assert_eq!(c.leechers, 2, "counts span both families");
     }
@@ -427,7 +516,8 @@ mod tests {
             50,
             0,
             |_| {},
-        );
+        )
+        .unwrap();
         let mut got = Vec::new();
         let mapped: IpAddr = "::ffff:9.9.9.9".parse().unwrap();
         s.announce_ip(
@@ -436,7 +526,8 @@ mod tests {
             50,
             0,
             |ip, port, _| got.push((ip, port)),
-        );
+        )
+        .unwrap();
         assert_eq!(got, vec![("1.2.3.4".parse().unwrap(), 1)]);
     }
 
@@ -450,7 +541,8 @@ mod tests {
                 50,
                 0,
                 |_| {},
-            );
+            )
+            .unwrap();
         }
         let mut n = 0;
         s.announce(
@@ -459,7 +551,8 @@ mod tests {
             30,
             0,
             |_| n += 1,
-        );
+        )
+        .unwrap();
         assert_eq!(n, 30);
     }
 
@@ -472,14 +565,16 @@ mod tests {
             50,
             0,
             |_| {},
-        );
+        )
+        .unwrap();
         s.announce(
             [1, 1, 1, 1],
             &announce(2, 1, 5, AnnounceEvent::None),
             50,
             50,
             |_| {},
-        );
+        )
+        .unwrap();
         assert_eq!(s.sweep(99), 0);
         assert_eq!(s.sweep(100), 1);
         assert_eq!(s.totals().torrents, 1);
@@ -501,21 +596,24 @@ mod tests {
             50,
             0,
             |_| {},
-        );
+        )
+        .unwrap();
         s.announce(
             [2; 4],
             &announce(1, 2, 0, AnnounceEvent::Started),
             50,
             0,
             |_| {},
-        );
+        )
+        .unwrap();
         s.announce(
             [3; 16],
             &announce(2, 3, 5, AnnounceEvent::None),
             50,
             10,
             |_| {},
-        );
+        )
+        .unwrap();
         assert_eq!(t(&s), (2, 1, 2));
         // A leecher finishing becomes a seeder; a repeat changes nothing.
         s.announce(
@@ -524,14 +622,16 @@ mod tests {
             50,
             0,
             |_| {},
-        );
+        )
+        .unwrap();
         s.announce(
             [1; 4],
             &announce(1, 1, 0, AnnounceEvent::None),
             50,
             0,
             |_| {},
-        );
+        )
+        .unwrap();
         assert_eq!(t(&s), (2, 2, 1));
         s.announce(
             [2; 4],
@@ -539,18 +639,86 @@ mod tests {
             50,
             0,
             |_| {},
-        );
+        )
+        .unwrap();
         s.announce(
             [9; 4],
             &announce(1, 9, 0, AnnounceEvent::Stopped),
             50,
             0,
             |_| {},
-        );
+        )
+        .unwrap();
         assert_eq!(t(&s), (2, 1, 1));
         s.check_invariants();
         assert_eq!(s.sweep(100), 1);
         assert_eq!(t(&s), (1, 0, 1));
+        s.check_invariants();
+    }
+
+    #[test]
+    fn limits_refuse_new_torrents_and_peers_but_not_known_ones() {
+        let limits = Limits {
+            max_torrents: 2,
+            max_peers_per_torrent: 3,
+        };
+        let mut s = Shard::with_limits(100, limits);
+        let a = |hash, port| announce(hash, port, 5, AnnounceEvent::Started);
+        s.announce([1; 4], &a(1, 1), 50, 0, |_| {}).unwrap();
+        s.announce([1; 4], &a(2, 1), 50, 0, |_| {}).unwrap();
+        let mut handed = 0;
+        assert_eq!(
+            s.announce([1; 4], &a(3, 1), 50, 0, |_| handed += 1),
+            Err(Refused::TrackerFull)
+        );
+        assert_eq!(s.totals().torrents, 2, "a refused torrent is not stored");
+        // Two more peers fill torrent 1 (one of them IPv6: the limit spans families).
+        s.announce([2; 4], &a(1, 1), 50, 0, |_| {}).unwrap();
+        s.announce([2; 16], &a(1, 1), 50, 0, |_| {}).unwrap();
+        assert_eq!(
+            s.announce([3; 4], &a(1, 1), 50, 0, |_| handed += 1),
+            Err(Refused::TorrentFull)
+        );
+        assert_eq!(handed, 0, "a refused announce is handed no peers");
+        // Peers already held may announce again, finish and stop; a stop is never refused.
+        let c = s
+            .announce(
+                [2; 4],
+                &announce(1, 1, 0, AnnounceEvent::Completed),
+                50,
+                0,
+                |_| {},
+            )
+            .unwrap();
+        assert_eq!((c.seeders, c.leechers, c.downloaded), (1, 2, 1));
+        s.announce(
+            [3; 4],
+            &announce(3, 1, 5, AnnounceEvent::Stopped),
+            50,
+            0,
+            |_| {},
+        )
+        .unwrap();
+        s.announce(
+            [2; 4],
+            &announce(1, 1, 0, AnnounceEvent::Stopped),
+            50,
+            0,
+            |_| {},
+        )
+        .unwrap();
+        s.announce([3; 4], &a(1, 1), 50, 0, |_| {}).unwrap();
+        // Once a torrent empties, there is room for a new one.
+        s.announce(
+            [1; 4],
+            &announce(2, 1, 5, AnnounceEvent::Stopped),
+            50,
+            0,
+            |_| {},
+        )
+        .unwrap();
+        s.announce([1; 4], &a(3, 1), 50, 0, |_| {}).unwrap();
+        assert_eq!(s.totals().torrents, 2);
         s.check_invariants();
     }
 

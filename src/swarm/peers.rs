@@ -113,6 +113,11 @@ impl<I: PeerIp> PeerSet<I> {
         }
     }
 
+    /// Whether the peer at `key` is in the set.
+    pub fn contains(&self, key: (I, u16), hs: &impl BuildHasher) -> bool {
+        self.find(key, hs).is_some()
+    }
+
     /// Hands `out` up to `want` peers other than `skip`: leechers only when `for_seeder`,
     /// everyone otherwise, as one contiguous run from a random start, wrapping.
     pub fn select(
@@ -279,7 +284,11 @@ impl<I: PeerIp> PeerSet<I> {
     pub fn check_invariants(&self, hs: &impl BuildHasher) {
         assert!(self.seeders as usize <= self.peers.len());
         for (pos, p) in self.peers.iter().enumerate() {
-            assert_eq!(self.find(p.key(), hs), Some(pos), "peer {pos} not found at its place");
+            assert_eq!(
+                self.find(p.key(), hs),
+                Some(pos),
+                "peer {pos} not found at its place"
+            );
         }
         if let Some(index) = &self.index {
             assert_eq!(index.len(), self.peers.len());
@@ -353,7 +362,9 @@ mod tests {
         let mut got = Vec::new();
         let n = set.select(peer(5).key(), true, 100, &mut rng, |p| got.push(*p));
         assert_eq!(n, 5);
-        assert!(got.iter().all(|p| u32::from_be_bytes(p.ip) >= 4 && p.key() != peer(5).key()));
+        assert!(got
+            .iter()
+            .all(|p| u32::from_be_bytes(p.ip) >= 4 && p.key() != peer(5).key()));
         got.clear();
         let n = set.select(peer(5).key(), false, 3, &mut rng, |p| got.push(*p));
         assert_eq!(n, 3);

@@ -12,7 +12,7 @@ use crate::connection_id::ConnectionIds;
 use crate::protocol::udp::{self, ParseError, Request};
 use crate::protocol::{Announce, PeerId, SwarmCounts};
 use crate::stats::{Action, ErrorReason, Forward, IpVersion, WorkerStats};
-use crate::swarm::{shard_of, Shard};
+use crate::swarm::{shard_of, Limits, Refused, Shard};
 
 use super::inbox::{
     ForwardedAnnounce, HttpAnnounced, HttpPeer, HttpWork, Mailbox, ScrapeChain, SCRAPE_CHAIN_MAX,
@@ -52,9 +52,14 @@ impl Handler {
         stats: Arc<CachePadded<WorkerStats>>,
     ) -> Self {
         let p = &config.protocol;
+        // `limits.max_torrents` is for the whole tracker; torrents spread evenly over shards.
+        let limits = Limits {
+            max_torrents: (config.limits.max_torrents as usize).div_ceil(mailboxes.len().max(1)),
+            max_peers_per_torrent: config.limits.max_peers_per_torrent as usize,
+        };
         Self {
             me,
-            shard: Shard::new(config.cleaning.peer_lifetime_secs),
+            shard: Shard::with_limits(config.cleaning.peer_lifetime_secs, limits),
             stats,
             received_us: 0,
             ids,
@@ -197,10 +202,19 @@ impl Handler {
                 n += udp::write_peer(&mut out[n..], &p.ip, p.port);
             }),
         };
+        let v = IpVersion::of(ip);
+        let counts = match counts {
+            Ok(counts) => counts,
+            Err(refused) => {
+                self.stats.udp.error(refused_reason(refused));
+                // Every announce is at least ANNOUNCE_LEN long, so this never amplifies.
+                let limit = udp::ANNOUNCE_LEN;
+                return self.error(out, v, transaction_id, refused.message(), limit);
+            }
+        };
         udp::write_announce_header(out, transaction_id, self.interval, counts);
         let udp_stats = &self.stats.udp;
         udp_stats.peers_in_reply((n - udp::ANNOUNCE_REPLY_HEADER_LEN) / peer_len);
-        let v = IpVersion::of(ip);
         self.sent(Action::Announce, v, n)
     }
 
@@ -277,7 +291,7 @@ impl Handler {
                     })
                 };
                 let counts = self.shard.announce_ip(ip, &announce, want, now, &mut push);
-                let _ = reply.send(HttpAnnounced { counts, peers });
+                let _ = reply.send(counts.map(|counts| HttpAnnounced { counts, peers }));
             }
             HttpWork::Scrape { hashes, reply } => {
                 if reply.is_closed() {
@@ -324,6 +338,13 @@ impl Handler {
             self.stats.udp.response(action, v, len);
         }
         len
+    }
+}
+
+fn refused_reason(r: Refused) -> ErrorReason {
+    match r {
+        Refused::TrackerFull => ErrorReason::TrackerFull,
+        Refused::TorrentFull => ErrorReason::TorrentFull,
     }
 }
 

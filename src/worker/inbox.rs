@@ -61,7 +61,8 @@ pub enum HttpWork {
         announce: Announce,
         /// The address to list the peer under (the client's, or one it may name itself).
         ip: IpAddr,
-        reply: tokio::sync::oneshot::Sender<HttpAnnounced>,
+        /// The peers and counts, or why the swarm refused the announce (a limit).
+        reply: tokio::sync::oneshot::Sender<Result<HttpAnnounced, crate::swarm::Refused>>,
     },
     /// The hashes of one scrape that this worker owns, in the order the reply wants them.
     Scrape {

@@ -1,0 +1,289 @@
+//! Property tests of the swarm shard against a model simple enough to be obviously right: a map
+//! from (torrent, IP, port) to the peer's role and expiry, plus each torrent's completed count.
+//! Random sequences of IPv4, IPv6 and IPv4-mapped announces (every event, seeders and
+//! leechers), clock steps and sweeps, with and without limits, must keep the shard and the
+//! model in step:
+//! - seeders + leechers = peers held, per torrent and over the shard, and counts never
+//!   underflow (a drift would show as a huge number);
+//! - a reply never holds the announcer, never more than `want` peers, exactly as many as there
+//!   are to give, only peers of the announcer's family, only leechers to a seeder;
+//! - past a limit the announce is refused, hands out nothing and changes nothing.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use hayate_tracker::protocol::{Announce, AnnounceEvent, SwarmCounts};
+use hayate_tracker::swarm::{Limits, Refused, Shard};
+use proptest::prelude::*;
+
+const LIFETIME: u32 = 100;
+
+/// Sources: IPv4, IPv6, and IPv4-mapped IPv6 (the same peers as IPv4 ones).
+const IPS: [&str; 6] = [
+    "10.0.0.1",
+    "10.0.0.2",
+    "2001:db8::1",
+    "2001:db8::2",
+    "::ffff:10.0.0.1",
+    "::ffff:10.0.0.3",
+];
+
+#[derive(Debug, Clone)]
+enum Op {
+    Announce {
+        hash: u8,
+        ip: usize,
+        port: u16,
+        seeder: bool,
+        event: AnnounceEvent,
+        want: usize,
+    },
+    Advance(u32),
+    Sweep,
+}
+
+fn event() -> impl Strategy<Value = AnnounceEvent> {
+    prop_oneof![
+        3 => Just(AnnounceEvent::None),
+        2 => Just(AnnounceEvent::Started),
+        1 => Just(AnnounceEvent::Completed),
+        2 => Just(AnnounceEvent::Stopped),
+    ]
+}
+
+/// Operations over `hashes` torrents and `ports` ports per address.
+fn ops(hashes: u8, ports: u16) -> impl Strategy<Value = Vec<Op>> {
+    let op = prop_oneof![
+        12 => (0..hashes, 0..IPS.len(), 1..=ports, any::<bool>(), event(), 0usize..12).prop_map(
+            |(hash, ip, port, seeder, event, want)| Op::Announce {
+                hash,
+                ip,
+                port,
+                seeder,
+                event,
+                want,
+            }
+        ),
+        2 => (0u32..80).prop_map(Op::Advance),
+        1 => Just(Op::Sweep),
+    ];
+    prop::collection::vec(op, 1..150)
+}
+
+#[derive(Debug, Clone, Copy)]
+struct ModelPeer {
+    seeder: bool,
+    expires: u32,
+}
+
+/// The obviously right swarm.
+#[derive(Default)]
+struct Model {
+    peers: BTreeMap<(u8, IpAddr, u16), ModelPeer>,
+    downloaded: BTreeMap<u8, u32>,
+}
+
+impl Model {
+    fn torrent(&self, hash: u8) -> impl Iterator<Item = ((IpAddr, u16), ModelPeer)> + '_ {
+        self.peers
+            .range((hash, IpAddr::from([0u8; 4]), 0)..)
+            .take_while(move |((h, _, _), _)| *h == hash)
+            .map(|(&(_, ip, port), &p)| ((ip, port), p))
+    }
+
+    /// A torrent's counts; an empty torrent is dropped, and its completed count with it.
+    fn counts(&self, hash: u8) -> SwarmCounts {
+        let mut c = self.counts_kept(hash);
+        if c.seeders + c.leechers == 0 {
+            c.downloaded = 0;
+        }
+        c
+    }
+
+    /// The same, with the completed count still held (what a stop that empties a torrent is
+    /// answered with: the torrent goes right after).
+    fn counts_kept(&self, hash: u8) -> SwarmCounts {
+        let (mut seeders, mut leechers) = (0, 0);
+        for (_, p) in self.torrent(hash) {
+            if p.seeder {
+                seeders += 1;
+            } else {
+                leechers += 1;
+            }
+        }
+        SwarmCounts {
+            seeders,
+            leechers,
+            downloaded: self.downloaded.get(&hash).copied().unwrap_or(0),
+        }
+    }
+
+    fn torrents(&self) -> usize {
+        let mut hashes: Vec<u8> = self.peers.keys().map(|k| k.0).collect();
+        hashes.dedup();
+        hashes.len()
+    }
+
+    fn forget_empty(&mut self) {
+        let live: Vec<u8> = self.peers.keys().map(|k| k.0).collect();
+        self.downloaded.retain(|h, _| live.contains(h));
+    }
+}
+
+fn info_hash(h: u8) -> [u8; 20] {
+    let mut x = [h; 20];
+    x[19] = 0xaa;
+    x
+}
+
+fn run(ops: Vec<Op>, limits: Limits) -> Result<(), TestCaseError> {
+    let mut shard = Shard::with_limits(LIFETIME, limits);
+    let mut model = Model::default();
+    let mut now = 1_000u32;
+    let mut hashes_seen = Vec::new();
+    for op in ops {
+        match op {
+            Op::Announce {
+                hash,
+                ip,
+                port,
+                seeder,
+                event,
+                want,
+            } => {
+                if !hashes_seen.contains(&hash) {
+                    hashes_seen.push(hash);
+                }
+                let raw: IpAddr = IPS[ip].parse().unwrap();
+                let ip = raw.to_canonical();
+                let a = Announce {
+                    info_hash: info_hash(hash),
+                    peer_id: [port as u8; 20],
+                    port,
+                    left: if seeder { 0 } else { 1 + u64::from(port) },
+                    event,
+                    num_want: want as i32,
+                };
+                let mut got = Vec::new();
+                let result =
+                    shard.announce_ip(raw, &a, want, now, |pip, pport, _| got.push((pip, pport)));
+                // What the model expects.
+                let key = (hash, ip, port);
+                let as_seeder = seeder || event == AnnounceEvent::Completed;
+                let before: Vec<_> = model.torrent(hash).collect();
+                let known = model.peers.contains_key(&key);
+                let expected = if event == AnnounceEvent::Stopped {
+                    Ok(())
+                } else if before.is_empty() && model.torrents() >= limits.max_torrents {
+                    Err(Refused::TrackerFull)
+                } else if !known && before.len() >= limits.max_peers_per_torrent {
+                    Err(Refused::TorrentFull)
+                } else {
+                    Ok(())
+                };
+                match (&result, expected) {
+                    (Err(r), Err(e)) => {
+                        prop_assert_eq!(*r, e);
+                        prop_assert!(got.is_empty(), "a refused announce handed out peers");
+                    }
+                    (Ok(_), Ok(())) => {}
+                    (r, e) => prop_assert!(false, "shard {:?}, model {:?}", r, e),
+                }
+                if let Ok(counts) = result {
+                    // The reply, checked against the swarm as it was before the announce.
+                    let eligible = before
+                        .iter()
+                        .filter(|((pip, pport), p)| {
+                            pip.is_ipv4() == ip.is_ipv4()
+                                && (*pip, *pport) != (ip, port)
+                                && !(as_seeder && p.seeder)
+                        })
+                        .count();
+                    if event == AnnounceEvent::Stopped {
+                        prop_assert!(got.is_empty(), "a stopping peer was handed peers");
+                    } else {
+                        prop_assert_eq!(got.len(), want.min(eligible), "peers handed out");
+                    }
+                    let mut distinct = got.clone();
+                    distinct.sort();
+                    distinct.dedup();
+                    prop_assert_eq!(distinct.len(), got.len(), "a peer handed out twice");
+                    for &(pip, pport) in &got {
+                        prop_assert!((pip, pport) != (ip, port), "announcer handed itself");
+                        prop_assert_eq!(pip.is_ipv4(), ip.is_ipv4(), "wrong family");
+                        let p = model.peers.get(&(hash, pip, pport));
+                        prop_assert!(p.is_some(), "{}:{} is not in the torrent", pip, pport);
+                        prop_assert!(!(as_seeder && p.unwrap().seeder), "seeder to a seeder");
+                    }
+                    // Apply it to the model.
+                    let expected = if event == AnnounceEvent::Stopped {
+                        model.peers.remove(&key);
+                        let c = model.counts_kept(hash);
+                        model.forget_empty();
+                        c
+                    } else {
+                        let previous = model.peers.insert(
+                            key,
+                            ModelPeer {
+                                seeder: as_seeder,
+                                expires: now + LIFETIME,
+                            },
+                        );
+                        if event == AnnounceEvent::Completed && !previous.is_some_and(|p| p.seeder)
+                        {
+                            *model.downloaded.entry(hash).or_default() += 1;
+                        }
+                        model.counts(hash)
+                    };
+                    prop_assert_eq!(counts, expected, "counts after announce");
+                }
+            }
+            Op::Advance(secs) => now += secs,
+            Op::Sweep => {
+                let before = model.peers.len();
+                model.peers.retain(|_, p| p.expires > now);
+                model.forget_empty();
+                prop_assert_eq!(shard.sweep(now), before - model.peers.len(), "peers swept");
+            }
+        }
+        // The shard as a whole matches the model.
+        shard.check_invariants();
+        let totals = shard.totals();
+        let seeders = model.peers.values().filter(|p| p.seeder).count();
+        prop_assert_eq!(totals.torrents, model.torrents());
+        prop_assert_eq!(totals.seeders, seeders);
+        prop_assert_eq!(totals.leechers, model.peers.len() - seeders);
+        prop_assert!(totals.torrents <= limits.max_torrents);
+        for &h in &hashes_seen {
+            let c = shard.counts(&info_hash(h));
+            prop_assert_eq!(c, model.counts(h), "counts of torrent {}", h);
+            prop_assert!((c.seeders + c.leechers) as usize <= limits.max_peers_per_torrent);
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    /// Many small torrents, no limits.
+    #[test]
+    fn shard_matches_model(ops in ops(6, 4)) {
+        run(ops, Limits::NONE)?;
+    }
+
+    /// Few torrents with many peers each, so peer sets cross the size where they are indexed
+    /// and back.
+    #[test]
+    fn large_swarms_match_model(ops in ops(2, 40)) {
+        run(ops, Limits::NONE)?;
+    }
+
+    /// Small limits: refusals are exact and leave nothing behind.
+    #[test]
+    fn limits_match_model(
+        ops in ops(6, 4),
+        max_torrents in 1usize..4,
+        max_peers_per_torrent in 1usize..6,
+    ) {
+        run(ops, Limits { max_torrents, max_peers_per_torrent })?;
+    }
+}
