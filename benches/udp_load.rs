@@ -77,7 +77,9 @@ const PROTOCOL_ID: u64 = 0x0417_2710_1980;
 const BATCH: usize = 64;
 
 fn cores(list: &str) -> Vec<usize> {
-    list.split(',').filter_map(|c| c.trim().parse().ok()).collect()
+    list.split(',')
+        .filter_map(|c| c.trim().parse().ok())
+        .collect()
 }
 
 fn pin(core: usize) {
@@ -137,6 +139,7 @@ struct Source {
     in_flight: usize,
 }
 
+#[allow(clippy::too_many_arguments)]
 fn request(
     out: &mut Vec<u8>,
     shared: &Shared,
@@ -210,8 +213,16 @@ fn load_thread(shared: Arc<Shared>, index: usize) -> std::io::Result<()> {
     if !lc.is_empty() {
         pin(lc[index % lc.len()]);
     }
-    let weights: Vec<u64> = a.weights.split(',').map(|w| w.trim().parse().unwrap_or(0)).collect();
-    let weights = (weights[0], *weights.get(1).unwrap_or(&0), *weights.get(2).unwrap_or(&0));
+    let weights: Vec<u64> = a
+        .weights
+        .split(',')
+        .map(|w| w.trim().parse().unwrap_or(0))
+        .collect();
+    let weights = (
+        weights[0],
+        *weights.get(1).unwrap_or(&0),
+        *weights.get(2).unwrap_or(&0),
+    );
     let total_sources = a.sources * a.workers;
     let mut sources = Vec::new();
     for s in 0..a.sources {
@@ -263,7 +274,16 @@ fn load_thread(shared: Arc<Shared>, index: usize) -> std::io::Result<()> {
             let global = index * a.sources + si;
             for p in packets.iter_mut().take(budget) {
                 txid = txid.wrapping_add(1);
-                request(p, &shared, source, global, total_sources, txid, &mut rng, weights);
+                request(
+                    p,
+                    &shared,
+                    source,
+                    global,
+                    total_sources,
+                    txid,
+                    &mut rng,
+                    weights,
+                );
                 source.sent_at[(txid & 0xffff) as usize] = Some(Instant::now());
             }
             let sent = mmsg.send(&source.socket, &packets[..budget]);
@@ -364,7 +384,12 @@ impl Mmsg {
             return 0;
         }
         let r = unsafe {
-            libc::sendmmsg(socket.as_raw_fd(), self.msgs.as_mut_ptr(), n as u32, libc::MSG_DONTWAIT)
+            libc::sendmmsg(
+                socket.as_raw_fd(),
+                self.msgs.as_mut_ptr(),
+                n as u32,
+                libc::MSG_DONTWAIT,
+            )
         };
         r.max(0) as usize
     }
@@ -382,8 +407,8 @@ impl Mmsg {
             )
         };
         let got = r.max(0) as usize;
-        for i in 0..got {
-            lens[i] = self.msgs[i].msg_len as usize;
+        for (len, msg) in lens.iter_mut().zip(&self.msgs[..got]) {
+            *len = msg.msg_len as usize;
         }
         got
     }
@@ -466,7 +491,12 @@ fn main() {
         latency: Mutex::new(Histogram::new_with_bounds(1, 10_000_000, 3).unwrap()),
     });
     // Wait for the tracker to answer.
-    let probe = UdpSocket::bind(if target.is_ipv4() { "127.0.0.1:0" } else { "[::1]:0" }).unwrap();
+    let probe = UdpSocket::bind(if target.is_ipv4() {
+        "127.0.0.1:0"
+    } else {
+        "[::1]:0"
+    })
+    .unwrap();
     probe.connect(target).unwrap();
     connect(&probe).expect("tracker answers a connect");
     let rss_before = pid.and_then(proc_figures).map_or(0, |f| f.1);
@@ -497,7 +527,11 @@ fn main() {
     while start.elapsed() < Duration::from_secs(args.duration) {
         std::thread::sleep(Duration::from_secs(1));
         let r = shared.totals.received.load(Ordering::Relaxed);
-        println!("  {:>3} s: {:>9} responses/s", start.elapsed().as_secs(), r - last);
+        println!(
+            "  {:>3} s: {:>9} responses/s",
+            start.elapsed().as_secs(),
+            r - last
+        );
         last = r;
     }
     shared.measuring.store(false, Ordering::Relaxed);
@@ -508,10 +542,17 @@ fn main() {
         t.join().unwrap().expect("load thread");
     }
     let t = &shared.totals;
-    let (sent, received) = (t.sent.load(Ordering::Relaxed), t.received.load(Ordering::Relaxed));
+    let (sent, received) = (
+        t.sent.load(Ordering::Relaxed),
+        t.received.load(Ordering::Relaxed),
+    );
     let hist = shared.latency.lock().unwrap();
     let rps = received as f64 / elapsed;
-    let loss = if sent > 0 { 100.0 * sent.saturating_sub(received) as f64 / sent as f64 } else { 0.0 };
+    let loss = if sent > 0 {
+        100.0 * sent.saturating_sub(received) as f64 / sent as f64
+    } else {
+        0.0
+    };
     let announces = t.announces_answered.load(Ordering::Relaxed).max(1);
     let peers_per_reply = t.peers_returned.load(Ordering::Relaxed) as f64 / announces as f64;
     let (cpu_us, rss) = match (cpu_start, cpu_end) {

@@ -71,8 +71,8 @@ pub fn main() -> ExitCode {
 }
 
 fn serve(config: Config) -> anyhow::Result<()> {
-    let mut signals =
-        signal_hook::iterator::Signals::new([SIGINT, SIGTERM]).context("installing signal handlers")?;
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
+        .context("installing signal handlers")?;
     let tracker = Tracker::start(config)?;
     if let Some(signal) = signals.forever().next() {
         tracing::info!(signal, "stopping");

@@ -98,7 +98,10 @@ mod tests {
         assert_eq!(c.check(id, other, 50), Err(ConnectionIdError::Forged));
         assert_eq!(c.check(id ^ 1, ip, 50), Err(ConnectionIdError::Forged));
         // Moving the timestamp without the key breaks the tag.
-        assert_eq!(c.check(id + (1 << 32), ip, 50), Err(ConnectionIdError::Forged));
+        assert_eq!(
+            c.check(id + (1 << 32), ip, 50),
+            Err(ConnectionIdError::Forged)
+        );
     }
 
     #[test]

@@ -97,8 +97,8 @@ impl Tracker {
             stats: None,
         };
         for (index, inbox) in inboxes.into_iter().enumerate() {
-            let core = (config.workers.pin_cores && !cores.is_empty())
-                .then(|| cores[index % cores.len()]);
+            let core =
+                (config.workers.pin_cores && !cores.is_empty()).then(|| cores[index % cores.len()]);
             let started = worker::spawn(WorkerStart {
                 index,
                 config: config.clone(),

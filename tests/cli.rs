@@ -14,7 +14,10 @@ fn temp_config(name: &str, text: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("hayate-cli-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join(name);
-    std::fs::File::create(&path).unwrap().write_all(text.as_bytes()).unwrap();
+    std::fs::File::create(&path)
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
     path
 }
 
@@ -26,7 +29,11 @@ fn print_config_is_the_documented_default_and_checks_clean() {
     assert!(text.contains("[udp]") && text.contains("announce_interval_secs"));
     let path = temp_config("printed.toml", &text);
     let out = hayate().arg("--check-config").arg(&path).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -76,7 +83,9 @@ fn serves_then_stops_on_sigterm_within_a_second() {
         .spawn()
         .unwrap();
     let client = UdpSocket::bind("127.0.0.1:0").unwrap();
-    client.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
     let mut connect = 0x41727101980u64.to_be_bytes().to_vec();
     connect.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 42]);
     let mut buf = [0u8; 64];
@@ -99,6 +108,10 @@ fn serves_then_stops_on_sigterm_within_a_second() {
         assert!(asked.elapsed() < Duration::from_secs(3), "did not stop");
         std::thread::sleep(Duration::from_millis(10));
     };
-    assert!(asked.elapsed() < Duration::from_secs(1), "took {:?}", asked.elapsed());
+    assert!(
+        asked.elapsed() < Duration::from_secs(1),
+        "took {:?}",
+        asked.elapsed()
+    );
     assert!(status.success(), "{status:?}");
 }

@@ -310,9 +310,15 @@ mod tests {
     #[test]
     fn short_packets_and_unknown_actions_are_dropped() {
         for len in 0..HEADER_LEN {
-            assert_eq!(parse_request(&vec![0u8; len], 74), Err(ParseError::NotTracker));
+            assert_eq!(
+                parse_request(&vec![0u8; len], 74),
+                Err(ParseError::NotTracker)
+            );
         }
-        assert_eq!(parse_request(&header(1, 9, 1), 74), Err(ParseError::NotTracker));
+        assert_eq!(
+            parse_request(&header(1, 9, 1), 74),
+            Err(ParseError::NotTracker)
+        );
     }
 
     #[test]
@@ -393,7 +399,10 @@ mod tests {
             downloaded: 5,
         };
         assert_eq!(write_announce_header(&mut out, 9, 1800, counts), 20);
-        assert_eq!(&out[..20], &[0, 0, 0, 1, 0, 0, 0, 9, 0, 0, 7, 8, 0, 0, 0, 4, 0, 0, 0, 3]);
+        assert_eq!(
+            &out[..20],
+            &[0, 0, 0, 1, 0, 0, 0, 9, 0, 0, 7, 8, 0, 0, 0, 4, 0, 0, 0, 3]
+        );
         assert_eq!(write_peer(&mut out, &[127, 0, 0, 1], 6881), 6);
         assert_eq!(&out[..6], &[127, 0, 0, 1, 0x1a, 0xe1]);
         assert_eq!(write_peer(&mut out, &[0u8; 16], 1), 18);

@@ -26,9 +26,13 @@ pub struct BufRing {
 impl BufRing {
     /// `count` buffers (a power of two, at most 32768) of `buf_len` bytes, all given to the kernel.
     pub fn new(count: u16, buf_len: usize, group: u16) -> std::io::Result<Self> {
-        assert!(count.is_power_of_two(), "buffer ring size must be a power of two");
-        let layout = Layout::from_size_align(count as usize * std::mem::size_of::<BufRingEntry>(), 4096)
-            .map_err(std::io::Error::other)?;
+        assert!(
+            count.is_power_of_two(),
+            "buffer ring size must be a power of two"
+        );
+        let layout =
+            Layout::from_size_align(count as usize * std::mem::size_of::<BufRingEntry>(), 4096)
+                .map_err(std::io::Error::other)?;
         // SAFETY: the layout has a non-zero size.
         let entries = unsafe { alloc_zeroed(layout) }.cast::<BufRingEntry>();
         if entries.is_null() {

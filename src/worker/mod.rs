@@ -2,9 +2,9 @@
 //! io_uring loop over its own SO_REUSEPORT sockets. The worker only moves data between the
 //! sockets, its inbox and the request handler; the handler holds the shard.
 
+mod buf_ring;
 pub mod handler;
 pub mod inbox;
-mod buf_ring;
 mod ring;
 mod sockaddr;
 

@@ -74,7 +74,9 @@ impl SendSlots {
     fn new(count: usize, buf_len: usize) -> Self {
         Self {
             // SAFETY: all-zero is a valid sockaddr_storage.
-            addrs: (0..count).map(|_| (unsafe { std::mem::zeroed() }, 0)).collect(),
+            addrs: (0..count)
+                .map(|_| (unsafe { std::mem::zeroed() }, 0))
+                .collect(),
             received_us: vec![0; count].into_boxed_slice(),
             bufs: vec![0u8; count * buf_len].into_boxed_slice(),
             buf_len,
@@ -235,7 +237,10 @@ impl RingLoop {
         }
         if result < 0 {
             if result == -libc::ENOBUFS {
-                self.handler.stats.udp.error(ErrorReason::ReceiveBuffersFull);
+                self.handler
+                    .stats
+                    .udp
+                    .error(ErrorReason::ReceiveBuffersFull);
             } else if result != -libc::ECANCELED {
                 self.handler.stats.udp.error(ErrorReason::ReceiveFailed);
             }
@@ -408,7 +413,9 @@ impl RingLoop {
 fn name_to_addr(name: &[u8]) -> Option<SocketAddr> {
     // SAFETY: all-zero is a valid sockaddr_storage; the name is at most NAME_LEN bytes.
     let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-    let n = name.len().min(std::mem::size_of::<libc::sockaddr_storage>());
+    let n = name
+        .len()
+        .min(std::mem::size_of::<libc::sockaddr_storage>());
     // SAFETY: both regions are valid for n bytes and do not overlap.
     unsafe {
         std::ptr::copy_nonoverlapping(

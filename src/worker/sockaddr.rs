@@ -33,7 +33,8 @@ pub fn to_storage(addr: SocketAddr, s: &mut libc::sockaddr_storage) -> libc::soc
     match addr {
         SocketAddr::V4(a) => {
             // SAFETY: sockaddr_storage is large enough and suitably aligned for sockaddr_in.
-            let out = unsafe { &mut *(s as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            let out =
+                unsafe { &mut *(s as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
             out.sin_family = libc::AF_INET as libc::sa_family_t;
             out.sin_port = a.port().to_be();
             out.sin_addr.s_addr = u32::from(*a.ip()).to_be();
@@ -42,7 +43,8 @@ pub fn to_storage(addr: SocketAddr, s: &mut libc::sockaddr_storage) -> libc::soc
         }
         SocketAddr::V6(a) => {
             // SAFETY: as above, for sockaddr_in6.
-            let out = unsafe { &mut *(s as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
+            let out =
+                unsafe { &mut *(s as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
             out.sin6_family = libc::AF_INET6 as libc::sa_family_t;
             out.sin6_port = a.port().to_be();
             out.sin6_flowinfo = a.flowinfo();
@@ -59,7 +61,11 @@ mod tests {
 
     #[test]
     fn round_trip() {
-        for a in ["192.0.2.7:6881", "[2001:db8::5]:51413", "[::ffff:1.2.3.4]:1"] {
+        for a in [
+            "192.0.2.7:6881",
+            "[2001:db8::5]:51413",
+            "[::ffff:1.2.3.4]:1",
+        ] {
             let addr: SocketAddr = a.parse().unwrap();
             let mut s: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
             to_storage(addr, &mut s);

@@ -65,10 +65,25 @@ pub struct Client {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reply {
-    Connect { txid: u32, connection_id: u64 },
-    Announce { txid: u32, interval: u32, leechers: u32, seeders: u32, peers: Vec<SocketAddr> },
-    Scrape { txid: u32, entries: Vec<(u32, u32, u32)> },
-    Error { txid: u32, message: String },
+    Connect {
+        txid: u32,
+        connection_id: u64,
+    },
+    Announce {
+        txid: u32,
+        interval: u32,
+        leechers: u32,
+        seeders: u32,
+        peers: Vec<SocketAddr>,
+    },
+    Scrape {
+        txid: u32,
+        entries: Vec<(u32, u32, u32)>,
+    },
+    Error {
+        txid: u32,
+        message: String,
+    },
 }
 
 pub const EVENT_NONE: u32 = 0;
@@ -78,13 +93,22 @@ pub const EVENT_STOPPED: u32 = 3;
 
 impl Client {
     pub fn new(tracker: SocketAddr) -> Client {
-        Self::bound(tracker, if tracker.is_ipv4() { "127.0.0.1:0" } else { "[::1]:0" })
+        Self::bound(
+            tracker,
+            if tracker.is_ipv4() {
+                "127.0.0.1:0"
+            } else {
+                "[::1]:0"
+            },
+        )
     }
 
     /// A client on a chosen local address, e.g. "127.0.0.2:0" to be another host.
     pub fn bound(tracker: SocketAddr, local: &str) -> Client {
         let socket = UdpSocket::bind(local).expect("bind client");
-        socket.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
         Client {
             socket,
             tracker,
@@ -111,7 +135,9 @@ impl Client {
     }
 
     pub fn recv(&self) -> Reply {
-        let d = self.recv_raw().expect("tracker answered within the timeout");
+        let d = self
+            .recv_raw()
+            .expect("tracker answered within the timeout");
         decode(&d, self.tracker.is_ipv4())
     }
 
@@ -119,15 +145,28 @@ impl Client {
         let txid = self.txid();
         self.send(&connect_packet(txid));
         match self.recv() {
-            Reply::Connect { txid: t, connection_id } if t == txid => connection_id,
+            Reply::Connect {
+                txid: t,
+                connection_id,
+            } if t == txid => connection_id,
             other => panic!("expected connect reply, got {other:?}"),
         }
     }
 
     #[allow(clippy::too_many_arguments)]
-    pub fn announce(&mut self, cid: u64, info_hash: [u8; 20], port: u16, left: u64, event: u32, num_want: i32) -> Reply {
+    pub fn announce(
+        &mut self,
+        cid: u64,
+        info_hash: [u8; 20],
+        port: u16,
+        left: u64,
+        event: u32,
+        num_want: i32,
+    ) -> Reply {
         let txid = self.txid();
-        self.send(&announce_packet(cid, txid, info_hash, port, left, event, num_want));
+        self.send(&announce_packet(
+            cid, txid, info_hash, port, left, event, num_want,
+        ));
         let r = self.recv();
         match &r {
             Reply::Announce { txid: t, .. } | Reply::Error { txid: t, .. } => assert_eq!(*t, txid),
@@ -150,7 +189,15 @@ pub fn connect_packet(txid: u32) -> Vec<u8> {
     p
 }
 
-pub fn announce_packet(cid: u64, txid: u32, info_hash: [u8; 20], port: u16, left: u64, event: u32, num_want: i32) -> Vec<u8> {
+pub fn announce_packet(
+    cid: u64,
+    txid: u32,
+    info_hash: [u8; 20],
+    port: u16,
+    left: u64,
+    event: u32,
+    num_want: i32,
+) -> Vec<u8> {
     let mut p = cid.to_be_bytes().to_vec();
     p.extend_from_slice(&1u32.to_be_bytes());
     p.extend_from_slice(&txid.to_be_bytes());
