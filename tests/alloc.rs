@@ -1,0 +1,120 @@
+//! The UDP hot path allocates nothing per packet. A counting global allocator watches the whole
+//! process while a real tracker (two workers, io_uring loop, inbox forwarding between them)
+//! answers steady-state traffic: connects, re-announces, scrapes within and across shards, and
+//! refused requests. New torrents and new peers may allocate (the table grows); packets about
+//! ones already known must not. HTTP and the metrics endpoint are off, so only the workers run.
+
+mod common;
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::net::UdpSocket;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use common::*;
+
+struct Counting;
+
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOC: Counting = Counting;
+
+/// Sends every packet once and reads every reply into a stack buffer; allocates nothing.
+fn exchange(socket: &UdpSocket, packets: &[Vec<u8>], expect_replies: usize) -> usize {
+    let mut buf = [0u8; 4096];
+    let mut got = 0;
+    for chunk in packets.chunks(64) {
+        for p in chunk {
+            socket.send(p).unwrap();
+        }
+        for _ in 0..chunk.len().min(expect_replies - got) {
+            if socket.recv(&mut buf).is_ok() {
+                got += 1;
+            }
+        }
+    }
+    got
+}
+
+#[test]
+fn steady_state_udp_traffic_allocates_nothing() {
+    let t = start_tracker(2, "[metrics]\naddress = \"\"\n");
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket.connect(v4(&t)).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let mut c = Client::new(v4(&t));
+    c.socket = socket.try_clone().unwrap();
+    let cid = c.connect();
+
+    // 200 torrents over both shards, 5 peers each; then the same announces again and again.
+    let hashes: Vec<[u8; 20]> = (0..200u8)
+        .map(|i| hash_for_shard(i as usize % 2, 2, i))
+        .collect();
+    let mut packets = Vec::new();
+    for (i, h) in hashes.iter().enumerate() {
+        for p in 0..5u16 {
+            let left = if p == 0 { 0 } else { 100 };
+            packets.push(announce_packet(
+                cid,
+                i as u32,
+                *h,
+                1000 + p,
+                left,
+                EVENT_NONE,
+                30,
+            ));
+        }
+    }
+    for chunk in hashes.chunks(10) {
+        packets.push(scrape_packet(cid, 7, chunk)); // spans both shards: a scrape chain
+    }
+    packets.push(scrape_packet(cid, 8, &[hashes[0], hashes[2]])); // one shard only
+    for i in 0..50 {
+        packets.push(connect_packet(i));
+    }
+    packets.push(announce_packet(cid ^ 1, 9, hashes[0], 1, 1, EVENT_NONE, 1)); // forged id
+    let n = packets.len();
+
+    // Warm up: the table grows, every slot and buffer is touched once. That this allocates in
+    // the workers shows the counter sees their threads.
+    let start = ALLOCATIONS.load(Ordering::Relaxed);
+    assert_eq!(exchange(&socket, &packets, n), n);
+    assert!(
+        ALLOCATIONS.load(Ordering::Relaxed) - start >= 200,
+        "new torrents allocate"
+    );
+    for _ in 0..2 {
+        assert_eq!(exchange(&socket, &packets, n), n);
+    }
+    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    for _ in 0..20 {
+        assert_eq!(exchange(&socket, &packets, n), n, "every request answered");
+    }
+    let after = ALLOCATIONS.load(Ordering::Relaxed);
+    println!("{} requests, {} allocations", 20 * n, after - before);
+    assert_eq!(
+        after - before,
+        0,
+        "allocations during {} steady-state requests",
+        20 * n
+    );
+    drop(c);
+    t.stop().unwrap();
+}
