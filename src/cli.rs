@@ -1,20 +1,25 @@
 //! The command line: which configuration to use, what to do with it, logging set-up, and
-//! waiting for the signal that stops the tracker.
+//! the signal loop: SIGINT or SIGTERM stops the tracker, SIGHUP reloads the live settings
+//! (access list, intervals, numwant) from the config file. The service manager is told each
+//! step (`notify`: READY, RELOADING, STOPPING) when run under systemd.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
+use crate::access_list::AccessList;
 use crate::config::{Config, DEFAULT_CONFIG};
+use crate::notify;
 use crate::tracker::Tracker;
 
 /// hayate: a UDP-first, high-throughput BitTorrent tracker (BEP 15) on io_uring.
 ///
 /// With no options it serves on its embedded defaults (see --print-config): UDP on
-/// 0.0.0.0:6969 and [::]:6969, one worker per core. SIGINT or SIGTERM stops it.
+/// 0.0.0.0:6969 and [::]:6969, one worker per core. SIGINT or SIGTERM stops it; SIGHUP
+/// reloads the access list, intervals and numwant limits from the config file.
 #[derive(Debug, Parser)]
 #[command(name = "hayate", version, about, long_about)]
 pub struct Args {
@@ -38,7 +43,11 @@ pub fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     if let Some(path) = &args.check_config {
-        return match Config::load(path) {
+        let checked = Config::load(path).map_err(|e| e.to_string()).and_then(|c| {
+            let list = &c.access_list;
+            AccessList::load(list.mode, Path::new(&list.path)).map_err(|e| e.to_string())
+        });
+        return match checked {
             Ok(_) => {
                 println!("{}: ok", path.display());
                 ExitCode::SUCCESS
@@ -61,7 +70,7 @@ pub fn main() -> ExitCode {
         }
     };
     init_logging(&config.log.level);
-    match serve(config) {
+    match serve(config, args.config.as_deref()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -70,16 +79,64 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn serve(config: Config) -> anyhow::Result<()> {
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
+fn serve(config: Config, path: Option<&Path>) -> anyhow::Result<()> {
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
         .context("installing signal handlers")?;
+    let started_max_numwant = config.protocol.max_numwant;
     let tracker = Tracker::start(config)?;
-    if let Some(signal) = signals.forever().next() {
+    // Every socket is bound and every worker serves.
+    notify::tell(notify::READY);
+    for signal in signals.forever() {
+        if signal == SIGHUP {
+            notify::tell(&notify::reloading());
+            reload(&tracker, path, started_max_numwant);
+            notify::tell(notify::READY);
+            continue;
+        }
         tracing::info!(signal, "stopping");
+        break;
     }
+    notify::tell(notify::STOPPING);
     tracker.stop()?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Re-reads the config file (the embedded defaults without one) and applies its live settings.
+/// Anything wrong keeps the settings in force and logs why.
+fn reload(tracker: &Tracker, path: Option<&Path>, started_max_numwant: u32) {
+    let config = match path {
+        Some(path) => Config::load(path),
+        None => Ok(Config::default_config()),
+    };
+    let config = match config {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("reload failed, keeping the settings in force: {e}");
+            return;
+        }
+    };
+    match tracker.reload(&config) {
+        Ok(s) => {
+            if s.max_numwant > started_max_numwant as usize {
+                tracing::warn!(
+                    max_numwant = s.max_numwant,
+                    started_max_numwant,
+                    "UDP replies stay capped at the max_numwant the tracker started with"
+                );
+            }
+            tracing::info!(
+                access_list = ?s.access.mode(),
+                listed = s.access.len(),
+                announce_interval_secs = s.announce_interval_secs,
+                min_interval_secs = s.min_interval_secs,
+                default_numwant = s.default_numwant,
+                max_numwant = s.max_numwant,
+                "reloaded (other keys take effect at the next start)"
+            );
+        }
+        Err(e) => tracing::error!("reload failed, keeping the settings in force: {e}"),
+    }
 }
 
 fn init_logging(level: &str) {

@@ -21,6 +21,8 @@ pub struct Config {
     pub metrics: MetricsConfig,
     pub log: LogConfig,
     pub limits: LimitsConfig,
+    pub access_list: AccessListConfig,
+    pub privileges: PrivilegesConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -30,6 +32,36 @@ pub struct UdpConfig {
     pub recv_buffer_bytes: u32,
     pub recv_depth: u32,
     pub send_depth: u32,
+    pub backend: Backend,
+}
+
+/// Which I/O loop the UDP workers run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Backend {
+    /// io_uring where it can be set up, else epoll (with a warning).
+    Auto,
+    /// io_uring or fail to start.
+    IoUring,
+    /// epoll with recvmmsg/sendmmsg batches.
+    Epoll,
+}
+
+/// Which torrents are served (see `access_list`); reloaded on SIGHUP.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessListConfig {
+    pub mode: crate::access_list::Mode,
+    /// The file of hex info hashes; required unless `mode` is `off`.
+    pub path: String,
+}
+
+/// The user and group to run as once every socket is bound (empty: stay as started).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrivilegesConfig {
+    pub user: String,
+    pub group: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -251,6 +283,21 @@ impl Config {
             1,
             u32::MAX,
         )?;
+        if self.access_list.mode != crate::access_list::Mode::Off
+            && self.access_list.path.trim().is_empty()
+        {
+            return Err((
+                "access_list.path",
+                "must name a file of info hashes when access_list.mode is \"allow\" or \"deny\""
+                    .into(),
+            ));
+        }
+        if self.privileges.user.is_empty() && !self.privileges.group.is_empty() {
+            return Err((
+                "privileges.group",
+                "needs privileges.user too (a group alone would leave the process root)".into(),
+            ));
+        }
         if self.log.level.trim().is_empty() {
             return Err(("log.level", "must name a level such as \"info\"".into()));
         }
@@ -415,6 +462,29 @@ mod tests {
         assert!(e.contains("limits.max_peers_per_torrent"), "{e}");
         let e = err("[limits]\nmax_torrents = -1\n");
         assert!(e.contains("limits.max_torrents"), "{e}");
+    }
+
+    #[test]
+    fn service_sections() {
+        let c = Config::default_config();
+        assert_eq!(c.udp.backend, Backend::Auto);
+        assert_eq!(c.access_list.mode, crate::access_list::Mode::Off);
+        assert!(c.privileges.user.is_empty() && c.privileges.group.is_empty());
+        let c = Config::from_toml_str(
+            "[udp]\nbackend = \"epoll\"\n[access_list]\nmode = \"deny\"\npath = \"/x\"\n",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(c.udp.backend, Backend::Epoll);
+        assert_eq!(c.access_list.mode, crate::access_list::Mode::Deny);
+        let e = err("[udp]\nbackend = \"kqueue\"\n");
+        assert!(e.contains("udp.backend"), "{e}");
+        let e = err("[access_list]\nmode = \"allow\"\n");
+        assert!(e.contains("access_list.path"), "{e}");
+        let e = err("[access_list]\nmode = \"maybe\"\n");
+        assert!(e.contains("access_list.mode"), "{e}");
+        let e = err("[privileges]\ngroup = \"nogroup\"\n");
+        assert!(e.contains("privileges.group"), "{e}");
     }
 
     #[test]

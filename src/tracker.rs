@@ -1,7 +1,9 @@
 //! Start-up and shutdown of a whole tracker: binds every socket first (so a bad address fails
 //! before anything runs, and port 0 resolves to one port shared by all workers), wires the
 //! workers' inboxes together, starts the workers and the HTTP frontend, and stops them on request.
-//! The stats thread starts last and reads the counters every other thread owns.
+//! The stats thread starts last and reads the counters every other thread owns. Started as
+//! root with `[privileges] user` set, it drops root after binding and before any thread starts.
+//! `reload` swaps in new live settings (access list, intervals, numwant) while serving.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,9 +14,11 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use socket2::{Domain, Protocol, Socket, Type};
 
+use crate::access_list::AccessListError;
 use crate::config::Config;
 use crate::connection_id::ConnectionIds;
 use crate::http;
+use crate::settings::{Settings, SharedSettings};
 use crate::stats::{self, Sources, StatsThread};
 use crate::worker::inbox::{self, Wake};
 use crate::worker::{self, WorkerStart};
@@ -46,12 +50,16 @@ pub struct Tracker {
     shutdown: ShutdownHandle,
     sources: Sources,
     stats: Option<StatsThread>,
+    settings: SharedSettings,
+    backend: &'static str,
 }
 
 impl Tracker {
     pub fn start(config: Config) -> anyhow::Result<Tracker> {
         let config = Arc::new(config);
         let count = config.worker_count();
+        // A bad access list is fatal at start-up, before anything is bound.
+        let settings = Settings::load(&config)?.shared();
         let sockets = bind_udp(&config, count)?;
         let udp_addresses = match sockets.first() {
             Some(first) => first
@@ -70,6 +78,8 @@ impl Tracker {
             .metrics_address()
             .map(StatsThread::bind)
             .transpose()?;
+        // Every socket is bound: nothing needs root any more. No thread of ours runs yet.
+        crate::privileges::drop_privileges(&config.privileges)?;
         let ids = ConnectionIds::new(config.protocol.connection_id_lifetime_secs)
             .context("drawing the connection-id key")?;
         let (mailboxes, inboxes): (Vec<_>, Vec<_>) = (0..count)
@@ -95,6 +105,8 @@ impl Tracker {
             shutdown: shutdown.clone(),
             sources: sources.clone(),
             stats: None,
+            settings: settings.clone(),
+            backend: "none",
         };
         for (index, inbox) in inboxes.into_iter().enumerate() {
             let core =
@@ -110,9 +122,16 @@ impl Tracker {
                 shutdown: shutdown.flag.clone(),
                 core,
                 stats: sources.workers[index].clone(),
+                settings: settings.clone(),
             });
             match started {
-                Ok(thread) => tracker.workers.push(thread),
+                Ok(started) => {
+                    if let (Some(why), 0) = (&started.fallback, index) {
+                        tracing::warn!("{why}; serving UDP with epoll (recvmmsg/sendmmsg) instead");
+                    }
+                    tracker.backend = started.backend;
+                    tracker.workers.push(started.thread);
+                }
                 Err(e) => {
                     let _ = tracker.stop();
                     return Err(e);
@@ -120,7 +139,13 @@ impl Tracker {
             }
         }
         if !http_listeners.is_empty() {
-            match http::spawn(http_listeners, &config, mailboxes, http_stopped) {
+            match http::spawn(
+                http_listeners,
+                &config,
+                mailboxes,
+                settings.clone(),
+                http_stopped,
+            ) {
                 Ok(thread) => tracker.http = Some(thread),
                 Err(e) => {
                     let _ = tracker.stop();
@@ -147,11 +172,31 @@ impl Tracker {
             udp = ?tracker.udp_addresses,
             http = ?tracker.http_addresses,
             metrics = ?metrics,
-            io = "io_uring",
+            io = tracker.backend,
+            access_list = ?config.access_list.mode,
             pinned = config.workers.pin_cores,
             "hayate serving"
         );
         Ok(tracker)
+    }
+
+    /// The I/O loop the UDP workers run: "io_uring" or "epoll" ("none" without workers).
+    pub fn backend(&self) -> &'static str {
+        self.backend
+    }
+
+    /// The live settings as requests see them now.
+    pub fn settings(&self) -> Arc<Settings> {
+        self.settings.load_full()
+    }
+
+    /// Applies the live-reloadable parts of `config` (access list, intervals, numwant limits)
+    /// at once, for every later request. An access list that cannot be read or parsed changes
+    /// nothing and says why. Other keys take effect at the next start.
+    pub fn reload(&self, config: &Config) -> Result<Arc<Settings>, AccessListError> {
+        let new = Arc::new(Settings::load(config)?);
+        self.settings.store(new.clone());
+        Ok(new)
     }
 
     /// The UDP addresses actually bound (port 0 resolved), in config order.

@@ -1,4 +1,5 @@
-//! The UDP tracker over real sockets on loopback: what a BEP 15 client sees.
+//! The UDP tracker over real sockets on loopback: what a BEP 15 client sees. Every scenario runs
+//! against both UDP I/O loops (`io_uring::*` and `epoll::*` tests), which must behave the same.
 
 mod common;
 
@@ -7,9 +8,32 @@ use std::time::Duration;
 
 use common::*;
 
-#[test]
-fn connect_then_announce_and_a_second_peer_finds_the_first() {
-    let t = start_tracker(2, "");
+/// Makes a `#[test]` per scenario and backend: `io_uring::name` and `epoll::name`.
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod io_uring {
+            $(#[test] fn $name() { super::$name("io_uring") })*
+        }
+        mod epoll {
+            $(#[test] fn $name() { super::$name("epoll") })*
+        }
+    };
+}
+
+on_both_backends!(
+    connect_then_announce_and_a_second_peer_finds_the_first,
+    stopped_removes_the_peer,
+    scrape_across_workers_returns_counts_in_request_order,
+    invalid_connection_ids_get_an_error_packet,
+    garbage_and_truncated_packets_do_not_stop_the_tracker,
+    announce_options_port_zero_and_numwant,
+    ipv4_and_ipv6_swarms_are_apart_but_counted_together,
+    a_flood_of_connects_is_answered,
+    stop_is_prompt,
+);
+
+fn connect_then_announce_and_a_second_peer_finds_the_first(backend: &str) {
+    let t = start_tracker_on(backend, 2, "");
     for addr in [v4(&t), v6(&t)] {
         // Two hashes, one per worker, so both the local and the forwarded path are exercised.
         for shard in 0..2 {
@@ -51,9 +75,8 @@ fn connect_then_announce_and_a_second_peer_finds_the_first() {
     t.stop().unwrap();
 }
 
-#[test]
-fn stopped_removes_the_peer() {
-    let t = start_tracker(2, "");
+fn stopped_removes_the_peer(backend: &str) {
+    let t = start_tracker_on(backend, 2, "");
     let hash = hash_for_shard(1, 2, 9);
     let mut a = Client::new(v4(&t));
     let mut b = Client::new(v4(&t));
@@ -77,9 +100,8 @@ fn stopped_removes_the_peer() {
     t.stop().unwrap();
 }
 
-#[test]
-fn scrape_across_workers_returns_counts_in_request_order() {
-    let t = start_tracker(3, "");
+fn scrape_across_workers_returns_counts_in_request_order(backend: &str) {
+    let t = start_tracker_on(backend, 3, "");
     let hashes = [
         hash_for_shard(2, 3, 1),
         hash_for_shard(0, 3, 2),
@@ -115,9 +137,8 @@ fn scrape_across_workers_returns_counts_in_request_order() {
     t.stop().unwrap();
 }
 
-#[test]
-fn invalid_connection_ids_get_an_error_packet() {
-    let t = start_tracker(2, "");
+fn invalid_connection_ids_get_an_error_packet(backend: &str) {
+    let t = start_tracker_on(backend, 2, "");
     let mut c = Client::new(v4(&t));
     let good = c.connect();
     for bad in [0u64, good ^ 1, good.wrapping_add(1 << 32), 0x41727101980] {
@@ -139,9 +160,8 @@ fn invalid_connection_ids_get_an_error_packet() {
     t.stop().unwrap();
 }
 
-#[test]
-fn garbage_and_truncated_packets_do_not_stop_the_tracker() {
-    let t = start_tracker(2, "");
+fn garbage_and_truncated_packets_do_not_stop_the_tracker(backend: &str) {
+    let t = start_tracker_on(backend, 2, "");
     let mut c = Client::new(v4(&t));
     let cid = c.connect();
     let announce = announce_packet(cid, 77, [4; 20], 1000, 1, EVENT_STARTED, -1);
@@ -182,9 +202,12 @@ fn garbage_and_truncated_packets_do_not_stop_the_tracker() {
     t.stop().unwrap();
 }
 
-#[test]
-fn announce_options_port_zero_and_numwant() {
-    let t = start_tracker(2, "[protocol]\ndefault_numwant = 5\nmax_numwant = 10\n");
+fn announce_options_port_zero_and_numwant(backend: &str) {
+    let t = start_tracker_on(
+        backend,
+        2,
+        "[protocol]\ndefault_numwant = 5\nmax_numwant = 10\n",
+    );
     let mut c = Client::new(v4(&t));
     let cid = c.connect();
     let hash = [8; 20];
@@ -225,9 +248,8 @@ fn announce_options_port_zero_and_numwant() {
     t.stop().unwrap();
 }
 
-#[test]
-fn ipv4_and_ipv6_swarms_are_apart_but_counted_together() {
-    let t = start_tracker(2, "");
+fn ipv4_and_ipv6_swarms_are_apart_but_counted_together(backend: &str) {
+    let t = start_tracker_on(backend, 2, "");
     let hash = [21; 20];
     let mut a = Client::new(v4(&t));
     let mut b = Client::new(v6(&t));
@@ -245,9 +267,8 @@ fn ipv4_and_ipv6_swarms_are_apart_but_counted_together() {
     t.stop().unwrap();
 }
 
-#[test]
-fn a_flood_of_connects_is_answered() {
-    let t = start_tracker(2, "");
+fn a_flood_of_connects_is_answered(backend: &str) {
+    let t = start_tracker_on(backend, 2, "");
     let c = Client::new(v4(&t));
     // Bursts of 100: the tracker answers faster than this client reads, and the client's own
     // receive buffer (about 200 small datagrams by default) must not be what drops replies.
@@ -272,9 +293,8 @@ fn a_flood_of_connects_is_answered() {
     t.stop().unwrap();
 }
 
-#[test]
-fn stop_is_prompt() {
-    let t = start_tracker(4, "");
+fn stop_is_prompt(backend: &str) {
+    let t = start_tracker_on(backend, 4, "");
     let started = std::time::Instant::now();
     t.stop().unwrap();
     assert!(

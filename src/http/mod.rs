@@ -76,6 +76,7 @@ pub fn spawn(
     listeners: Vec<TcpListener>,
     config: &Config,
     mailboxes: Vec<Mailbox>,
+    settings: crate::settings::SharedSettings,
     stopped: Stopped,
 ) -> anyhow::Result<JoinHandle<()>> {
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -102,7 +103,7 @@ pub fn spawn(
         // hyper's read buffer cannot be under 8 KiB; the head limit above is the real one.
         .max_buf_size((h.max_request_bytes as usize).max(8192));
     let server = Arc::new(Server {
-        service: Service::new(config, mailboxes)?,
+        service: Service::new(config, mailboxes)?.share_settings(settings),
         builder,
         connections: Arc::new(Semaphore::new(h.max_connections as usize)),
     });

@@ -15,8 +15,10 @@ use hyper::{Method, Request, Response, StatusCode};
 use tokio::sync::oneshot;
 use tokio::time::{timeout, timeout_at, Instant};
 
+use crate::access_list::{AccessList, REFUSED_MESSAGE};
 use crate::config::Config;
 use crate::protocol::InfoHash;
+use crate::settings::{Settings, SharedSettings};
 use crate::swarm::shard_of;
 use crate::worker::inbox::{HttpWork, Mailbox};
 
@@ -35,8 +37,8 @@ pub struct Service {
     allow_ip_spoofing: bool,
     worker_timeout: Duration,
     max_scrape_hashes: usize,
-    interval: u32,
-    min_interval: u32,
+    /// The access list and intervals, reloadable while serving.
+    settings: SharedSettings,
 }
 
 impl Service {
@@ -50,9 +52,15 @@ impl Service {
             allow_ip_spoofing: h.allow_ip_spoofing,
             worker_timeout: Duration::from_millis(h.worker_timeout_ms.into()),
             max_scrape_hashes: config.protocol.max_scrape_hashes as usize,
-            interval: config.protocol.announce_interval_secs,
-            min_interval: config.protocol.min_interval_secs,
+            // Serves every torrent until given the tracker's live settings (`share_settings`).
+            settings: Settings::new(config, AccessList::off()).shared(),
         })
+    }
+
+    /// Reads the access list and intervals from `settings` from now on.
+    pub fn share_settings(mut self, settings: SharedSettings) -> Self {
+        self.settings = settings;
+        self
     }
 
     /// Answers one request from the TCP peer `peer`.
@@ -109,6 +117,9 @@ impl Service {
             true => q.spoofed_ip(client.is_ipv4()).unwrap_or(client),
             false => client,
         };
+        if !self.settings.load().access.allows(&q.announce.info_hash) {
+            return response::failure(REFUSED_MESSAGE);
+        }
         let owner = shard_of(&q.announce.info_hash, self.mailboxes.len());
         let (reply, answer) = oneshot::channel();
         let work = HttpWork::Announce {
@@ -128,7 +139,8 @@ impl Service {
                     no_peer_id: q.no_peer_id,
                     ipv6: ip.is_ipv6(),
                 };
-                response::announce(&r, self.interval, self.min_interval, format)
+                let s = self.settings.load();
+                response::announce(&r, s.announce_interval_secs, s.min_interval_secs, format)
             }
             // Timed out, or the worker is gone (shutting down).
             _ => response::failure(BUSY),

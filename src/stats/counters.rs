@@ -118,10 +118,12 @@ pub enum ErrorReason {
     TorrentFull = 9,
     /// Every receive buffer was waiting to be handled; datagrams queued in the socket meanwhile.
     ReceiveBuffersFull = 10,
+    /// An announce of a torrent the access list refuses; answered "torrent not allowed".
+    TorrentNotAllowed = 11,
 }
 
 impl ErrorReason {
-    pub const COUNT: usize = 11;
+    pub const COUNT: usize = 12;
     pub const ALL: [ErrorReason; Self::COUNT] = [
         ErrorReason::NotTracker,
         ErrorReason::Malformed,
@@ -134,6 +136,7 @@ impl ErrorReason {
         ErrorReason::TrackerFull,
         ErrorReason::TorrentFull,
         ErrorReason::ReceiveBuffersFull,
+        ErrorReason::TorrentNotAllowed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -149,6 +152,7 @@ impl ErrorReason {
             ErrorReason::TrackerFull => "tracker_full",
             ErrorReason::TorrentFull => "torrent_full",
             ErrorReason::ReceiveBuffersFull => "receive_buffers_full",
+            ErrorReason::TorrentNotAllowed => "torrent_not_allowed",
         }
     }
 }

@@ -7,10 +7,12 @@ use std::sync::Arc;
 
 use crossbeam_utils::CachePadded;
 
+use crate::access_list::{AccessList, REFUSED_MESSAGE};
 use crate::config::Config;
 use crate::connection_id::ConnectionIds;
 use crate::protocol::udp::{self, ParseError, Request};
-use crate::protocol::{Announce, PeerId, SwarmCounts};
+use crate::protocol::{Announce, InfoHash, PeerId, SwarmCounts};
+use crate::settings::{Settings, SharedSettings};
 use crate::stats::{Action, ErrorReason, Forward, IpVersion, WorkerStats};
 use crate::swarm::{shard_of, Limits, Refused, Shard};
 
@@ -37,9 +39,8 @@ pub struct Handler {
     ids: ConnectionIds,
     /// Every worker's inbox, mine included (never sent to).
     mailboxes: Vec<Mailbox>,
-    interval: u32,
-    default_numwant: usize,
-    max_numwant: usize,
+    /// The access list, intervals and numwant limits, reloadable while serving.
+    settings: SharedSettings,
     max_scrape_hashes: usize,
 }
 
@@ -64,11 +65,16 @@ impl Handler {
             received_us: 0,
             ids,
             mailboxes,
-            interval: p.announce_interval_secs,
-            default_numwant: p.default_numwant as usize,
-            max_numwant: p.max_numwant as usize,
+            // Serves every torrent until the tracker shares its live settings (`share_settings`).
+            settings: Settings::new(config, AccessList::off()).shared(),
             max_scrape_hashes: p.max_scrape_hashes as usize,
         }
+    }
+
+    /// Reads the access list, intervals and numwant limits from `settings` from now on, so a
+    /// reload swapped in there takes effect with the next request.
+    pub fn share_settings(&mut self, settings: SharedSettings) {
+        self.settings = settings;
     }
 
     /// The largest reply this configuration can produce: an IPv6 announce with `max_numwant` peers.
@@ -128,6 +134,11 @@ impl Handler {
                     c.error(id_reason(e));
                     return self.error(out, v, transaction_id, id_message(e), packet.len());
                 }
+                // Refused where it lands, before it costs the owner a forward.
+                if !self.settings.load().access.allows(&announce.info_hash) {
+                    c.error(ErrorReason::TorrentNotAllowed);
+                    return self.error(out, v, transaction_id, REFUSED_MESSAGE, packet.len());
+                }
                 let owner = shard_of(&announce.info_hash, self.mailboxes.len());
                 if owner == self.me {
                     return self.announce(now, ip, transaction_id, &announce, out);
@@ -154,9 +165,11 @@ impl Handler {
                 }
                 let shards = self.mailboxes.len();
                 if info_hashes.iter().all(|h| shard_of(h, shards) == self.me) {
+                    let settings = self.settings.load();
                     let mut n = udp::write_scrape_header(out, transaction_id);
                     for h in info_hashes {
-                        n += udp::write_scrape_entry(&mut out[n..], self.shard.counts(h));
+                        let counts = self.allowed_counts(&settings, h);
+                        n += udp::write_scrape_entry(&mut out[n..], counts);
                     }
                     return self.sent(Action::Scrape, v, n);
                 }
@@ -192,7 +205,10 @@ impl Handler {
             udp::PEER_V6_LEN
         };
         let room = (out.len() - udp::ANNOUNCE_REPLY_HEADER_LEN) / peer_len;
-        let want = self.numwant(a.num_want).min(room);
+        let (want, interval) = {
+            let s = self.settings.load();
+            (s.numwant(a.num_want).min(room), s.announce_interval_secs)
+        };
         let mut n = udp::ANNOUNCE_REPLY_HEADER_LEN;
         let counts = match ip {
             IpAddr::V4(v4) => self.shard.announce(v4.octets(), a, want, now, |p| {
@@ -212,7 +228,7 @@ impl Handler {
                 return self.error(out, v, transaction_id, refused.message(), limit);
             }
         };
-        udp::write_announce_header(out, transaction_id, self.interval, counts);
+        udp::write_announce_header(out, transaction_id, interval, counts);
         let udp_stats = &self.stats.udp;
         udp_stats.peers_in_reply((n - udp::ANNOUNCE_REPLY_HEADER_LEN) / peer_len);
         self.sent(Action::Announce, v, n)
@@ -232,11 +248,12 @@ impl Handler {
     /// writes the whole reply to `out` and returns where it goes.
     pub fn scrape_leg(&mut self, mut chain: ScrapeChain, out: &mut [u8]) -> Option<Reply> {
         let shards = self.mailboxes.len();
+        let settings = self.settings.load();
         let mut next = None;
         for i in 0..chain.len as usize {
             let owner = shard_of(&chain.hashes[i], shards);
             if owner == self.me {
-                chain.counts[i] = self.shard.counts(&chain.hashes[i]);
+                chain.counts[i] = self.allowed_counts(&settings, &chain.hashes[i]);
             } else if owner > self.me
                 && owner != chain.origin as usize
                 && next.is_none_or(|n| owner < n)
@@ -281,7 +298,7 @@ impl Handler {
                 if reply.is_closed() {
                     return;
                 }
-                let want = self.numwant(announce.num_want);
+                let want = self.settings.load().numwant(announce.num_want);
                 let mut peers = Vec::new();
                 let mut push = |ip, port, peer_id: &PeerId| {
                     peers.push(HttpPeer {
@@ -297,7 +314,12 @@ impl Handler {
                 if reply.is_closed() {
                     return;
                 }
-                let _ = reply.send(hashes.iter().map(|h| self.shard.counts(h)).collect());
+                let settings = self.settings.load();
+                let counts = hashes
+                    .iter()
+                    .map(|h| self.allowed_counts(&settings, h))
+                    .collect();
+                let _ = reply.send(counts);
             }
         }
     }
@@ -313,11 +335,12 @@ impl Handler {
         }
     }
 
-    fn numwant(&self, asked: i32) -> usize {
-        if asked <= 0 {
-            self.default_numwant
+    /// A torrent's counts for a scrape: zeros for one the access list refuses.
+    fn allowed_counts(&self, settings: &Settings, info_hash: &InfoHash) -> SwarmCounts {
+        if settings.access.allows(info_hash) {
+            self.shard.counts(info_hash)
         } else {
-            (asked as usize).min(self.max_numwant)
+            SwarmCounts::default()
         }
     }
 

@@ -1,8 +1,10 @@
 //! Worker threads: one per shard, each pinned to a core when asked, each running its own
-//! io_uring loop over its own SO_REUSEPORT sockets. The worker only moves data between the
-//! sockets, its inbox and the request handler; the handler holds the shard.
+//! io_uring loop (or, where io_uring cannot be set up, an epoll loop) over its own SO_REUSEPORT
+//! sockets. The worker only moves data between the sockets, its inbox and the request handler;
+//! the handler holds the shard.
 
 mod buf_ring;
+mod epoll;
 pub mod handler;
 pub mod inbox;
 mod ring;
@@ -17,8 +19,9 @@ use std::time::Instant;
 use anyhow::Context;
 use crossbeam_utils::CachePadded;
 
-use crate::config::Config;
+use crate::config::{Backend, Config};
 use crate::connection_id::ConnectionIds;
+use crate::settings::SharedSettings;
 use crate::stats::WorkerStats;
 use handler::Handler;
 use inbox::{Inbox, Mailbox};
@@ -37,40 +40,130 @@ pub struct WorkerStart {
     pub core: Option<usize>,
     /// The counters this worker alone writes (see `stats::counters`).
     pub stats: Arc<CachePadded<WorkerStats>>,
+    /// The live-reloadable settings (access list, intervals, numwant).
+    pub settings: SharedSettings,
 }
 
-/// Starts a worker thread. Returns once its ring is set up (or failed to be), so a tracker
+/// A running worker and the I/O loop it runs.
+pub struct Started {
+    pub thread: JoinHandle<anyhow::Result<()>>,
+    /// "io_uring" or "epoll".
+    pub backend: &'static str,
+    /// Why io_uring was not used, when `udp.backend = "auto"` fell back to epoll.
+    pub fallback: Option<String>,
+}
+
+enum IoLoop {
+    Ring(Box<ring::RingLoop>),
+    Epoll(Box<epoll::EpollLoop>),
+}
+
+impl IoLoop {
+    fn name(&self) -> &'static str {
+        match self {
+            IoLoop::Ring(_) => "io_uring",
+            IoLoop::Epoll(_) => "epoll",
+        }
+    }
+
+    fn run(self) -> std::io::Result<()> {
+        match self {
+            IoLoop::Ring(r) => r.run(),
+            IoLoop::Epoll(e) => e.run(),
+        }
+    }
+}
+
+/// Sets up the I/O loop `udp.backend` asks for: io_uring, epoll, or io_uring falling back to
+/// epoll (returning why).
+fn io_loop(w: WorkerStart) -> anyhow::Result<(IoLoop, Option<String>)> {
+    if let Some(core) = w.core {
+        pin_to_core(core).with_context(|| format!("pinning to core {core}"))?;
+    }
+    let c = &w.config;
+    let handler = || {
+        let mut h = Handler::new(
+            w.index,
+            c,
+            w.ids.clone(),
+            w.mailboxes.clone(),
+            w.stats.clone(),
+        );
+        h.share_settings(w.settings.clone());
+        h
+    };
+    let epoll = |inbox: Inbox, sockets: Vec<UdpSocket>| {
+        epoll::EpollLoop::new(epoll::EpollSetup {
+            handler: handler(),
+            inbox,
+            sockets,
+            recv_batch: c.udp.recv_depth as usize,
+            send_depth: c.udp.send_depth as usize,
+            send_buf_len: Handler::max_reply_len(c),
+            epoch: w.epoch,
+            shutdown: w.shutdown.clone(),
+            sweep_every_secs: c.cleaning.sweep_interval_secs,
+        })
+        .context("setting up epoll")
+    };
+    if c.udp.backend == Backend::Epoll {
+        return Ok((IoLoop::Epoll(Box::new(epoll(w.inbox, w.sockets)?)), None));
+    }
+    // The ring takes duplicates of the sockets and inbox, so that if it cannot be set up the
+    // originals are still here for epoll.
+    let sockets = w
+        .sockets
+        .iter()
+        .map(UdpSocket::try_clone)
+        .collect::<std::io::Result<Vec<_>>>()
+        .context("duplicating UDP sockets")?;
+    let inbox = Inbox {
+        announces: w.inbox.announces.clone(),
+        scrapes: w.inbox.scrapes.clone(),
+        http: w.inbox.http.clone(),
+        wake: w.inbox.wake.clone(),
+    };
+    let ring = ring::RingLoop::new(ring::RingSetup {
+        handler: handler(),
+        inbox,
+        sockets,
+        recv_depth: c.udp.recv_depth as usize,
+        send_depth: c.udp.send_depth as usize,
+        send_buf_len: Handler::max_reply_len(c),
+        epoch: w.epoch,
+        shutdown: w.shutdown.clone(),
+        sweep_every_secs: c.cleaning.sweep_interval_secs,
+    });
+    match ring {
+        Ok(ring) => Ok((IoLoop::Ring(Box::new(ring)), None)),
+        Err(e) if c.udp.backend == Backend::Auto => {
+            let why = format!("io_uring cannot be set up: {e}");
+            Ok((
+                IoLoop::Epoll(Box::new(epoll(w.inbox, w.sockets)?)),
+                Some(why),
+            ))
+        }
+        Err(e) => {
+            Err(anyhow::Error::new(e).context("setting up io_uring (udp.backend = \"io_uring\")"))
+        }
+    }
+}
+
+/// Starts a worker thread. Returns once its I/O loop is set up (or failed to be), so a tracker
 /// that starts is a tracker that serves.
-pub fn spawn(w: WorkerStart) -> anyhow::Result<JoinHandle<anyhow::Result<()>>> {
+pub fn spawn(w: WorkerStart) -> anyhow::Result<Started> {
     let index = w.index;
-    let (ready_tx, ready_rx) = crossbeam_channel::bounded::<anyhow::Result<()>>(1);
+    let (ready_tx, ready_rx) =
+        crossbeam_channel::bounded::<anyhow::Result<(&'static str, Option<String>)>>(1);
     let thread = std::thread::Builder::new()
         .name(format!("hayate-w{index}"))
         .spawn(move || -> anyhow::Result<()> {
-            let setup = || -> anyhow::Result<ring::RingLoop> {
-                if let Some(core) = w.core {
-                    pin_to_core(core).with_context(|| format!("pinning to core {core}"))?;
-                }
-                let c = &w.config;
-                let handler = Handler::new(index, c, w.ids, w.mailboxes, w.stats);
-                ring::RingLoop::new(ring::RingSetup {
-                    handler,
-                    inbox: w.inbox,
-                    sockets: w.sockets,
-                    recv_depth: c.udp.recv_depth as usize,
-                    send_depth: c.udp.send_depth as usize,
-                    send_buf_len: Handler::max_reply_len(c),
-                    epoch: w.epoch,
-                    shutdown: w.shutdown,
-                    sweep_every_secs: c.cleaning.sweep_interval_secs,
-                })
-                .context("setting up io_uring")
-            };
-            match setup() {
-                Ok(ring) => {
-                    let _ = ready_tx.send(Ok(()));
-                    ring.run()
-                        .with_context(|| format!("worker {index} io_uring loop"))
+            match io_loop(w) {
+                Ok((io, fallback)) => {
+                    let name = io.name();
+                    let _ = ready_tx.send(Ok((name, fallback)));
+                    io.run()
+                        .with_context(|| format!("worker {index} {name} loop"))
                 }
                 Err(e) => {
                     let message = format!("{e:#}");
@@ -81,7 +174,11 @@ pub fn spawn(w: WorkerStart) -> anyhow::Result<JoinHandle<anyhow::Result<()>>> {
         })
         .with_context(|| format!("spawning worker {index}"))?;
     match ready_rx.recv() {
-        Ok(Ok(())) => Ok(thread),
+        Ok(Ok((backend, fallback))) => Ok(Started {
+            thread,
+            backend,
+            fallback,
+        }),
         Ok(Err(e)) => Err(e.context(format!("worker {index}"))),
         Err(_) => Err(anyhow::anyhow!("worker {index} died while starting")),
     }

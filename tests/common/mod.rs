@@ -23,6 +23,31 @@ pub fn start_tracker(workers: u32, extra: &str) -> Tracker {
     Tracker::start(config).expect("tracker starts")
 }
 
+/// The UDP I/O loops a tracker can run; the UDP tests run against each.
+pub const BACKENDS: [&str; 2] = ["io_uring", "epoll"];
+
+/// As `start_tracker`, with `udp` (TOML keys for the `[udp]` table, e.g. `backend = "epoll"`)
+/// added to the test's `[udp]` table; `extra` must not hold a `[udp]` table.
+pub fn start_tracker_with_udp(workers: u32, udp: &str, extra: &str) -> Tracker {
+    let text = format!(
+        "[udp]\naddresses = [\"127.0.0.1:0\", \"[::1]:0\"]\n{udp}\n[http]\naddresses = []\n[workers]\ncount = {workers}\n{extra}"
+    );
+    let text = if extra.contains("[metrics]") {
+        text
+    } else {
+        format!("{text}\n[metrics]\naddress = \"127.0.0.1:0\"\n")
+    };
+    let config = Config::from_toml_str(&text, "test config").expect("test config is valid");
+    Tracker::start(config).expect("tracker starts")
+}
+
+/// A tracker whose UDP workers run `backend` ("io_uring" or "epoll"); checks it got it.
+pub fn start_tracker_on(backend: &str, workers: u32, extra: &str) -> Tracker {
+    let t = start_tracker_with_udp(workers, &format!("backend = \"{backend}\""), extra);
+    assert_eq!(t.backend(), backend);
+    t
+}
+
 /// The same with the HTTP frontend on 127.0.0.1 and ::1 (ephemeral ports): `http` is TOML
 /// keys for the `[http]` table, `extra` more TOML layered on top (without an `[http]` table).
 pub fn start_tracker_http(workers: u32, http: &str, extra: &str) -> Tracker {

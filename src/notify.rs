@@ -1,0 +1,100 @@
+//! systemd's readiness protocol (sd_notify): a datagram such as `READY=1` sent to the unix socket
+//! named by `$NOTIFY_SOCKET` (a path, or an abstract name when it starts with `@`). Outside
+//! systemd the variable is unset and every notification is a no-op.
+
+use std::io;
+use std::os::unix::net::UnixDatagram;
+
+/// Every socket is bound and every worker serves (`Type=notify` start-up is done).
+pub const READY: &str = "READY=1";
+/// Shutdown has begun.
+pub const STOPPING: &str = "STOPPING=1";
+
+/// Tells the service manager `state` (newline-separated `KEY=value` lines). Returns whether a
+/// manager was there to tell.
+pub fn notify(state: &str) -> io::Result<bool> {
+    let Some(target) = std::env::var_os("NOTIFY_SOCKET") else {
+        return Ok(false);
+    };
+    let target = target.as_encoded_bytes();
+    let socket = UnixDatagram::unbound()?;
+    match target.first() {
+        Some(b'@') => {
+            use std::os::linux::net::SocketAddrExt;
+            let addr = std::os::unix::net::SocketAddr::from_abstract_name(&target[1..])?;
+            socket.send_to_addr(state.as_bytes(), &addr)?;
+        }
+        Some(b'/') => {
+            use std::os::unix::ffi::OsStrExt;
+            socket.send_to(state.as_bytes(), std::ffi::OsStr::from_bytes(target))?;
+        }
+        _ => {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "NOTIFY_SOCKET is neither a path nor an abstract socket name",
+            ))
+        }
+    }
+    Ok(true)
+}
+
+/// A reload has begun; `READY=1` ends it. systemd wants the monotonic clock with it.
+pub fn reloading() -> String {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec to write to.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    let usec = ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1_000;
+    format!("RELOADING=1\nMONOTONIC_USEC={usec}")
+}
+
+/// `notify`, logging (never failing) when the manager cannot be told.
+pub fn tell(state: &str) {
+    if let Err(e) = notify(state) {
+        tracing::warn!(error = %e, state, "cannot notify the service manager (NOTIFY_SOCKET)");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // One test touches the environment, so tests running in parallel never race on it.
+    #[test]
+    fn path_and_abstract_sockets_receive_the_state() {
+        let dir = std::env::temp_dir().join(format!("hayate-notify-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("notify.sock");
+        let _ = std::fs::remove_file(&path);
+        let listener = UnixDatagram::bind(&path).unwrap();
+        listener
+            .set_read_timeout(Some(std::time::Duration::from_secs(2)))
+            .unwrap();
+        let mut buf = [0u8; 128];
+        std::env::set_var("NOTIFY_SOCKET", &path);
+        assert!(notify(READY).unwrap());
+        let n = listener.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"READY=1");
+
+        use std::os::linux::net::SocketAddrExt;
+        let name = format!("hayate-notify-test-{}", std::process::id());
+        let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+        let abstract_listener = UnixDatagram::bind_addr(&addr).unwrap();
+        abstract_listener
+            .set_read_timeout(Some(std::time::Duration::from_secs(2)))
+            .unwrap();
+        std::env::set_var("NOTIFY_SOCKET", format!("@{name}"));
+        assert!(notify(&reloading()).unwrap());
+        let n = abstract_listener.recv(&mut buf).unwrap();
+        let got = std::str::from_utf8(&buf[..n]).unwrap();
+        assert!(got.starts_with("RELOADING=1\nMONOTONIC_USEC="), "{got}");
+
+        std::env::set_var("NOTIFY_SOCKET", "relative");
+        assert!(notify(READY).is_err());
+        std::env::remove_var("NOTIFY_SOCKET");
+        assert!(!notify(READY).unwrap());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
