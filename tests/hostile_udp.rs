@@ -379,3 +379,58 @@ fn a_flood_of_fake_peers_stops_at_the_limit() {
     ));
     t.stop().unwrap();
 }
+
+#[test]
+fn forged_replayed_and_expired_connection_ids_are_refused_without_amplification() {
+    use hayate_tracker::connection_id::ConnectionIds;
+    use hayate_tracker::worker::handler::Handler;
+    use hayate_tracker::worker::inbox;
+    use hayate_tracker::Config;
+
+    let config = Config::from_toml_str("[workers]\ncount = 1\n", "test").unwrap();
+    let lifetime = config.protocol.connection_id_lifetime_secs;
+    let ids = ConnectionIds::with_key([7; 16], lifetime);
+    let (mailbox, _inbox) = inbox::inbox(16).unwrap();
+    let mut h = Handler::new(0, &config, ids.clone(), vec![mailbox], Default::default());
+    let client: std::net::SocketAddr = "192.0.2.1:4000".parse().unwrap();
+    let other: std::net::SocketAddr = "192.0.2.2:4000".parse().unwrap();
+    let mut out = vec![0u8; Handler::max_reply_len(&config)];
+    let now = 10_000;
+    let mut send = |h: &mut Handler, at: u32, from, cid: u64| {
+        let announce = announce_packet(cid, 5, [3; 20], 6881, 1, EVENT_STARTED, -1);
+        let n = h.handle_datagram(at, from, 0, &announce, &mut out);
+        let reply = decode(&out[..n], true);
+        let scrape = scrape_packet(cid, 6, &[[3; 20]]);
+        let m = h.handle_datagram(at, from, 0, &scrape, &mut out);
+        assert!(
+            n <= announce.len() && m <= scrape.len(),
+            "replies never amplify"
+        );
+        (reply, decode(&out[..m], true))
+    };
+    let refused =
+        |r: &Reply| matches!(r, Reply::Error { message, .. } if message.contains("connection id"));
+    let good = ids.make(client.ip(), now);
+    let (a, s) = send(&mut h, now, client, good);
+    assert!(matches!(a, Reply::Announce { .. }) && matches!(s, Reply::Scrape { .. }));
+    // Still good at the end of its lifetime; expired one second later.
+    let (a, _) = send(&mut h, now + lifetime, client, good);
+    assert!(matches!(a, Reply::Announce { .. }), "{a:?}");
+    let (a, s) = send(&mut h, now + lifetime + 1, client, good);
+    assert!(refused(&a) && refused(&s), "expired: {a:?} {s:?}");
+    // Replayed from another address.
+    let (a, s) = send(&mut h, now, other, good);
+    assert!(refused(&a) && refused(&s), "replayed: {a:?} {s:?}");
+    // Random ids, and ids from the future.
+    let mut rng = 0x1234_5678_9abc_def0u64;
+    for _ in 0..200 {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        let (a, s) = send(&mut h, now, client, rng);
+        assert!(refused(&a) && refused(&s), "random id {rng:#x} accepted");
+    }
+    let future = ids.make(client.ip(), now + 60);
+    let (a, s) = send(&mut h, now, client, future);
+    assert!(refused(&a) && refused(&s), "future: {a:?} {s:?}");
+}
