@@ -434,3 +434,29 @@ fn forged_replayed_and_expired_connection_ids_are_refused_without_amplification(
     let (a, s) = send(&mut h, now, client, future);
     assert!(refused(&a) && refused(&s), "future: {a:?} {s:?}");
 }
+
+#[test]
+fn limits_refuse_http_announces_too() {
+    let t = start_tracker_http(
+        2,
+        "",
+        "[limits]\nmax_torrents = 2\nmax_peers_per_torrent = 2\n",
+    );
+    let announce = |hash: u8, port: u16| {
+        let hash: String = std::iter::repeat_n(format!("%{hash:02x}"), 20).collect();
+        let path =
+            format!("/announce?info_hash={hash}&peer_id=ABCDEFGHIJKLMNOPQRST&port={port}&left=1");
+        http_get(http_v4(&t), &path, None).2
+    };
+    assert!(announce(1, 1).contains("8:completei0e"));
+    assert!(announce(1, 2).contains("8:completei0e"));
+    assert_eq!(announce(1, 3), "d14:failure reason15:torrent is fulle");
+    // Each of the two workers holds one torrent, and worker 0 owns every [h; 20] for h < 128:
+    // torrent 1 filled it.
+    let refused = (2..20u8)
+        .map(|h| announce(h, 1))
+        .filter(|body| body == "d14:failure reason15:tracker is fulle")
+        .count();
+    assert_eq!(refused, 18);
+    t.stop().unwrap();
+}
