@@ -1,8 +1,9 @@
 //! The settings a running tracker can change without a restart (SIGHUP): the access list, the
 //! announce intervals and the numwant limits. They are one immutable `Settings` value behind an
-//! `ArcSwap`; the workers and the HTTP thread `load()` it per request (a lock-free read of an
-//! atomic pointer, a few nanoseconds), and a reload swaps in a whole new value at once, so no
-//! request ever sees half of an old and half of a new configuration, and nothing is dropped.
+//! `ArcSwap`. The HTTP thread `load()`s it per request (lock-free, about 25 ns); each worker
+//! reads it through an `arc_swap::Cache`, which costs one pointer compare (about 3 ns) unless a
+//! reload swapped it. A reload swaps in a whole new value at once, so no request ever sees half
+//! of an old and half of a new configuration, and nothing is dropped.
 
 use std::path::Path;
 use std::sync::Arc;

@@ -5,6 +5,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
+use arc_swap::Cache;
 use crossbeam_utils::CachePadded;
 
 use crate::access_list::{AccessList, REFUSED_MESSAGE};
@@ -39,8 +40,10 @@ pub struct Handler {
     ids: ConnectionIds,
     /// Every worker's inbox, mine included (never sent to).
     mailboxes: Vec<Mailbox>,
-    /// The access list, intervals and numwant limits, reloadable while serving.
-    settings: SharedSettings,
+    /// The access list, intervals and numwant limits, reloadable while serving. The cache
+    /// re-reads the shared value only when a reload has swapped it: one pointer compare per
+    /// request (about 3 ns, where `ArcSwap::load` costs about 25).
+    settings: Cache<SharedSettings, Arc<Settings>>,
     max_scrape_hashes: usize,
 }
 
@@ -66,7 +69,7 @@ impl Handler {
             ids,
             mailboxes,
             // Serves every torrent until the tracker shares its live settings (`share_settings`).
-            settings: Settings::new(config, AccessList::off()).shared(),
+            settings: Cache::new(Settings::new(config, AccessList::off()).shared()),
             max_scrape_hashes: p.max_scrape_hashes as usize,
         }
     }
@@ -74,7 +77,7 @@ impl Handler {
     /// Reads the access list, intervals and numwant limits from `settings` from now on, so a
     /// reload swapped in there takes effect with the next request.
     pub fn share_settings(&mut self, settings: SharedSettings) {
-        self.settings = settings;
+        self.settings = Cache::new(settings);
     }
 
     /// The largest reply this configuration can produce: an IPv6 announce with `max_numwant` peers.
@@ -168,7 +171,7 @@ impl Handler {
                     let settings = self.settings.load();
                     let mut n = udp::write_scrape_header(out, transaction_id);
                     for h in info_hashes {
-                        let counts = self.allowed_counts(&settings, h);
+                        let counts = allowed_counts(&self.shard, settings, h);
                         n += udp::write_scrape_entry(&mut out[n..], counts);
                     }
                     return self.sent(Action::Scrape, v, n);
@@ -253,7 +256,7 @@ impl Handler {
         for i in 0..chain.len as usize {
             let owner = shard_of(&chain.hashes[i], shards);
             if owner == self.me {
-                chain.counts[i] = self.allowed_counts(&settings, &chain.hashes[i]);
+                chain.counts[i] = allowed_counts(&self.shard, settings, &chain.hashes[i]);
             } else if owner > self.me
                 && owner != chain.origin as usize
                 && next.is_none_or(|n| owner < n)
@@ -317,7 +320,7 @@ impl Handler {
                 let settings = self.settings.load();
                 let counts = hashes
                     .iter()
-                    .map(|h| self.allowed_counts(&settings, h))
+                    .map(|h| allowed_counts(&self.shard, settings, h))
                     .collect();
                 let _ = reply.send(counts);
             }
@@ -332,15 +335,6 @@ impl Handler {
         match send(&self.mailboxes) {
             Ok(()) => self.stats.udp.forwarded(kind),
             Err(_) => self.stats.udp.inbox_dropped(kind),
-        }
-    }
-
-    /// A torrent's counts for a scrape: zeros for one the access list refuses.
-    fn allowed_counts(&self, settings: &Settings, info_hash: &InfoHash) -> SwarmCounts {
-        if settings.access.allows(info_hash) {
-            self.shard.counts(info_hash)
-        } else {
-            SwarmCounts::default()
         }
     }
 
@@ -361,6 +355,15 @@ impl Handler {
             self.stats.udp.response(action, v, len);
         }
         len
+    }
+}
+
+/// A torrent's counts for a scrape: zeros for one the access list refuses.
+fn allowed_counts(shard: &Shard, settings: &Settings, info_hash: &InfoHash) -> SwarmCounts {
+    if settings.access.allows(info_hash) {
+        shard.counts(info_hash)
+    } else {
+        SwarmCounts::default()
     }
 }
 
