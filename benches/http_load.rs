@@ -588,6 +588,7 @@ fn main() {
     let threads = start(&shared);
     std::thread::sleep(Duration::from_secs(args.warmup));
     let cpu_start = pid.and_then(proc_figures).map(|f| f.0);
+    let load_cpu_start = proc_figures(std::process::id()).map_or(0, |f| f.0);
     shared.measuring.store(true, Ordering::Relaxed);
     let begin = Instant::now();
     let mut last = 0;
@@ -604,6 +605,7 @@ fn main() {
     shared.measuring.store(false, Ordering::Relaxed);
     let elapsed = begin.elapsed().as_secs_f64();
     let cpu_end = pid.and_then(proc_figures);
+    let load_cpu = proc_figures(std::process::id()).map_or(0, |f| f.0) - load_cpu_start;
     shared.stop.store(true, Ordering::Relaxed);
     for t in threads {
         t.join().unwrap().expect("load thread");
@@ -646,6 +648,11 @@ fn main() {
     );
     println!("| server CPU per response | {cpu_us:.2} us |");
     println!("| server RSS | {rss} MiB |");
+    // If this nears 1e6 / responses_per_s per load thread, the client is the bottleneck.
+    println!(
+        "| load generator CPU per response | {:.2} us |",
+        load_cpu as f64 / received.max(1) as f64
+    );
     println!(
         "summary responses_per_s={rps:.0} requests_per_s={:.0} loss_pct={loss:.2} peers_per_reply={peers_per_reply:.1} p50_us={} p99_us={} p999_us={} tracker_cpu_us_per_response={cpu_us:.2} tracker_rss_mb={rss}",
         sent as f64 / elapsed,
