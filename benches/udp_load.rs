@@ -128,10 +128,14 @@ struct Shared {
     stop: AtomicBool,
     totals: Totals,
     latency: Mutex<Histogram<u64>>,
+    /// Announce every peer once in order instead of at random.
+    prefill: bool,
 }
 
 /// One load socket: a source address, its connection id, and send times by transaction id.
 struct Source {
+    /// With `Shared::prefill`: how many of this source's peers have announced.
+    next_peer: u64,
     socket: UdpSocket,
     connection_id: u64,
     connected_at: Instant,
@@ -143,7 +147,7 @@ struct Source {
 fn request(
     out: &mut Vec<u8>,
     shared: &Shared,
-    source: &Source,
+    source: &mut Source,
     source_index: usize,
     sources: usize,
     txid: u32,
@@ -161,7 +165,14 @@ fn request(
     } else if pick < weights.0 + weights.1 {
         // A peer whose source address is this socket's: peers are striped over sources.
         let per_source = (a.peers / sources as u64).max(1);
-        let peer = (*rng >> 8) % per_source * sources as u64 + source_index as u64;
+        let k = if shared.prefill {
+            // Every peer exactly once, in order, so the table holds all of them afterwards.
+            source.next_peer += 1;
+            (source.next_peer - 1) % per_source
+        } else {
+            (*rng >> 8) % per_source
+        };
+        let peer = k * sources as u64 + source_index as u64;
         let torrent = torrent_of_peer(peer, a.torrents);
         out.extend_from_slice(&source.connection_id.to_be_bytes());
         out.extend_from_slice(&1u32.to_be_bytes());
@@ -194,14 +205,23 @@ fn connect(socket: &UdpSocket) -> std::io::Result<u64> {
     p.extend_from_slice(&[0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff]);
     let mut buf = [0u8; 64];
     socket.set_nonblocking(false)?;
-    socket.set_read_timeout(Some(Duration::from_millis(500)))?;
-    for _ in 0..20 {
-        socket.send(&p)?;
-        if let Ok(16) = socket.recv(&mut buf) {
-            if buf[..4] == [0, 0, 0, 0] && buf[4..8] == [0xff; 4] {
+    socket.set_read_timeout(Some(Duration::from_millis(250)))?;
+    for _ in 0..40 {
+        // A tracker still starting answers the first tries with ICMP port-unreachable, which a
+        // connected socket reports as ECONNREFUSED on the next call: retry through it.
+        if socket.send(&p).is_err() {
+            std::thread::sleep(Duration::from_millis(50));
+            continue;
+        }
+        match socket.recv(&mut buf) {
+            Ok(16) if buf[..4] == [0, 0, 0, 0] && buf[4..8] == [0xff; 4] => {
                 socket.set_nonblocking(true)?;
                 return Ok(u64::from_be_bytes(buf[8..16].try_into().unwrap()));
             }
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            _ => {}
         }
     }
     Err(std::io::Error::other("tracker did not answer connect"))
@@ -241,6 +261,7 @@ fn load_thread(shared: Arc<Shared>, index: usize) -> std::io::Result<()> {
             connected_at: Instant::now(),
             sent_at: vec![None; 1 << 16],
             in_flight: 0,
+            next_peer: 0,
         });
     }
     let mut rng = splitmix(index as u64 + 1);
@@ -277,7 +298,7 @@ fn load_thread(shared: Arc<Shared>, index: usize) -> std::io::Result<()> {
                 request(
                     p,
                     &shared,
-                    source,
+                    &mut *source,
                     global,
                     total_sources,
                     txid,
@@ -438,7 +459,7 @@ fn spawn_tracker(args: &Args) -> std::io::Result<(Child, SocketAddr)> {
     let config = match &args.config {
         Some(path) => std::fs::read_to_string(path)?,
         None => format!(
-            "[udp]\naddresses = [\"127.0.0.1:{port}\"]\n[workers]\ncount = {}\npin_cores = true\n[log]\nlevel = \"warn\"\n",
+            "[udp]\naddresses = [\"127.0.0.1:{port}\"]\n[http]\naddresses = []\n[metrics]\naddress = \"\"\n[workers]\ncount = {}\npin_cores = true\n[log]\nlevel = \"warn\"\n",
             tracker_cores.len().max(1)
         ),
     };
@@ -489,6 +510,7 @@ fn main() {
         stop: AtomicBool::new(false),
         totals: Totals::default(),
         latency: Mutex::new(Histogram::new_with_bounds(1, 10_000_000, 3).unwrap()),
+        prefill: false,
     });
     // Wait for the tracker to answer.
     let probe = UdpSocket::bind(if target.is_ipv4() {
@@ -498,7 +520,12 @@ fn main() {
     })
     .unwrap();
     probe.connect(target).unwrap();
-    connect(&probe).expect("tracker answers a connect");
+    if let Err(e) = connect(&probe) {
+        if let Some(status) = child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            panic!("hayate exited ({status}) before answering; its log is above");
+        }
+        panic!("tracker at {target} does not answer a connect: {e}");
+    }
     let rss_before = pid.and_then(proc_figures).map_or(0, |f| f.1);
     println!(
         "target {target}, {} load threads x {} sources, {} torrents, {} peers, weights {}, numwant {}",
@@ -601,9 +628,10 @@ fn prefill(args: &Args, target: SocketAddr) {
         stop: AtomicBool::new(false),
         totals: Totals::default(),
         latency: Mutex::new(Histogram::new(3).unwrap()),
+        prefill: true,
     });
-    // Random peer choice covers the table in expectation; run until about `peers` announces
-    // were answered (about 63% of peers distinct), bounded in time.
+    // Each source walks its own peers in order; once `peers` announces were answered every
+    // peer has announced once. Bounded in time in case replies are lost.
     let threads: Vec<_> = (0..args.workers)
         .map(|i| {
             let s = shared.clone();

@@ -23,42 +23,64 @@ pub fn shard_of(info_hash: &InfoHash, shards: usize) -> usize {
     ((u128::from(x) * shards as u128) >> 64) as usize
 }
 
-/// A torrent's peers, by family, and its completed count.
+/// A torrent's peers, by family, and its completed count. IPv6 peers are rarer, so their set
+/// sits behind a box that exists only while the torrent has any: a torrent costs 40 bytes here.
 #[derive(Debug, Default)]
 pub struct Torrent {
     pub v4: PeerSet<[u8; 4]>,
-    pub v6: PeerSet<[u8; 16]>,
+    pub v6: Option<Box<PeerSet<[u8; 16]>>>,
     pub downloaded: u32,
 }
 
 impl Torrent {
     fn counts(&self) -> SwarmCounts {
+        let v6 = self.v6.as_deref();
         SwarmCounts {
-            seeders: (self.v4.seeders() + self.v6.seeders()) as u32,
-            leechers: (self.v4.leechers() + self.v6.leechers()) as u32,
+            seeders: (self.v4.seeders() + v6.map_or(0, PeerSet::seeders)) as u32,
+            leechers: (self.v4.leechers() + v6.map_or(0, PeerSet::leechers)) as u32,
             downloaded: self.downloaded,
         }
     }
 
+    fn len(&self) -> usize {
+        self.v4.len() + self.v6.as_deref().map_or(0, PeerSet::len)
+    }
+
     fn is_empty(&self) -> bool {
-        self.v4.is_empty() && self.v6.is_empty()
+        self.len() == 0
+    }
+
+    /// Drops the IPv6 set once it is empty.
+    fn tidy(&mut self) {
+        if self.v6.as_deref().is_some_and(PeerSet::is_empty) {
+            self.v6 = None;
+        }
     }
 }
 
 /// An address family's peer set within a torrent.
 pub trait Family: PeerIp {
+    /// The set, made if the torrent has none yet.
     fn set(t: &mut Torrent) -> &mut PeerSet<Self>;
+    /// The set, if the torrent has one.
+    fn existing(t: &mut Torrent) -> Option<&mut PeerSet<Self>>;
 }
 
 impl Family for [u8; 4] {
     fn set(t: &mut Torrent) -> &mut PeerSet<Self> {
         &mut t.v4
     }
+    fn existing(t: &mut Torrent) -> Option<&mut PeerSet<Self>> {
+        Some(&mut t.v4)
+    }
 }
 
 impl Family for [u8; 16] {
     fn set(t: &mut Torrent) -> &mut PeerSet<Self> {
-        &mut t.v6
+        t.v6.get_or_insert_with(Default::default)
+    }
+    fn existing(t: &mut Torrent) -> Option<&mut PeerSet<Self>> {
+        t.v6.as_deref_mut()
     }
 }
 
@@ -162,7 +184,10 @@ impl Shard {
                 return Ok(SwarmCounts::default());
             };
             let before = t.counts();
-            I::set(t).remove(key, &self.hasher);
+            if let Some(set) = I::existing(t) {
+                set.remove(key, &self.hasher);
+            }
+            t.tidy();
             let counts = t.counts();
             self.seeders = self.seeders - before.seeders as usize + counts.seeders as usize;
             self.leechers = self.leechers - before.leechers as usize + counts.leechers as usize;
@@ -180,8 +205,8 @@ impl Shard {
         };
         // Only a peer the torrent does not hold yet can break the limit; the lookup is paid
         // only when the torrent is already full.
-        if t.v4.len() + t.v6.len() >= self.limits.max_peers_per_torrent
-            && !I::set(t).contains(key, &self.hasher)
+        if t.len() >= self.limits.max_peers_per_torrent
+            && !I::existing(t).is_some_and(|set| set.contains(key, &self.hasher))
         {
             return Err(Refused::TorrentFull);
         }
@@ -239,7 +264,11 @@ impl Shard {
         let (seeders, leechers) = (&mut self.seeders, &mut self.leechers);
         self.torrents.retain(|_, t| {
             let before = t.counts();
-            dropped += t.v4.expire(now, hs) + t.v6.expire(now, hs);
+            dropped += t.v4.expire(now, hs);
+            if let Some(v6) = t.v6.as_deref_mut() {
+                dropped += v6.expire(now, hs);
+            }
+            t.tidy();
             let after = t.counts();
             *seeders = *seeders - before.seeders as usize + after.seeders as usize;
             *leechers = *leechers - before.leechers as usize + after.leechers as usize;
@@ -267,8 +296,9 @@ impl Shard {
             ..ShardTotals::default()
         };
         for t in self.torrents.values() {
-            totals.seeders += t.v4.seeders() + t.v6.seeders();
-            totals.leechers += t.v4.leechers() + t.v6.leechers();
+            let counts = t.counts();
+            totals.seeders += counts.seeders as usize;
+            totals.leechers += counts.leechers as usize;
         }
         totals
     }
@@ -278,7 +308,10 @@ impl Shard {
         for t in self.torrents.values() {
             assert!(!t.is_empty(), "empty torrent kept");
             t.v4.check_invariants(&self.hasher);
-            t.v6.check_invariants(&self.hasher);
+            if let Some(v6) = t.v6.as_deref() {
+                assert!(!v6.is_empty(), "empty IPv6 set kept");
+                v6.check_invariants(&self.hasher);
+            }
         }
         assert_eq!(self.totals(), self.walk_totals(), "running totals drifted");
     }

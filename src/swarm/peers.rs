@@ -3,10 +3,16 @@
 //! a leecher) are both one contiguous range to sample from. Small swarms, the great majority,
 //! are searched linearly; past [`INDEX_AT`] peers a hash index from (IP, port) to position is
 //! kept beside the vector.
+//!
+//! Memory is the point of the layout: most torrents of a public tracker hold one to a few peers,
+//! so the per-torrent part must be small. The vector is a `ThinVec` (one pointer; its length and
+//! capacity live in the allocation, and an empty one allocates nothing) that grows one peer at a
+//! time up to four, then doubles.
 
 use std::hash::{BuildHasher, Hash};
 
 use hashbrown::HashTable;
+use thin_vec::ThinVec;
 
 use crate::protocol::PeerId;
 
@@ -58,15 +64,15 @@ pub enum Previous {
 #[derive(Debug)]
 pub struct PeerSet<I> {
     /// Seeders in `[..seeders]`, leechers after.
-    peers: Vec<Peer<I>>,
-    seeders: u32,
+    peers: ThinVec<Peer<I>>,
     index: Option<Box<HashTable<u32>>>,
+    seeders: u32,
 }
 
 impl<I> Default for PeerSet<I> {
     fn default() -> Self {
         Self {
-            peers: Vec::new(),
+            peers: ThinVec::new(),
             seeders: 0,
             index: None,
         }
@@ -94,14 +100,6 @@ impl<I: PeerIp> PeerSet<I> {
 
     pub fn peers(&self) -> &[Peer<I>] {
         &self.peers
-    }
-
-    /// Heap bytes held (for the memory figures).
-    pub fn heap_bytes(&self) -> usize {
-        self.peers.capacity() * std::mem::size_of::<Peer<I>>()
-            + self.index.as_ref().map_or(0, |t| {
-                std::mem::size_of::<HashTable<u32>>() + t.capacity() * (4 + 1)
-            })
     }
 
     fn find(&self, key: (I, u16), hs: &impl BuildHasher) -> Option<usize> {
@@ -153,6 +151,10 @@ impl<I: PeerIp> PeerSet<I> {
         let key = peer.key();
         let Some(pos) = self.find(key, hs) else {
             let pos = self.peers.len();
+            if pos == self.peers.capacity() {
+                // Exact growth while small: most sets never pass a handful of peers.
+                self.peers.reserve_exact(if pos < 4 { 1 } else { pos });
+            }
             self.peers.push(peer);
             match &mut self.index {
                 Some(index) => {
@@ -237,7 +239,7 @@ impl<I: PeerIp> PeerSet<I> {
         self.peers.truncate(kept);
         self.seeders = seeders_kept;
         if self.peers.capacity() > 4 * kept.max(1) {
-            self.peers.shrink_to(2 * kept);
+            self.peers.shrink_to_fit();
         }
         self.index = None;
         if kept > INDEX_AT {
