@@ -79,7 +79,11 @@ pub fn spawn(
     settings: crate::settings::SharedSettings,
     stopped: Stopped,
 ) -> anyhow::Result<JoinHandle<()>> {
+    // Work handed to a worker wakes it when this thread goes idle (or every few requests), not
+    // per request: on a shared core that saves a context switch per request.
+    let wakes: Vec<_> = mailboxes.iter().map(|m| m.wake_handle()).collect();
     let runtime = tokio::runtime::Builder::new_current_thread()
+        .on_thread_park(move || wakes.iter().for_each(|w| w.flush()))
         .enable_io()
         .enable_time()
         .build()

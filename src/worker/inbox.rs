@@ -6,7 +6,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
@@ -91,7 +91,12 @@ pub struct HttpAnnounced {
 pub struct Wake {
     fd: OwnedFd,
     pending: AtomicBool,
+    /// HTTP work handed over since the last wake (written by the HTTP thread only).
+    deferred: AtomicU32,
 }
+
+/// HTTP work the HTTP thread hands to one owner before it wakes it, even if not yet idle.
+const DEFER_AT_MOST: u32 = 32;
 
 impl Wake {
     fn new() -> std::io::Result<Self> {
@@ -103,6 +108,7 @@ impl Wake {
         Ok(Self {
             fd: unsafe { OwnedFd::from_raw_fd(fd) },
             pending: AtomicBool::new(false),
+            deferred: AtomicU32::new(0),
         })
     }
 
@@ -110,6 +116,23 @@ impl Wake {
     pub fn wake(&self) {
         if !self.pending.swap(true, Ordering::AcqRel) {
             self.force();
+        }
+    }
+
+    /// Counts HTTP work handed over without a wake; wakes once `DEFER_AT_MOST` piled up.
+    fn defer(&self) {
+        let n = self.deferred.load(Ordering::Relaxed) + 1;
+        self.deferred.store(n, Ordering::Relaxed);
+        if n >= DEFER_AT_MOST {
+            self.flush();
+        }
+    }
+
+    /// Wakes the owner if HTTP work was handed over since the last wake. The HTTP thread calls
+    /// this when it goes idle, so a burst of requests costs the owner one wake, not one each.
+    pub fn flush(&self) {
+        if self.deferred.swap(0, Ordering::AcqRel) > 0 {
+            self.wake();
         }
     }
 
@@ -201,7 +224,8 @@ impl Mailbox {
     pub fn send_http(&self, m: HttpWork) -> Result<(), InboxFull> {
         match self.http.try_send(m) {
             Ok(()) => {
-                self.wake.wake();
+                // The HTTP thread flushes before it parks (see `http::spawn`).
+                self.wake.defer();
                 Ok(())
             }
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => Err(InboxFull),
