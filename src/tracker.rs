@@ -144,6 +144,7 @@ impl Tracker {
                 &config,
                 mailboxes,
                 settings.clone(),
+                sources.http.clone(),
                 http_stopped,
             ) {
                 Ok(thread) => tracker.http = Some(thread),

@@ -533,3 +533,62 @@ fn an_empty_address_turns_the_endpoint_off() {
     assert_eq!(t.metrics_address(), None);
     t.stop().unwrap();
 }
+
+/// `%XX` for every byte: a binary info hash as a query value.
+fn escaped(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("%{b:02x}")).collect()
+}
+
+#[test]
+fn http_traffic_is_counted_by_action_ip_version_and_reason() {
+    let t = start_tracker_http(2, "", FAST);
+    let (v4, v6) = (http_v4(&t), http_v6(&t));
+    let announce = |hash: [u8; 20], port: u16| {
+        format!(
+            "/announce?info_hash={}&peer_id=-TT0001-000000000000&port={port}&left=5",
+            escaped(&hash)
+        )
+    };
+    // Three first announces of new torrents (no peers to hand out, so the body is plain text),
+    // one over IPv6, one scrape of a hash per shard, two refusals.
+    let (h0, h1) = (hash_for_shard(0, 2, 7), hash_for_shard(1, 2, 7));
+    for (addr, hash) in [(v4, h0), (v4, h1), (v6, hash_for_shard(0, 2, 8))] {
+        let (status, _, body) = http_get(addr, &announce(hash, 6881), None);
+        assert_eq!(status, 200);
+        assert!(body.contains("8:intervali"), "{body}");
+    }
+    let scrape = format!(
+        "/scrape?info_hash={}&info_hash={}",
+        escaped(&h0),
+        escaped(&h1)
+    );
+    let (_, _, body) = http_get(v4, &scrape, None);
+    assert!(body.starts_with("d5:filesd"), "{body}");
+    let (_, _, body) = http_get(v4, "/announce?peer_id=-TT0001-000000000000&port=1", None);
+    assert!(body.contains("failure reason"), "{body}");
+    let (_, _, body) = http_get(v4, "/scrape", None);
+    assert!(body.contains("failure reason"), "{body}");
+    let http = ("protocol", "http");
+    let act = |a| ("action", a);
+    let (v4l, v6l) = (("ip_version", "4"), ("ip_version", "6"));
+    wait_for(&t, |page| {
+        expect(
+            page,
+            &[
+                ("hayate_requests_total", &[http, act("announce"), v4l], 3.0),
+                ("hayate_requests_total", &[http, act("announce"), v6l], 1.0),
+                ("hayate_requests_total", &[http, act("scrape"), v4l], 2.0),
+                ("hayate_responses_total", &[http, act("announce"), v4l], 2.0),
+                ("hayate_responses_total", &[http, act("announce"), v6l], 1.0),
+                ("hayate_responses_total", &[http, act("scrape"), v4l], 1.0),
+                ("hayate_responses_total", &[http, act("error"), v4l], 2.0),
+                ("hayate_errors_total", &[http, ("reason", "malformed")], 2.0),
+                ("hayate_forwarded_total", &[http, ("kind", "announce")], 3.0),
+                ("hayate_forwarded_total", &[http, ("kind", "scrape")], 2.0),
+                ("hayate_announce_reply_peers_count", &[http], 3.0),
+                ("hayate_request_duration_seconds_count", &[http], 6.0),
+            ],
+        )
+    });
+    t.stop().unwrap();
+}

@@ -77,6 +77,7 @@ pub fn spawn(
     config: &Config,
     mailboxes: Vec<Mailbox>,
     settings: crate::settings::SharedSettings,
+    stats: std::sync::Arc<crossbeam_utils::CachePadded<crate::stats::Traffic>>,
     stopped: Stopped,
 ) -> anyhow::Result<JoinHandle<()>> {
     // Work handed to a worker wakes it when this thread goes idle (or every few requests), not
@@ -107,7 +108,9 @@ pub fn spawn(
         // hyper's read buffer cannot be under 8 KiB; the head limit above is the real one.
         .max_buf_size((h.max_request_bytes as usize).max(8192));
     let server = Arc::new(Server {
-        service: Service::new(config, mailboxes)?.share_settings(settings),
+        service: Service::new(config, mailboxes)?
+            .share_settings(settings)
+            .count_into(stats),
         builder,
         connections: Arc::new(Semaphore::new(h.max_connections as usize)),
     });

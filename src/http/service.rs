@@ -6,7 +6,10 @@
 
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
+
+use crossbeam_utils::CachePadded;
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -19,6 +22,7 @@ use crate::access_list::{AccessList, REFUSED_MESSAGE};
 use crate::config::Config;
 use crate::protocol::InfoHash;
 use crate::settings::{Settings, SharedSettings};
+use crate::stats::{Action, ErrorReason, Forward, IpVersion, Traffic};
 use crate::swarm::shard_of;
 use crate::worker::inbox::{HttpWork, Mailbox};
 
@@ -39,6 +43,31 @@ pub struct Service {
     max_scrape_hashes: usize,
     /// The access list and intervals, reloadable while serving.
     settings: SharedSettings,
+    /// What this frontend counts. Only the HTTP thread writes it (every connection task runs
+    /// on that one thread), as the counters require.
+    stats: Arc<CachePadded<Traffic>>,
+}
+
+/// How a request ended: the body, and whether it was a refusal (its reason already counted).
+struct Answer {
+    body: Vec<u8>,
+    refused: bool,
+}
+
+impl Answer {
+    fn ok(body: Vec<u8>) -> Self {
+        Self {
+            body,
+            refused: false,
+        }
+    }
+
+    fn refused(message: &str) -> Self {
+        Self {
+            body: response::failure(message),
+            refused: true,
+        }
+    }
 }
 
 impl Service {
@@ -54,7 +83,20 @@ impl Service {
             max_scrape_hashes: config.protocol.max_scrape_hashes as usize,
             // Serves every torrent until given the tracker's live settings (`share_settings`).
             settings: Settings::new(config, AccessList::off()).shared(),
+            stats: Default::default(),
         })
+    }
+
+    /// A refusal, counted under `reason`.
+    fn refuse(&self, reason: ErrorReason, message: &str) -> Answer {
+        self.stats.error(reason);
+        Answer::refused(message)
+    }
+
+    /// Counts into `stats` (the tracker's `sources().http`) from now on.
+    pub fn count_into(mut self, stats: Arc<CachePadded<Traffic>>) -> Self {
+        self.stats = stats;
+        self
     }
 
     /// Reads the access list and intervals from `settings` from now on.
@@ -85,18 +127,32 @@ impl Service {
                 .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
             return Ok(r);
         }
+        let started = std::time::Instant::now();
+        let ip = IpVersion::of(peer.ip());
         let query = req.uri().query().unwrap_or("").as_bytes();
-        let body = match route {
-            Route::Announce => self.announce(peer.ip(), &req, query).await,
-            Route::Scrape => self.scrape(query).await,
+        self.stats.received(req.uri().path().len() + query.len());
+        let (action, answer) = match route {
+            Route::Announce => (
+                Action::Announce,
+                self.announce(peer.ip(), &req, query).await,
+            ),
+            Route::Scrape => (Action::Scrape, self.scrape(query).await),
         };
-        Ok(bencoded(body))
+        self.stats.request(action, ip);
+        let replied = if answer.refused {
+            Action::Error
+        } else {
+            action
+        };
+        self.stats.response(replied, ip, answer.body.len());
+        self.stats.latency(started.elapsed().as_micros() as u64);
+        Ok(bencoded(answer.body))
     }
 
-    async fn announce<B>(&self, peer: IpAddr, req: &Request<B>, query: &[u8]) -> Vec<u8> {
+    async fn announce<B>(&self, peer: IpAddr, req: &Request<B>, query: &[u8]) -> Answer {
         let q = match query::parse_announce(query, self.allow_ip_spoofing) {
             Ok(q) => q,
-            Err(e) => return response::failure(&e.to_string()),
+            Err(e) => return self.refuse(ErrorReason::Malformed, &e.to_string()),
         };
         let header: Vec<&[u8]> = req
             .headers()
@@ -107,10 +163,13 @@ impl Service {
         let client = match proxy::client_ip(peer, &self.trusted, &header) {
             Ok(ip) => ip,
             Err(proxy::Unreadable) => {
-                return response::failure(&format!(
-                    "the proxy's {} header names no client address",
-                    self.real_ip_header
-                ))
+                return self.refuse(
+                    ErrorReason::Malformed,
+                    &format!(
+                        "the proxy's {} header names no client address",
+                        self.real_ip_header
+                    ),
+                )
             }
         };
         let ip = match self.allow_ip_spoofing {
@@ -118,7 +177,7 @@ impl Service {
             false => client,
         };
         if !self.settings.load().access.allows(&q.announce.info_hash) {
-            return response::failure(REFUSED_MESSAGE);
+            return self.refuse(ErrorReason::TorrentNotAllowed, REFUSED_MESSAGE);
         }
         let owner = shard_of(&q.announce.info_hash, self.mailboxes.len());
         let (reply, answer) = oneshot::channel();
@@ -128,29 +187,43 @@ impl Service {
             reply,
         };
         if self.mailboxes[owner].send_http(work).is_err() {
-            return response::failure(BUSY);
+            self.stats.inbox_dropped(Forward::Announce);
+            return Answer::refused(BUSY);
         }
+        self.stats.forwarded(Forward::Announce);
         match timeout(self.worker_timeout, answer).await {
             // Past a limit (tracker or torrent full): say so.
-            Ok(Ok(Err(refused))) => response::failure(refused.message()),
+            Ok(Ok(Err(refused))) => {
+                let reason = match refused {
+                    crate::swarm::Refused::TrackerFull => ErrorReason::TrackerFull,
+                    crate::swarm::Refused::TorrentFull => ErrorReason::TorrentFull,
+                };
+                self.refuse(reason, refused.message())
+            }
             Ok(Ok(Ok(r))) => {
                 let format = PeerFormat {
                     compact: q.compact,
                     no_peer_id: q.no_peer_id,
                     ipv6: ip.is_ipv6(),
                 };
+                self.stats.peers_in_reply(r.peers.len());
                 let s = self.settings.load();
-                response::announce(&r, s.announce_interval_secs, s.min_interval_secs, format)
+                Answer::ok(response::announce(
+                    &r,
+                    s.announce_interval_secs,
+                    s.min_interval_secs,
+                    format,
+                ))
             }
             // Timed out, or the worker is gone (shutting down).
-            _ => response::failure(BUSY),
+            _ => self.refuse(ErrorReason::WorkerTimeout, BUSY),
         }
     }
 
-    async fn scrape(&self, query: &[u8]) -> Vec<u8> {
+    async fn scrape(&self, query: &[u8]) -> Answer {
         let hashes = match query::parse_scrape(query, self.max_scrape_hashes) {
             Ok(h) => h,
-            Err(e) => return response::failure(&e.to_string()),
+            Err(e) => return self.refuse(ErrorReason::Malformed, &e.to_string()),
         };
         let shards = self.mailboxes.len();
         let mut parts: Vec<Vec<InfoHash>> = vec![Vec::new(); shards];
@@ -170,8 +243,10 @@ impl Service {
                 reply,
             };
             if self.mailboxes[owner].send_http(work).is_err() {
-                return response::failure(BUSY);
+                self.stats.inbox_dropped(Forward::Scrape);
+                return Answer::refused(BUSY);
             }
+            self.stats.forwarded(Forward::Scrape);
             pending.push((part, answer));
         }
         let mut entries = Vec::with_capacity(hashes.len());
@@ -180,10 +255,10 @@ impl Service {
                 Ok(Ok(counts)) if counts.len() == part.len() => {
                     entries.extend(part.into_iter().zip(counts))
                 }
-                _ => return response::failure(BUSY),
+                _ => return self.refuse(ErrorReason::WorkerTimeout, BUSY),
             }
         }
-        response::scrape(&mut entries)
+        Answer::ok(response::scrape(&mut entries))
     }
 }
 

@@ -120,10 +120,12 @@ pub enum ErrorReason {
     ReceiveBuffersFull = 10,
     /// An announce of a torrent the access list refuses; answered "torrent not allowed".
     TorrentNotAllowed = 11,
+    /// The owning worker did not answer an HTTP request within `http.worker_timeout_ms`.
+    WorkerTimeout = 12,
 }
 
 impl ErrorReason {
-    pub const COUNT: usize = 12;
+    pub const COUNT: usize = 13;
     pub const ALL: [ErrorReason; Self::COUNT] = [
         ErrorReason::NotTracker,
         ErrorReason::Malformed,
@@ -137,6 +139,7 @@ impl ErrorReason {
         ErrorReason::TorrentFull,
         ErrorReason::ReceiveBuffersFull,
         ErrorReason::TorrentNotAllowed,
+        ErrorReason::WorkerTimeout,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -153,6 +156,7 @@ impl ErrorReason {
             ErrorReason::TorrentFull => "torrent_full",
             ErrorReason::ReceiveBuffersFull => "receive_buffers_full",
             ErrorReason::TorrentNotAllowed => "torrent_not_allowed",
+            ErrorReason::WorkerTimeout => "worker_timeout",
         }
     }
 }
