@@ -205,15 +205,37 @@ fn hex(c: u8) -> Option<u8> {
     }
 }
 
+/// Decodes a 20-byte value (info hash, peer id) straight into place: this runs twice per
+/// announce, so it does not build a `Vec` first.
 fn twenty(name: &'static str, raw: &[u8]) -> Result<[u8; 20], QueryError> {
-    let bytes = decoded(raw).ok_or(QueryError::Malformed(
-        name,
-        "bad percent escape (must be % and two hex digits)",
-    ))?;
-    bytes
-        .as_ref()
-        .try_into()
-        .map_err(|_| QueryError::WrongLength(name, bytes.len()))
+    let bad_escape =
+        QueryError::Malformed(name, "bad percent escape (must be % and two hex digits)");
+    let mut out = [0u8; 20];
+    let mut len = 0;
+    let mut i = 0;
+    while i < raw.len() {
+        let byte = if raw[i] == b'%' {
+            let hi = raw.get(i + 1).copied().and_then(hex);
+            let lo = raw.get(i + 2).copied().and_then(hex);
+            i += 3;
+            match (hi, lo) {
+                (Some(hi), Some(lo)) => hi << 4 | lo,
+                _ => return Err(bad_escape),
+            }
+        } else {
+            i += 1;
+            raw[i - 1]
+        };
+        if let Some(slot) = out.get_mut(len) {
+            *slot = byte;
+        }
+        len += 1;
+    }
+    if len == 20 {
+        Ok(out)
+    } else {
+        Err(QueryError::WrongLength(name, len))
+    }
 }
 
 /// A decimal number without sign, or `None`.
