@@ -68,6 +68,10 @@ struct Args {
     /// Open loop: requests per second over all threads, for latency at a set load.
     #[arg(long)]
     rate: Option<u64>,
+    /// Peer i announces torrent i (modulo --torrents) instead of the skewed choice: with as many
+    /// torrents as peers, every announce names a distinct info hash (a flood of fake torrents).
+    #[arg(long)]
+    uniform: bool,
     /// Skip announcing every peer once before the warm-up.
     #[arg(long)]
     no_prefill: bool,
@@ -173,7 +177,11 @@ fn request(
             (*rng >> 8) % per_source
         };
         let peer = k * sources as u64 + source_index as u64;
-        let torrent = torrent_of_peer(peer, a.torrents);
+        let torrent = if a.uniform {
+            peer % a.torrents
+        } else {
+            torrent_of_peer(peer, a.torrents)
+        };
         out.extend_from_slice(&source.connection_id.to_be_bytes());
         out.extend_from_slice(&1u32.to_be_bytes());
         out.extend_from_slice(&txid.to_be_bytes());
