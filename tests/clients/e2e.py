@@ -1,0 +1,1417 @@
+#!/usr/bin/env python3
+"""End-to-end test: real BitTorrent clients exchange data through a tracker.
+
+Each case starts a seeder of one client and a leecher of another client (each a
+separate process in its own process group), both pointed only at the tracker under
+test on loopback, with DHT / PEX / LSD / UPnP / NAT-PMP off, so the tracker is the
+only source of peers.  The leecher must finish and its file must hash to the same
+SHA-256 as the original.  Afterwards the tracker is scraped (BEP 15 over UDP, and
+GET /scrape for HTTP cases).
+
+IPv4 peers each get a loopback address of their own (seeder 127.0.0.2, leecher
+127.0.0.3, bound for both peer and tracker traffic), as on a real network; --same-ip
+puts them all on 127.0.0.1 instead (ctorrent excepted, it cannot work that way).
+
+Python 3 standard library only, plus the `libtorrent` module for the libtorrent
+client, which runs as a separate process (`e2e.py lt-worker ...`).
+
+Usage:
+    e2e.py --tracker-bin target/release/hayate            # the default cases
+    e2e.py --tracker-bin ... --cases 'udp4-*,udp6-*'       # globs or substrings
+    e2e.py --tracker-kind opentracker                      # compare with opentracker
+    e2e.py --tracker-kind mini                             # small reference tracker in here
+    e2e.py --list [--matrix capable|all]
+The last line printed is `N passed, N failed`.
+"""
+
+import argparse
+import fnmatch
+import hashlib
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+import urllib.error
+import urllib.parse
+import urllib.request
+
+THIS = os.path.abspath(__file__)
+PIECE_LEN = 256 * 1024
+PAYLOAD_SIZE = 4 * 1024 * 1024 + 12345  # a few MB, last piece not aligned
+UDP_PROTOCOL_ID = 0x41727101980
+
+
+def log(msg):
+    print(msg, flush=True)
+
+
+# --------------------------------------------------------------------------- bencode
+
+def bencode(x):
+    if isinstance(x, bool):
+        raise TypeError("bool")
+    if isinstance(x, int):
+        return b"i%de" % x
+    if isinstance(x, str):
+        x = x.encode()
+    if isinstance(x, (bytes, bytearray)):
+        return b"%d:%s" % (len(x), bytes(x))
+    if isinstance(x, list):
+        return b"l" + b"".join(bencode(i) for i in x) + b"e"
+    if isinstance(x, dict):
+        out = [b"d"]
+        items = sorted(((k.encode() if isinstance(k, str) else k), v) for k, v in x.items())
+        for k, v in items:
+            out.append(bencode(k))
+            out.append(bencode(v))
+        out.append(b"e")
+        return b"".join(out)
+    raise TypeError(type(x))
+
+
+def bdecode(data):
+    """Decode a complete bencoded value; raises ValueError on any malformation."""
+
+    def dec(i):
+        if i >= len(data):
+            raise ValueError("truncated")
+        c = data[i:i + 1]
+        if c == b"i":
+            j = data.index(b"e", i)
+            return int(data[i + 1:j]), j + 1
+        if c == b"l":
+            i += 1
+            out = []
+            while data[i:i + 1] != b"e":
+                v, i = dec(i)
+                out.append(v)
+            return out, i + 1
+        if c == b"d":
+            i += 1
+            out = {}
+            while data[i:i + 1] != b"e":
+                k, i = dec(i)
+                if not isinstance(k, bytes):
+                    raise ValueError("dict key not a string")
+                v, i = dec(i)
+                out[k] = v
+            return out, i + 1
+        if c.isdigit():
+            j = data.index(b":", i)
+            n = int(data[i:j])
+            if j + 1 + n > len(data):
+                raise ValueError("truncated string")
+            return data[j + 1:j + 1 + n], j + 1 + n
+        raise ValueError("bad byte %r at %d" % (c, i))
+
+    try:
+        v, end = dec(0)
+    except (IndexError, ValueError) as e:
+        raise ValueError(str(e))
+    if end != len(data):
+        raise ValueError("trailing data")
+    return v
+
+
+# --------------------------------------------------------------------------- torrents
+
+def sha256_file(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def make_payload(path, size):
+    with open(path, "wb") as f:
+        f.write(os.urandom(size))
+
+
+def make_info(path, name):
+    pieces = []
+    with open(path, "rb") as f:
+        while True:
+            block = f.read(PIECE_LEN)
+            if not block:
+                break
+            pieces.append(hashlib.sha1(block).digest())
+    info = {
+        "name": name,
+        "length": os.path.getsize(path),
+        "piece length": PIECE_LEN,
+        "pieces": b"".join(pieces),
+    }
+    return info, hashlib.sha1(bencode(info)).digest()
+
+
+def write_torrent(path, info, announce):
+    meta = {
+        "announce": announce,
+        "created by": "hayate e2e",
+        "creation date": int(time.time()),
+        "info": info,
+    }
+    with open(path, "wb") as f:
+        f.write(bencode(meta))
+
+
+# --------------------------------------------------------------------------- net helpers
+
+def have_ipv6():
+    try:
+        s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        s.bind(("::1", 0))
+        s.close()
+        return True
+    except OSError:
+        return False
+
+
+HAVE_V6 = have_ipv6()
+_used_ports = set()
+
+
+def free_port(rng=random.Random()):
+    """A port free for TCP and UDP on 127.0.0.1 and ::1, below the ephemeral range."""
+    for _ in range(500):
+        port = rng.randrange(20000, 32000)
+        if port in _used_ports:
+            continue
+        ok = True
+        fams = [(socket.AF_INET, "127.0.0.1")]
+        if HAVE_V6:
+            fams.append((socket.AF_INET6, "::1"))
+        for fam, host in fams:
+            for typ in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+                s = socket.socket(fam, typ)
+                try:
+                    s.bind((host, port))
+                except OSError:
+                    ok = False
+                finally:
+                    s.close()
+        if ok:
+            _used_ports.add(port)
+            return port
+    raise RuntimeError("no free port found")
+
+
+class TrackerError(Exception):
+    pass
+
+
+def _udp_exchange(sock, addr, packet, tid, want_action, timeout):
+    sock.settimeout(timeout)
+    sock.sendto(packet, addr)
+    while True:
+        data, _ = sock.recvfrom(65536)
+        if len(data) < 8:
+            raise TrackerError("short UDP response (%d bytes): %s" % (len(data), data.hex()))
+        action, rtid = struct.unpack(">II", data[:8])
+        if rtid != tid:
+            continue  # stray answer to an earlier retry
+        if action == 3:
+            raise TrackerError("tracker error: %r" % data[8:])
+        if action != want_action:
+            raise TrackerError("action %d, wanted %d: %s" % (action, want_action, data.hex()))
+        return data
+
+
+def udp_connect(sock, addr, timeout=1.0):
+    tid = random.getrandbits(32)
+    data = _udp_exchange(sock, addr, struct.pack(">QII", UDP_PROTOCOL_ID, 0, tid), tid, 0, timeout)
+    if len(data) < 16:
+        raise TrackerError("connect response too short (%d bytes): %s" % (len(data), data.hex()))
+    return struct.unpack(">Q", data[8:16])[0]
+
+
+def udp_scrape(host, port, info_hashes, tries=3, timeout=1.0):
+    """BEP 15 scrape; returns [(seeders, completed, leechers)] per hash."""
+    fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+    addr = (host, port)
+    last = None
+    for _ in range(tries):
+        s = socket.socket(fam, socket.SOCK_DGRAM)
+        try:
+            conn = udp_connect(s, addr, timeout)
+            tid = random.getrandbits(32)
+            pkt = struct.pack(">QII", conn, 2, tid) + b"".join(info_hashes)
+            data = _udp_exchange(s, addr, pkt, tid, 2, timeout)
+            body = data[8:]
+            if len(body) < 12 * len(info_hashes):
+                raise TrackerError("scrape response too short: %s" % data.hex())
+            return [struct.unpack(">III", body[12 * i:12 * i + 12]) for i in range(len(info_hashes))]
+        except (socket.timeout, OSError, TrackerError) as e:
+            last = e
+        finally:
+            s.close()
+    raise TrackerError("UDP scrape of %s:%d failed: %r" % (host, port, last))
+
+
+def udp_announce(host, port, info_hash, peer_id, event, left, my_port, timeout=1.0, tries=3):
+    """BEP 15 announce; returns (interval, leechers, seeders, [(ip, port)])."""
+    fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+    addr = (host, port)
+    last = None
+    for _ in range(tries):
+        s = socket.socket(fam, socket.SOCK_DGRAM)
+        try:
+            conn = udp_connect(s, addr, timeout)
+            tid = random.getrandbits(32)
+            pkt = struct.pack(">QII20s20sQQQIIIiH", conn, 1, tid, info_hash, peer_id, 0, left, 0,
+                              event, 0, random.getrandbits(32), 50, my_port)
+            data = _udp_exchange(s, addr, pkt, tid, 1, timeout)
+            if len(data) < 20:
+                raise TrackerError("announce response too short: %s" % data.hex())
+            interval, leechers, seeders = struct.unpack(">III", data[8:20])
+            body = data[20:]
+            size = 18 if fam == socket.AF_INET6 else 6
+            if len(body) % size:
+                raise TrackerError("announce response: %d peer bytes is not a multiple of %d: %s"
+                                   % (len(body), size, data.hex()))
+            peers = []
+            for i in range(0, len(body), size):
+                ip = socket.inet_ntop(fam, body[i:i + size - 2])
+                peers.append((ip, struct.unpack(">H", body[i + size - 2:i + size])[0]))
+            return interval, leechers, seeders, peers
+        except (socket.timeout, OSError, TrackerError) as e:
+            last = e
+        finally:
+            s.close()
+    raise TrackerError("UDP announce to %s:%d failed: %r" % (host, port, last))
+
+
+def wait_udp_ready(host, port, deadline, proc=None):
+    fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+    last = None
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise TrackerError("tracker exited with code %s" % proc.poll())
+        s = socket.socket(fam, socket.SOCK_DGRAM)
+        try:
+            udp_connect(s, (host, port), 0.3)
+            return
+        except (socket.timeout, OSError, TrackerError) as e:
+            last = e
+            time.sleep(0.1)
+        finally:
+            s.close()
+    raise TrackerError("no BEP 15 connect answer from %s:%d: %r" % (host, port, last))
+
+
+def wait_tcp_ready(host, port, deadline):
+    fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+    while time.monotonic() < deadline:
+        s = socket.socket(fam, socket.SOCK_STREAM)
+        s.settimeout(0.3)
+        try:
+            s.connect((host, port))
+            return True
+        except OSError:
+            time.sleep(0.1)
+        finally:
+            s.close()
+    return False
+
+
+_no_proxy_opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def http_scrape(base, info_hash, timeout=3.0):
+    """GET /scrape. Returns (status, body) or raises OSError."""
+    url = base + "/scrape?info_hash=" + urllib.parse.quote_from_bytes(info_hash, safe="")
+    try:
+        with _no_proxy_opener.open(url, timeout=timeout) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def host_of(fam):
+    return "127.0.0.1" if fam == "4" else "::1"
+
+
+def url_host(fam):
+    return "127.0.0.1" if fam == "4" else "[::1]"
+
+
+# --------------------------------------------------------------------------- processes
+
+def child_env(home):
+    env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+    env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,::1,localhost"
+    env["HOME"] = home
+    env.setdefault("LANG", "C.UTF-8")
+    return env
+
+
+class Proc:
+    def __init__(self, name, cmd, log_path, cwd=None, env=None, extra_logs=()):
+        self.name = name
+        self.cmd = cmd
+        self.log_path = log_path
+        self.extra_logs = list(extra_logs)
+        self.logf = open(log_path, "ab")
+        self.logf.write(("$ %s\n" % " ".join(cmd)).encode())
+        self.logf.flush()
+        self.p = subprocess.Popen(
+            cmd, stdin=subprocess.DEVNULL, stdout=self.logf, stderr=subprocess.STDOUT,
+            cwd=cwd, env=env, start_new_session=True)
+
+    def poll(self):
+        return self.p.poll()
+
+    def stop(self):
+        for sig, wait in ((signal.SIGTERM, 3.0), (signal.SIGKILL, 3.0)):
+            try:
+                os.killpg(self.p.pid, sig)
+            except (ProcessLookupError, PermissionError):
+                pass
+            try:
+                self.p.wait(wait)
+                # the leader is gone; make sure nothing else of its group lingers
+                try:
+                    os.killpg(self.p.pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        self.logf.close()
+
+
+def tail(path, lines=40, start=0):
+    try:
+        with open(path, "rb") as f:
+            f.seek(start)
+            data = f.read()
+    except OSError as e:
+        return "(cannot read %s: %s)" % (path, e)
+    text = data.decode("utf-8", "replace").replace("\r", "\n")
+    out = []
+    last_shape = None
+    for l in text.split("\n"):
+        if not l.strip():
+            continue
+        # collapse runs of progress lines that differ only in their numbers
+        shape = re.sub(r"[0-9.]+", "#", l.strip())
+        if shape == last_shape:
+            out[-1] = l
+            continue
+        last_shape = shape
+        out.append(l)
+    return "\n".join(out[-lines:])
+
+
+# --------------------------------------------------------------------------- clients
+
+class Endpoint:
+    """Everything a client needs to start in one role of one case."""
+
+    def __init__(self, workdir, torrent, data_dir, name, port, aux_port, fam, proto, url, role,
+                 ip):
+        self.ip = ip  # the loopback address this client binds to (and announces from)
+        self.workdir = workdir
+        self.torrent = torrent
+        self.data_dir = data_dir
+        self.name = name
+        self.port = port
+        self.aux_port = aux_port
+        self.fam = fam
+        self.proto = proto
+        self.url = url
+        self.role = role
+
+    @property
+    def file(self):
+        return os.path.join(self.data_dir, self.name)
+
+
+class Libtorrent:
+    name = "libtorrent"
+
+    def __init__(self, python):
+        self.python = python
+
+    def command(self, ep):
+        return [self.python, THIS, "lt-worker", "--torrent", ep.torrent, "--save", ep.data_dir,
+                "--port", str(ep.port), "--role", ep.role,
+                "--ip4", ep.ip if ep.fam == "4" else "127.0.0.1"], []
+
+
+class Transmission:
+    name = "transmission"
+
+    def command(self, ep):
+        conf = os.path.join(ep.workdir, "transmission-config")
+        os.makedirs(conf, exist_ok=True)
+        settings = {
+            "dht-enabled": False,
+            "lpd-enabled": False,
+            "pex-enabled": False,
+            "utp-enabled": False,
+            "port-forwarding-enabled": False,
+            "blocklist-enabled": False,
+            "rpc-enabled": False,
+            "peer-port": ep.port,
+            "peer-port-random-on-start": False,
+            # Transmission binds its HTTP announces to bind-address-ipv4 when that is set, else
+            # to bind-address-ipv6: leave the IPv4 one unset for IPv6 cases.
+            "bind-address-ipv4": ep.ip if ep.fam == "4" else "0.0.0.0",
+            "bind-address-ipv6": "::1",
+            "download-dir": ep.data_dir,
+            "incomplete-dir-enabled": False,
+            "rename-partial-files": False,
+            "ratio-limit-enabled": False,
+            "idle-seeding-limit-enabled": False,
+            "speed-limit-up-enabled": False,
+            "speed-limit-down-enabled": False,
+            "message-level": 3,
+        }
+        with open(os.path.join(conf, "settings.json"), "w") as f:
+            json.dump(settings, f, indent=1)
+        cmd = ["transmission-cli", "-g", conf, "-w", ep.data_dir, "-p", str(ep.port), "-M"]
+        if ep.role == "seed":
+            cmd.append("-v")
+        cmd.append(ep.torrent)
+        return cmd, []
+
+
+class Aria2:
+    name = "aria2"
+
+    def command(self, ep):
+        alog = os.path.join(ep.workdir, "aria2.log")
+        cmd = [
+            "aria2c", "--no-conf=true", "--dir=" + ep.data_dir, "--listen-port=%d" % ep.port,
+            "--enable-peer-exchange=false", "--bt-enable-lpd=false", "--enable-dht6=false",
+            "--seed-ratio=0.0", "--check-integrity=true", "--file-allocation=none",
+            "--summary-interval=0", "--console-log-level=notice", "--enable-rpc=false",
+            "--log=" + alog, "--log-level=debug", "--stop-with-process=%d" % os.getpid(),
+            "--bt-stop-timeout=0", "--bt-tracker-connect-timeout=5", "--bt-tracker-timeout=5",
+        ]
+        if ep.fam == "4":
+            cmd.append("--interface=" + ep.ip)
+        if ep.proto == "udp":
+            # aria2 only speaks UDP trackers through its DHT socket.  No entry point and a
+            # fresh (empty) routing table keep the DHT from finding anything.
+            cmd += ["--enable-dht=true", "--dht-listen-port=%d" % ep.aux_port,
+                    "--dht-file-path=" + os.path.join(ep.workdir, "dht.dat")]
+        else:
+            cmd += ["--enable-dht=false"]
+        cmd.append(ep.torrent)
+        return cmd, [alog]
+
+
+class Rtorrent:
+    name = "rtorrent"
+    # rtorrent 0.9.8 queues `completed` for a later announce and, when made to announce
+    # early, sends event-less updates with left=0 instead: it shows up as one more seeder
+    # but never bumps `downloaded`.
+    sends_completed = False
+
+    def command(self, ep):
+        sess = os.path.join(ep.workdir, "rtorrent-session")
+        os.makedirs(sess, exist_ok=True)
+        rlog = os.path.join(ep.workdir, "rtorrent.log")
+        # settings with several arguments do not parse with -o, so use an rc file
+        lines = [
+            "session.path.set = " + sess,
+            "directory.default.set = " + ep.data_dir,
+            "network.port_range.set = %d-%d" % (ep.port, ep.port),
+            "network.port_random.set = no",
+            "dht.mode.set = disable",
+            "protocol.pex.set = no",
+            "trackers.use_udp.set = yes",
+            "log.open_file = e2e, " + rlog,
+            "log.add_output = info, e2e",
+            "log.add_output = tracker_debug, e2e",
+            "system.daemon.set = true",
+            # rtorrent only queues the `completed` event for the next regular announce
+            # (30 minutes away) and d.tracker_announce in event.download.finished comes too
+            # early to send anything; so once complete, announce every 3 s.  As a seeder this
+            # also makes it learn the leecher from the tracker and dial it (SEEDER_DIALS).
+            'schedule2 = e2e_announce, 3, 3, "d.multicall2=complete,d.tracker_announce="',
+        ]
+        if ep.fam == "4":
+            lines.append("network.bind_address.set = " + ep.ip)
+        rc = os.path.join(ep.workdir, "rtorrent.rc")
+        with open(rc, "w") as f:
+            f.write("\n".join(lines) + "\n")
+        return ["rtorrent", "-n", "-o", "import=" + rc, ep.torrent], [rlog]
+
+
+class Ctorrent:
+    name = "ctorrent"
+
+    def command(self, ep):
+        cmd = ["ctorrent", "-v", "-e", "12", "-s", ep.file, "-p", str(ep.port),
+               "-b", os.path.join(ep.workdir, "ctorrent.bf"), "-M", "20"]
+        # ctorrent drops every peer whose IP equals its own (port ignored), so it needs an
+        # address of its own; -i binds its tracker connections too.
+        cmd += ["-i", ep.ip if ep.fam == "4" else "127.0.0.1"]
+        cmd.append(ep.torrent)
+        return cmd, []
+
+
+# --------------------------------------------------------------------------- cases
+
+class Case:
+    def __init__(self, name, fam, seed, leech):
+        self.name = name
+        self.fam = fam
+        self.seed = seed  # (client name, proto)
+        self.leech = leech
+
+    @property
+    def protos(self):
+        return {self.seed[1], self.leech[1]}
+
+
+CLIENTS = ["libtorrent", "transmission", "aria2", "rtorrent", "ctorrent"]
+
+# (client, proto, fam) -> roles it can take on loopback, as found on Debian 12
+# (Transmission 3.00, aria2 1.36, rtorrent 0.9.8, ctorrent dnh3.3.2, libtorrent 2.1):
+#   transmission: drops loopback peers handed out by a tracker -> seed only; its UDP
+#     tracker code needs a global IPv6 address for IPv6 -> no udp6 ("Could not connect").
+#   aria2: UDP trackers only through its IPv4 DHT socket -> no udp6.
+#   rtorrent: reads the 18-byte IPv6 peers of a BEP 15 reply as IPv4 ones -> no udp6 leech.
+#   ctorrent: HTTP trackers only, IPv4 only (exits at once on an IPv6 URL).  Given a
+#     udp:// URL it speaks HTTP to that host:port, so "udp" ctorrent cases pass whenever
+#     the tracker serves HTTP on the UDP port: they are left out, they test nothing.
+CAPS = {}
+
+
+def _cap(client, roles, combos):
+    for c in combos:
+        CAPS[(client,) + c] = set(roles)
+
+
+ALL = [("udp", "4"), ("http", "4"), ("udp", "6"), ("http", "6")]
+_cap("libtorrent", ["seed", "leech"], ALL)
+_cap("transmission", ["seed"], [("udp", "4"), ("http", "4"), ("http", "6")])
+_cap("aria2", ["seed", "leech"], [("udp", "4"), ("http", "4"), ("http", "6")])
+_cap("rtorrent", ["seed", "leech"], [("udp", "4"), ("http", "4"), ("http", "6")])
+_cap("rtorrent", ["seed"], [("udp", "6")])
+_cap("ctorrent", ["seed", "leech"], [("http", "4")])
+
+# (seeder, leecher) pairs whose peer-wire exchange stalls whatever the tracker does
+BAD_PAIRS = {("rtorrent", "aria2"), ("ctorrent", "aria2")}
+
+# Seeders that connect to the leecher themselves: the rtorrent seeder re-announces every
+# few seconds (see Rtorrent), learns the leecher from the tracker and dials it, which lets
+# Transmission leech on loopback (it only refuses to dial loopback peers itself).
+SEEDER_DIALS = {("rtorrent", "transmission")}
+
+MIXED = [  # (family, seeder proto, seeder, leecher proto, leecher)
+    ("4", "udp", "libtorrent", "http", "aria2"),
+    ("4", "http", "transmission", "udp", "libtorrent"),
+    ("4", "udp", "rtorrent", "http", "ctorrent"),
+    ("6", "udp", "libtorrent", "http", "aria2"),
+    ("6", "http", "transmission", "udp", "libtorrent"),
+    ("6", "udp", "rtorrent", "http", "libtorrent"),
+]
+
+
+def case_name(proto, fam, s, l):
+    return "%s%s-%s-seed-%s-leech" % (proto, fam, s, l)
+
+
+def can(client, role, proto, fam):
+    return role in CAPS.get((client, proto, fam), ())
+
+
+def all_cases(all_pairs=False):
+    cases = []
+    for proto, fam in ALL:
+        for s in CLIENTS:
+            for l in CLIENTS:
+                if s == l and s != "libtorrent":
+                    continue
+                leech_ok = can(l, "leech", proto, fam) or (
+                    (s, l) in SEEDER_DIALS and can(l, "seed", proto, fam))
+                if not all_pairs and not (can(s, "seed", proto, fam) and leech_ok
+                                          and (s, l) not in BAD_PAIRS):
+                    continue
+                cases.append(Case(case_name(proto, fam, s, l), fam, (s, proto), (l, proto)))
+    # mixed: seeder announces over one protocol, leecher over the other, same swarm
+    for fam, sp, s, lp, l in MIXED:
+        if all_pairs or (can(s, "seed", sp, fam) and can(l, "leech", lp, fam)):
+            cases.append(Case("mixed%s-%s-%s-seed-%s-%s-leech" % (fam, sp, s, lp, l),
+                              fam, (s, sp), (l, lp)))
+    return cases
+
+
+# Cases run by default: each client in each role it can take, in each protocol and
+# family it supports, a pair without libtorrent per protocol where one works, and
+# libtorrent-vs-libtorrent (two processes) only as a baseline.
+DEFAULT = [
+    "udp4-libtorrent-seed-libtorrent-leech",
+    "udp4-libtorrent-seed-aria2-leech",
+    "udp4-libtorrent-seed-rtorrent-leech",
+    "udp4-transmission-seed-libtorrent-leech",
+    "udp4-aria2-seed-libtorrent-leech",
+    "udp4-rtorrent-seed-libtorrent-leech",
+    "udp4-transmission-seed-aria2-leech",
+    "udp4-rtorrent-seed-transmission-leech",
+    "http4-libtorrent-seed-libtorrent-leech",
+    "http4-libtorrent-seed-aria2-leech",
+    "http4-libtorrent-seed-rtorrent-leech",
+    "http4-libtorrent-seed-ctorrent-leech",
+    "http4-transmission-seed-libtorrent-leech",
+    "http4-aria2-seed-libtorrent-leech",
+    "http4-rtorrent-seed-libtorrent-leech",
+    "http4-ctorrent-seed-libtorrent-leech",
+    "http4-rtorrent-seed-ctorrent-leech",
+    "http4-aria2-seed-rtorrent-leech",
+    "udp6-libtorrent-seed-libtorrent-leech",
+    "udp6-rtorrent-seed-libtorrent-leech",
+    "http6-libtorrent-seed-libtorrent-leech",
+    "http6-transmission-seed-libtorrent-leech",
+    "http6-libtorrent-seed-aria2-leech",
+    "http6-libtorrent-seed-rtorrent-leech",
+    "http6-aria2-seed-libtorrent-leech",
+    "http6-rtorrent-seed-transmission-leech",
+    "mixed4-udp-libtorrent-seed-http-aria2-leech",
+    "mixed4-http-transmission-seed-udp-libtorrent-leech",
+    "mixed4-udp-rtorrent-seed-http-ctorrent-leech",
+    "mixed6-udp-libtorrent-seed-http-aria2-leech",
+    "mixed6-http-transmission-seed-udp-libtorrent-leech",
+    "mixed6-udp-rtorrent-seed-http-libtorrent-leech",
+]
+
+
+def select_cases(args):
+    matrix = "all" if args.all_pairs else args.matrix
+    cases = all_cases(all_pairs=(matrix == "all"))
+    if matrix == "default":
+        by_name = {c.name: c for c in cases}
+        cases = [by_name[n] for n in DEFAULT]
+    if args.cases:
+        pats = [p.strip() for p in args.cases.split(",") if p.strip()]
+
+        def match(n):
+            for p in pats:
+                if any(ch in p for ch in "*?["):
+                    if fnmatch.fnmatchcase(n, p):
+                        return True
+                elif p in n:
+                    return True
+            return False
+
+        cases = [c for c in cases if match(c.name)]
+    return cases
+
+
+# --------------------------------------------------------------------------- trackers
+
+def hayate_sections(binary):
+    """Top-level sections of `hayate --print-config`, or None if it cannot tell."""
+    try:
+        r = subprocess.run([binary, "--print-config"], capture_output=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if r.returncode != 0:
+        return None
+    return set(re.findall(r"^\[([A-Za-z0-9_]+)\]", r.stdout.decode("utf-8", "replace"), re.M))
+
+
+class Tracker:
+    def __init__(self, kind, binary, workdir, port, want_http, want_v6, info_hashes, log_level):
+        self.kind = kind
+        self.port = port
+        self.metrics_port = None
+        self.workdir = workdir
+        self.log_path = os.path.join(workdir, "tracker.log")
+        env = child_env(os.environ.get("HOME", workdir))
+        if kind == "hayate":
+            cfg = os.path.join(workdir, "hayate.toml")
+            udp = ['"127.0.0.1:%d"' % port] + (['"[::1]:%d"' % port] if want_v6 else [])
+            sections = hayate_sections(binary)
+            text = "[udp]\naddresses = [%s]\n" % ", ".join(udp)
+            if want_http:
+                if sections is not None and "http" not in sections:
+                    log("warning: %s --print-config has no [http] section" % binary)
+                text += "\n[http]\naddresses = [%s]\n" % ", ".join(udp)
+            elif sections is not None and "http" in sections:
+                # known to the binary: keep it off rather than on its default 0.0.0.0:6969
+                text += "\n[http]\naddresses = []\n"
+            text += "\n[workers]\ncount = 2\n"
+            if sections is not None:
+                if "metrics" in sections:
+                    # the default 127.0.0.1:9000 may be taken; keep the endpoint, elsewhere
+                    self.metrics_port = free_port()
+                    text += '\n[metrics]\naddress = "127.0.0.1:%d"\n' % self.metrics_port
+            with open(cfg, "w") as f:
+                f.write(text)
+            log("tracker config %s:\n%s" % (cfg, text.rstrip()))
+            env.setdefault("RUST_LOG", log_level)
+            cmd = [binary, "--config", cfg]
+        elif kind == "opentracker":
+            root = os.path.join(workdir, "opentracker-root")
+            os.makedirs(root, exist_ok=True)
+            os.chmod(workdir, 0o755)
+            os.chmod(root, 0o755)
+            with open(os.path.join(root, "whitelist.txt"), "w") as f:
+                for h in info_hashes:
+                    f.write(h.hex() + "\n")
+            os.chmod(os.path.join(root, "whitelist.txt"), 0o644)
+            # Debian's opentracker is an IPv4-only build that serves only white-listed hashes
+            cmd = [binary or "opentracker", "-i", "127.0.0.1", "-p", str(port), "-P", str(port),
+                   "-d", root, "-w", "whitelist.txt"]
+        elif kind == "mini":
+            cmd = [sys.executable, THIS, "mini-tracker", "--port", str(port)]
+            if want_v6:
+                cmd.append("--v6")
+        else:
+            raise ValueError(kind)
+        self.proc = Proc("tracker", cmd, self.log_path, cwd=workdir, env=env)
+
+    def log_offset(self):
+        try:
+            return os.path.getsize(self.log_path)
+        except OSError:
+            return 0
+
+    def stop(self):
+        self.proc.stop()
+
+    def report_metrics(self):
+        """Save hayate's /metrics and print its non-zero error counters (informational)."""
+        if not self.metrics_port or self.proc.poll() is not None:
+            return
+        time.sleep(1.2)  # counters are gathered once a second
+        try:
+            with _no_proxy_opener.open("http://127.0.0.1:%d/metrics" % self.metrics_port,
+                                       timeout=3) as r:
+                text = r.read().decode("utf-8", "replace")
+        except OSError as e:
+            log("metrics: %s" % e)
+            return
+        path = os.path.join(self.workdir, "metrics.txt")
+        with open(path, "w") as f:
+            f.write(text)
+        errs = [l for l in text.splitlines()
+                if l.startswith("hayate_errors_total") and not l.endswith(" 0")]
+        reqs = [l for l in text.splitlines()
+                if l.startswith("hayate_requests_total") and not l.endswith(" 0")]
+        log("metrics (%s): %s" % (path, "; ".join(l.replace("hayate_requests_total", "")
+                                                   for l in reqs) or "no requests"))
+        log("metrics errors: %s" % ("; ".join(errs) if errs else "none"))
+
+
+# --------------------------------------------------------------------------- running a case
+
+class CaseFailed(Exception):
+    pass
+
+
+class CaseTimeout(BaseException):
+    pass
+
+
+def _on_alarm(signum, frame):
+    raise CaseTimeout()
+
+
+def _on_term(signum, frame):
+    raise KeyboardInterrupt()
+
+
+def start_client(ctx, case_dir, client_name, role, proto, fam, payload, torrent, procs):
+    workdir = os.path.join(case_dir, role + "-" + client_name)
+    data_dir = os.path.join(workdir, "data")
+    os.makedirs(data_dir, exist_ok=True)
+    if role == "seed":
+        shutil.copyfile(payload["path"], os.path.join(data_dir, payload["name"]))
+    url = "%s://%s:%d/announce" % (proto, url_host(fam), ctx.port)
+    if fam == "6":
+        ip = "::1"
+    elif ctx.same_ip and client_name != "ctorrent":
+        ip = "127.0.0.1"
+    else:
+        # each peer on an address of its own, as on a real network (ctorrent needs it)
+        ip = "127.0.0.2" if role == "seed" else "127.0.0.3"
+    ep = Endpoint(workdir, torrent[url], data_dir, payload["name"], free_port(), free_port(),
+                  fam, proto, url, role, ip)
+    client = ctx.clients[client_name]
+    cmd, extra_logs = client.command(ep)
+    p = Proc("%s %s" % (role, client_name), cmd, os.path.join(workdir, "stdout.log"),
+             cwd=workdir, env=child_env(workdir), extra_logs=extra_logs)
+    procs.append(p)
+    log("  started %s %s (%s, peer address %s port %d, pid %d)"
+        % (role, client_name, url, ep.ip, ep.port, p.p.pid))
+    return p, ep
+
+
+def run_case(ctx, case):
+    deadline = time.monotonic() + ctx.timeout
+    case_dir = os.path.join(ctx.workdir, case.name)
+    os.makedirs(case_dir, exist_ok=True)
+    payload = ctx.payloads[case.name]
+    ih = payload["info_hash"]
+    scrape_host = host_of(case.fam)
+    procs = []
+    tracker_off = ctx.tracker.log_offset()
+    t0 = time.monotonic()
+
+    def left():
+        return deadline - time.monotonic()
+
+    def check_tracker():
+        if ctx.tracker.proc.poll() is not None:
+            raise CaseFailed("tracker exited with code %s" % ctx.tracker.proc.poll())
+
+    try:
+        seeder, sep = start_client(ctx, case_dir, case.seed[0], "seed", case.seed[1], case.fam,
+                                   payload, payload["torrents"], procs)
+        # Wait until the tracker knows a seeder, so the leecher's first announce gets it.
+        announced = None
+        seeders_before = 0
+        wait_until = time.monotonic() + min(45.0, max(left() - 20, 5))
+        first_seen = None
+        while time.monotonic() < wait_until:
+            check_tracker()
+            if seeder.poll() is not None:
+                raise CaseFailed("seeder exited early with code %s" % seeder.poll())
+            try:
+                s, d, l = udp_scrape(scrape_host, ctx.port, [ih])[0]
+            except TrackerError as e:
+                log("  scrape while waiting for seeder: %s" % e)
+                s = d = l = 0
+            seeders_before = s
+            if s >= 1:
+                announced = "seeder"
+                break
+            if l >= 1:
+                first_seen = first_seen or time.monotonic()
+                if time.monotonic() - first_seen > 3:
+                    announced = "peer (announced as incomplete)"
+                    break
+            time.sleep(0.3)
+        if not announced:
+            raise CaseFailed("seeder never showed up in a UDP scrape")
+        log("  tracker lists the %s after %.1fs" % (announced, time.monotonic() - t0))
+        # What a new peer would be told (informational): announce, then leave at once.
+        try:
+            pid = b"-E2E000-" + os.urandom(12)
+            probe_port = free_port()
+            iv, nl, ns, peers = udp_announce(scrape_host, ctx.port, ih, pid, 2, 1, probe_port)
+            udp_announce(scrape_host, ctx.port, ih, pid, 3, 1, probe_port)
+            log("  probe announce: interval=%d leechers=%d seeders=%d peers=%s (seeder is %s:%d)"
+                % (iv, nl, ns, " ".join("%s:%d" % p for p in peers) or "-", sep.ip, sep.port))
+        except TrackerError as e:
+            log("  probe announce failed: %s" % e)
+
+        leecher, lep = start_client(ctx, case_dir, case.leech[0], "leech", case.leech[1],
+                                    case.fam, payload, payload["torrents"], procs)
+        t1 = time.monotonic()
+        done = False
+        while left() > 0:
+            check_tracker()
+            if os.path.exists(lep.file) and os.path.getsize(lep.file) == payload["size"]:
+                if sha256_file(lep.file) == payload["sha256"]:
+                    done = True
+                    break
+            if leecher.poll() is not None and not done:
+                # one last look: a client may exit right after finishing
+                if os.path.exists(lep.file) and sha256_file(lep.file) == payload["sha256"]:
+                    done = True
+                    break
+                raise CaseFailed("leecher exited with code %s before completing" % leecher.poll())
+            if seeder.poll() is not None:
+                raise CaseFailed("seeder exited with code %s" % seeder.poll())
+            time.sleep(0.3)
+        if not done:
+            have = os.path.getsize(lep.file) if os.path.exists(lep.file) else None
+            raise CaseFailed("leecher did not complete in time (file size %s of %d)"
+                             % (have, payload["size"]))
+        log("  leecher complete, SHA-256 matches (%.1fs)" % (time.monotonic() - t1))
+
+        # scrape: the seeder count >= 1 and downloaded >= 1 once the completed event arrived
+        sends_completed = getattr(ctx.clients[case.leech[0]], "sends_completed", True)
+
+        def good(c):
+            if sends_completed:
+                return c[0] >= 1 and c[1] >= 1
+            # the leecher re-announced with left=0, so it counts as one more seeder
+            return c[0] >= max(1, seeders_before + 1)
+
+        counts = None
+        until = time.monotonic() + min(20.0, max(left(), 1))
+        while True:
+            check_tracker()
+            try:
+                counts = udp_scrape(scrape_host, ctx.port, [ih])[0]
+            except TrackerError as e:
+                counts = None
+                err = e
+            if counts and good(counts):
+                break
+            if time.monotonic() >= until:
+                break
+            time.sleep(0.5)
+        if counts is None:
+            raise CaseFailed("UDP scrape failed: %s" % err)
+        log("  UDP scrape [%s]:%d: seeders=%d downloaded=%d leechers=%d"
+            % (scrape_host, ctx.port, counts[0], counts[1], counts[2]))
+        if not good(counts):
+            want = ("seeders >= 1 and downloaded >= 1" if sends_completed else
+                    "seeders >= %d (%s sends no `completed`; it re-announces with left=0)"
+                    % (max(1, seeders_before + 1), case.leech[0]))
+            raise CaseFailed("UDP scrape: expected %s, got seeders=%d downloaded=%d leechers=%d"
+                             % ((want,) + tuple(counts)))
+
+        if "http" in case.protos:
+            base = "http://%s:%d" % (url_host(case.fam), ctx.port)
+            try:
+                status, body = http_scrape(base, ih)
+            except OSError as e:
+                raise CaseFailed("HTTP scrape: %s" % e)
+            if status == 200:
+                try:
+                    d = bdecode(body)
+                except ValueError as e:
+                    raise CaseFailed("HTTP scrape: 200 but body is not bencode (%s): %r"
+                                     % (e, body[:200]))
+                if not isinstance(d, dict):
+                    raise CaseFailed("HTTP scrape: body is not a dict: %r" % body[:200])
+                f = d.get(b"files", {}).get(ih) if isinstance(d.get(b"files"), dict) else None
+                if f is not None and isinstance(f, dict):
+                    log("  HTTP scrape %s: complete=%s downloaded=%s incomplete=%s"
+                        % (base, f.get(b"complete"), f.get(b"downloaded"), f.get(b"incomplete")))
+                else:
+                    log("  HTTP scrape %s: %r" % (base, d))
+            else:
+                log("  HTTP scrape %s: HTTP %d (not checked)" % (base, status))
+        return True, time.monotonic() - t0, None
+    except CaseFailed as e:
+        return False, time.monotonic() - t0, str(e)
+    except CaseTimeout:
+        return False, time.monotonic() - t0, "hard time bound hit"
+    except Exception:
+        return False, time.monotonic() - t0, traceback.format_exc()
+    finally:
+        for p in procs:
+            p.stop()
+        case_dir_logs = [(p.name, [p.log_path] + p.extra_logs) for p in procs]
+        ctx.last_logs = (tracker_off, case_dir_logs)
+
+
+def print_failure_logs(ctx, tracker_off, client_logs):
+    log("  ---- tracker log (this case) %s" % ctx.tracker.log_path)
+    log(tail(ctx.tracker.log_path, 80, tracker_off) or "  (empty)")
+    for name, paths in client_logs:
+        for p in paths:
+            log("  ---- %s: %s" % (name, p))
+            log(tail(p, 40))
+    log("  ----")
+
+
+# --------------------------------------------------------------------------- main
+
+class Ctx:
+    pass
+
+
+def main(argv):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--tracker-bin", help="tracker binary (hayate; for opentracker default: opentracker)")
+    ap.add_argument("--tracker-kind", choices=["hayate", "opentracker", "mini"], default="hayate",
+                    help="mini: the small reference tracker built into this script")
+    ap.add_argument("--cases", help="comma-separated substrings or globs selecting cases")
+    ap.add_argument("--matrix", choices=["default", "capable", "all"], default="default",
+                    help="cases --cases picks from: the default list; every pair the clients "
+                         "can do on loopback; or every pair, even ones known not to work")
+    ap.add_argument("--all-pairs", action="store_true", help="same as --matrix all")
+    ap.add_argument("--list", action="store_true", help="list the selected cases and exit")
+    ap.add_argument("--timeout-per-case", type=float, default=90.0)
+    ap.add_argument("--keep", action="store_true", help="keep the work directory")
+    ap.add_argument("--workdir", help="work directory (default: a new temporary one)")
+    ap.add_argument("--lt-python", default=sys.executable,
+                    help="python that has the libtorrent module (default: this one)")
+    ap.add_argument("--log-level", default="info", help="RUST_LOG for hayate if unset")
+    ap.add_argument("--same-ip", action="store_true",
+                    help="IPv4 clients all on 127.0.0.1 (default: seeder 127.0.0.2, leecher "
+                         "127.0.0.3)")
+    args = ap.parse_args(argv)
+
+    cases = select_cases(args)
+    if args.tracker_kind == "opentracker":
+        v6 = [c for c in cases if c.fam == "6"]
+        if v6:
+            log("opentracker (Debian build) is IPv4 only: leaving out %d IPv6 case(s)" % len(v6))
+            cases = [c for c in cases if c.fam != "6"]
+    if not HAVE_V6:
+        v6 = [c for c in cases if c.fam == "6"]
+        if v6:
+            log("no IPv6 loopback here: leaving out %d IPv6 case(s)" % len(v6))
+            cases = [c for c in cases if c.fam != "6"]
+    if args.list:
+        for c in cases:
+            print(c.name)
+        return 0
+    if not cases:
+        log("no case selected")
+        log("0 passed, 0 failed")
+        return 1
+    if args.tracker_kind == "hayate" and not args.tracker_bin:
+        ap.error("--tracker-bin is required for --tracker-kind hayate")
+    if args.tracker_bin and os.sep in args.tracker_bin:
+        args.tracker_bin = os.path.abspath(args.tracker_bin)
+
+    needed = {c.seed[0] for c in cases} | {c.leech[0] for c in cases}
+    exe = {"transmission": "transmission-cli", "aria2": "aria2c", "rtorrent": "rtorrent",
+           "ctorrent": "ctorrent"}
+    for n in sorted(needed):
+        if n in exe and not shutil.which(exe[n]):
+            log("missing client %s; run tests/clients/install.sh" % exe[n])
+            log("0 passed, %d failed" % len(cases))
+            return 1
+    if "libtorrent" in needed:
+        r = subprocess.run([args.lt_python, "-c", "import libtorrent"], capture_output=True)
+        if r.returncode != 0:
+            log("python %s has no libtorrent module; run tests/clients/install.sh and use "
+                "tests/clients/.venv/bin/python" % args.lt_python)
+            log("0 passed, %d failed" % len(cases))
+            return 1
+
+    ctx = Ctx()
+    ctx.timeout = args.timeout_per_case
+    ctx.same_ip = args.same_ip
+    ctx.workdir = args.workdir or tempfile.mkdtemp(prefix="hayate-e2e-")
+    os.makedirs(ctx.workdir, exist_ok=True)
+    ctx.clients = {"libtorrent": Libtorrent(args.lt_python), "transmission": Transmission(),
+                   "aria2": Aria2(), "rtorrent": Rtorrent(), "ctorrent": Ctorrent()}
+    ctx.port = free_port()
+    want_http = any("http" in c.protos for c in cases)
+    want_v6 = any(c.fam == "6" for c in cases)
+    log("work directory %s, tracker port %d" % (ctx.workdir, ctx.port))
+
+    # every case gets its own random payload, hence its own swarm
+    ctx.payloads = {}
+    for c in cases:
+        d = os.path.join(ctx.workdir, c.name)
+        os.makedirs(d, exist_ok=True)
+        name = "payload-%s.bin" % c.name
+        path = os.path.join(d, name)
+        make_payload(path, PAYLOAD_SIZE)
+        info, ih = make_info(path, name)
+        torrents = {}
+        for proto in ("udp", "http"):
+            for fam in ("4", "6"):
+                url = "%s://%s:%d/announce" % (proto, url_host(fam), ctx.port)
+                t = os.path.join(d, "%s%s.torrent" % (proto, fam))
+                write_torrent(t, info, url)
+                torrents[url] = t
+        ctx.payloads[c.name] = {"path": path, "name": name, "size": PAYLOAD_SIZE,
+                                "sha256": sha256_file(path), "info_hash": ih,
+                                "torrents": torrents}
+
+    ctx.tracker = Tracker(args.tracker_kind, args.tracker_bin, ctx.workdir, ctx.port, want_http,
+                          want_v6, [p["info_hash"] for p in ctx.payloads.values()], args.log_level)
+    passed = failed = 0
+    results = []
+    t_start = time.monotonic()
+    signal.signal(signal.SIGALRM, _on_alarm)
+    signal.signal(signal.SIGTERM, _on_term)
+    try:
+        try:
+            dl = time.monotonic() + 15
+            wait_udp_ready("127.0.0.1", ctx.port, dl, ctx.tracker.proc)
+            if want_v6:
+                wait_udp_ready("::1", ctx.port, dl, ctx.tracker.proc)
+            if want_http:
+                for fam in (["4", "6"] if want_v6 else ["4"]):
+                    if not wait_tcp_ready(host_of(fam), ctx.port, time.monotonic() + 5):
+                        log("warning: nothing accepts TCP on %s:%d; HTTP cases will fail"
+                            % (url_host(fam), ctx.port))
+        except TrackerError as e:
+            log("tracker did not come up: %s" % e)
+            log("---- tracker log %s" % ctx.tracker.log_path)
+            log(tail(ctx.tracker.log_path, 80))
+            failed = len(cases)
+            log("0 passed, %d failed" % failed)
+            return 1
+        log("tracker (%s) answers on port %d" % (args.tracker_kind, ctx.port))
+
+        for c in cases:
+            log("=== %s" % c.name)
+            signal.alarm(int(ctx.timeout) + 30)  # hard bound, above the soft one in run_case
+            try:
+                ok, secs, why = run_case(ctx, c)
+            except CaseTimeout:
+                ok, secs, why = False, ctx.timeout, "hard time bound hit"
+            except KeyboardInterrupt:
+                signal.alarm(0)
+                log("interrupted during %s" % c.name)
+                failed += len(cases) - len(results)
+                break
+            finally:
+                signal.alarm(0)
+            if ok:
+                passed += 1
+                log("PASS %s (%.1fs)" % (c.name, secs))
+            else:
+                failed += 1
+                log("FAIL %s (%.1fs): %s" % (c.name, secs, why))
+                print_failure_logs(ctx, *ctx.last_logs)
+            results.append((c.name, ok))
+            if ctx.tracker.proc.poll() is not None:
+                log("tracker died (exit code %s); failing the remaining cases"
+                    % ctx.tracker.proc.poll())
+                log(tail(ctx.tracker.log_path, 80))
+                rest = len(cases) - len(results)
+                failed += rest
+                break
+    finally:
+        try:
+            ctx.tracker.report_metrics()
+        except Exception as e:  # informational only
+            log("metrics: %r" % e)
+        ctx.tracker.stop()
+        if not args.keep and not args.workdir and failed == 0:
+            shutil.rmtree(ctx.workdir, ignore_errors=True)
+        elif failed:
+            log("logs kept in %s" % ctx.workdir)
+    log("")
+    log("total %.0fs against %s" % (time.monotonic() - t_start, args.tracker_kind))
+    for name, ok in results:
+        log("%s %s" % ("PASS" if ok else "FAIL", name))
+    log("%d passed, %d failed" % (passed, failed))
+    return 0 if failed == 0 else 1
+
+
+# --------------------------------------------------------------------------- mini tracker
+
+def mini_tracker(argv):
+    """A small reference tracker (UDP BEP 15 + HTTP, IPv4 + IPv6) for --tracker-kind mini.
+
+    It exists to check the harness and the clients without the real tracker; it is
+    deliberately simple: compact peer lists, the announcing peer left out, one swarm
+    per info hash shared by both protocols and both families."""
+    import http.server
+    import socketserver
+    import threading
+
+    ap = argparse.ArgumentParser(prog="e2e.py mini-tracker")
+    ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--v6", action="store_true")
+    a = ap.parse_args(argv)
+    lock = threading.Lock()
+    swarms = {}  # info_hash -> {"peers": {(ip, port): left}, "downloaded": n}
+    interval = 60
+
+    def say(msg):
+        print("[mini %.3f] %s" % (time.time(), msg), flush=True)
+
+    def announce(ih, ip, port, left, event, numwant):
+        with lock:
+            sw = swarms.setdefault(ih, {"peers": {}, "downloaded": 0})
+            key = (ip, port)
+            if event == "stopped":
+                sw["peers"].pop(key, None)
+            else:
+                sw["peers"][key] = left
+            if event == "completed":
+                sw["downloaded"] += 1
+            others = [k for k in sw["peers"] if k != key]
+            seeders = sum(1 for v in sw["peers"].values() if v == 0)
+            leechers = len(sw["peers"]) - seeders
+        if numwant < 0 or numwant > 50:
+            numwant = 50
+        return seeders, leechers, others[:numwant]
+
+    def scrape(ih):
+        with lock:
+            sw = swarms.get(ih)
+            if not sw:
+                return 0, 0, 0
+            seeders = sum(1 for v in sw["peers"].values() if v == 0)
+            return seeders, sw["downloaded"], len(sw["peers"]) - seeders
+
+    def compact(peers, fam):
+        out = b""
+        for ip, port in peers:
+            if (":" in ip) == (fam == socket.AF_INET6):
+                out += socket.inet_pton(fam, ip) + struct.pack(">H", port)
+        return out
+
+    events = {0: "none", 1: "completed", 2: "started", 3: "stopped"}
+
+    def udp_loop(sock, fam):
+        while True:
+            data, addr = sock.recvfrom(2048)
+            ip = addr[0]
+            if len(data) < 16:
+                continue
+            conn, action, tid = struct.unpack(">QII", data[:16])
+            if action == 0 and conn == UDP_PROTOCOL_ID:
+                sock.sendto(struct.pack(">IIQ", 0, tid, 0x1234567890), addr)
+            elif action == 1 and len(data) >= 98:
+                ih, pid, down, left, up, ev, _ip, key, numwant, port = struct.unpack(
+                    ">20s20sQQQIIIiH", data[16:98])
+                s_, l_, peers = announce(ih, ip, port, left, events.get(ev, "none"), numwant)
+                say("udp announce %s %s:%d left=%d event=%s -> %d peers"
+                    % (ih.hex(), ip, port, left, events.get(ev), len(peers)))
+                sock.sendto(struct.pack(">IIIII", 1, tid, interval, l_, s_)
+                            + compact(peers, fam), addr)
+            elif action == 2:
+                out = struct.pack(">II", 2, tid)
+                for i in range(16, len(data) - 19, 20):
+                    out += struct.pack(">III", *scrape(data[i:i + 20]))
+                sock.sendto(out, addr)
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.0"
+
+        def log_message(self, fmt, *args):
+            say("http %s %s" % (self.client_address[0], fmt % args))
+
+        def reply(self, body, code=200):
+            self.send_response(code)
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_GET(self):
+            path, _, query = self.path.partition("?")
+            q = {}
+            for k, v in urllib.parse.parse_qsl(query, keep_blank_values=True, encoding="latin-1"):
+                q.setdefault(k, []).append(v.encode("latin-1"))
+            ip = self.client_address[0]
+            if ip.startswith("::ffff:"):
+                ip = ip[7:]
+            if path == "/announce":
+                try:
+                    ih = q["info_hash"][0]
+                    port = int(q["port"][0])
+                    left = int(q.get("left", [b"0"])[0])
+                    numwant = int(q.get("numwant", q.get("num_want", [b"50"]))[0])
+                    event = q.get("event", [b"none"])[0].decode() or "none"
+                    if len(ih) != 20:
+                        raise ValueError("info_hash length %d" % len(ih))
+                except (KeyError, ValueError) as e:
+                    return self.reply(bencode({"failure reason": "bad request: %s" % e}))
+                s_, l_, peers = announce(ih, ip, port, left, event, numwant)
+                say("http announce %s %s:%d left=%d event=%s -> %d peers"
+                    % (ih.hex(), ip, port, left, event, len(peers)))
+                return self.reply(bencode({
+                    "interval": interval, "complete": s_, "incomplete": l_,
+                    "peers": compact(peers, socket.AF_INET),
+                    "peers6": compact(peers, socket.AF_INET6)}))
+            if path == "/scrape":
+                files = {}
+                for ih in q.get("info_hash", []):
+                    s_, d_, l_ = scrape(ih)
+                    files[ih] = {"complete": s_, "downloaded": d_, "incomplete": l_}
+                return self.reply(bencode({"files": files}))
+            return self.reply(b"not found", 404)
+
+    class V4(socketserver.ThreadingMixIn, http.server.HTTPServer):
+        daemon_threads = True
+        allow_reuse_address = True
+
+    class V6(V4):
+        address_family = socket.AF_INET6
+
+    binds = [(socket.AF_INET, "127.0.0.1", V4)]
+    if a.v6:
+        binds.append((socket.AF_INET6, "::1", V6))
+    threads = []
+    for fam, host, srv_cls in binds:
+        u = socket.socket(fam, socket.SOCK_DGRAM)
+        u.bind((host, a.port))
+        threads.append(threading.Thread(target=udp_loop, args=(u, fam), daemon=True))
+        srv = srv_cls((host, a.port), Handler)
+        threads.append(threading.Thread(target=srv.serve_forever, daemon=True))
+    for t in threads:
+        t.start()
+    say("listening on port %d (udp+http%s)" % (a.port, ", ipv6 too" if a.v6 else ""))
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+    parent = os.getppid()
+    while not stop and os.getppid() == parent:
+        time.sleep(0.2)
+    return 0
+
+
+# --------------------------------------------------------------------------- libtorrent worker
+
+def lt_worker(argv):
+    ap = argparse.ArgumentParser(prog="e2e.py lt-worker")
+    ap.add_argument("--torrent", required=True)
+    ap.add_argument("--save", required=True)
+    ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--role", choices=["seed", "leech"], required=True)
+    ap.add_argument("--ip4", default="127.0.0.1")
+    a = ap.parse_args(argv)
+    import libtorrent as lt
+
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+    cat = lt.alert_category
+    settings = {
+        "listen_interfaces": "%s:%d,[::1]:%d" % (a.ip4, a.port, a.port) if HAVE_V6
+        else "%s:%d" % (a.ip4, a.port),
+        "enable_dht": False,
+        "enable_lsd": False,
+        "enable_upnp": False,
+        "enable_natpmp": False,
+        "allow_multiple_connections_per_ip": True,
+        # TCP only: uTP between these clients on loopback is slow (seconds for a few MB)
+        "enable_outgoing_utp": False,
+        "enable_incoming_utp": False,
+        "announce_to_all_trackers": True,
+        "announce_to_all_tiers": True,
+        "user_agent": "hayate-e2e/libtorrent-" + lt.__version__,
+        "alert_mask": cat.error | cat.status | cat.tracker | cat.connect | cat.peer | cat.storage,
+    }
+    ses = lt.session(settings)
+    atp = lt.add_torrent_params()
+    atp.ti = lt.torrent_info(a.torrent)
+    atp.save_path = a.save
+    atp.flags = (atp.flags | lt.torrent_flags.disable_pex | lt.torrent_flags.disable_dht
+                 | lt.torrent_flags.disable_lsd) & ~lt.torrent_flags.auto_managed \
+        & ~lt.torrent_flags.paused
+    h = ses.add_torrent(atp)
+    parent = os.getppid()
+    t0 = time.monotonic()
+    finished = False
+    last_status = 0
+    print("lt-worker %s: libtorrent %s, torrent %s, port %d"
+          % (a.role, lt.__version__, a.torrent, a.port), flush=True)
+    while not stop and os.getppid() == parent:  # leave when the harness is gone
+        ses.wait_for_alert(500)
+        for al in ses.pop_alerts():
+            print("[%6.2f] %s: %s" % (time.monotonic() - t0, al.what(), al.message()), flush=True)
+        st = h.status()
+        if time.monotonic() - last_status >= 2:
+            last_status = time.monotonic()
+            print("[%6.2f] status: state=%s progress=%.3f peers=%d seeds=%d"
+                  % (time.monotonic() - t0, st.state, st.progress, st.num_peers, st.num_seeds),
+                  flush=True)
+        if a.role == "leech" and st.is_finished and not finished:
+            finished = True
+            print("[%6.2f] FINISHED" % (time.monotonic() - t0), flush=True)
+    print("lt-worker: stopping", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "lt-worker":
+        sys.exit(lt_worker(sys.argv[2:]))
+    if len(sys.argv) > 1 and sys.argv[1] == "mini-tracker":
+        sys.exit(mini_tracker(sys.argv[2:]))
+    sys.exit(main(sys.argv[1:]))
