@@ -19,6 +19,7 @@ use anyhow::Context;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::sync::{watch, Semaphore};
 
@@ -131,16 +132,37 @@ struct Server {
     connections: Arc<Semaphore>,
 }
 
+/// How long a stop waits for requests in flight (their workers still run) before the rest of
+/// the connections are dropped; the whole tracker must stop within a second.
+const DRAIN: Duration = Duration::from_millis(500);
+
 async fn serve(listeners: Vec<tokio::net::TcpListener>, server: Arc<Server>, stopped: Stopped) {
-    for listener in listeners {
-        tokio::spawn(accept_loop(listener, server.clone()));
-    }
+    let graceful = Arc::new(GracefulShutdown::new());
+    let accepting: Vec<_> = listeners
+        .into_iter()
+        .map(|l| tokio::spawn(accept_loop(l, server.clone(), graceful.clone())))
+        .collect();
     let mut stopped = stopped.0;
     // An error means every stop handle is gone, which is a stop too.
     let _ = stopped.wait_for(|&stop| stop).await;
+    // Stop accepting (dropping the listeners), then let every connection finish the request it
+    // is in and close; idle keep-alive connections close at once.
+    for task in &accepting {
+        task.abort();
+    }
+    for task in accepting {
+        let _ = task.await;
+    }
+    if let Ok(graceful) = Arc::try_unwrap(graceful) {
+        let _ = tokio::time::timeout(DRAIN, graceful.shutdown()).await;
+    }
 }
 
-async fn accept_loop(listener: tokio::net::TcpListener, server: Arc<Server>) {
+async fn accept_loop(
+    listener: tokio::net::TcpListener,
+    server: Arc<Server>,
+    graceful: Arc<GracefulShutdown>,
+) {
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -160,13 +182,14 @@ async fn accept_loop(listener: tokio::net::TcpListener, server: Arc<Server>) {
         };
         let _ = stream.set_nodelay(true);
         let server = server.clone();
+        let watcher = graceful.watcher();
         tokio::spawn(async move {
             let _permit = permit;
             let service = service_fn(|req| server.service.respond(peer, req));
             let connection = server
                 .builder
                 .serve_connection(TokioIo::new(stream), service);
-            if let Err(e) = connection.await {
+            if let Err(e) = watcher.watch(connection).await {
                 tracing::debug!(%peer, error = %e, "HTTP connection ended with an error");
             }
         });
@@ -180,4 +203,70 @@ fn is_transient(e: &std::io::Error) -> bool {
         e.kind(),
         ConnectionAborted | ConnectionReset | ConnectionRefused | Interrupted
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::access_list::AccessList;
+    use crate::protocol::SwarmCounts;
+    use crate::settings::Settings;
+    use crate::worker::inbox::{self, HttpAnnounced, HttpWork};
+    use std::io::{Read, Write};
+
+    #[test]
+    fn a_request_in_flight_at_stop_is_answered_then_the_connection_closes() {
+        let config = Config::from_toml_str("[http]\naddresses = [\"127.0.0.1:0\"]\n", "t").unwrap();
+        let listeners = bind(&config.http).unwrap();
+        let addr = listeners[0].local_addr().unwrap();
+        let (mailbox, inbox) = inbox::inbox(16).unwrap();
+        let (stop, stopped) = stop_channel();
+        let settings = Settings::new(&config, AccessList::off()).shared();
+        let thread = spawn(
+            listeners,
+            &config,
+            vec![mailbox],
+            settings,
+            Default::default(),
+            stopped,
+        )
+        .unwrap();
+        let mut client = std::net::TcpStream::connect(addr).unwrap();
+        client
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        write!(
+            client,
+            "GET /announce?info_hash=AAAAAAAAAAAAAAAAAAAA&peer_id=BBBBBBBBBBBBBBBBBBBB&port=1 \
+             HTTP/1.1\r\nHost: t\r\n\r\n"
+        )
+        .unwrap();
+        // The request is now with the "worker" (this test): stop the frontend meanwhile.
+        let work = inbox
+            .http
+            .recv_timeout(Duration::from_secs(5))
+            .expect("the request reached the worker");
+        stop.trigger();
+        std::thread::sleep(Duration::from_millis(50));
+        let HttpWork::Announce { reply, .. } = work else {
+            panic!("expected an announce")
+        };
+        let counts = SwarmCounts {
+            seeders: 4,
+            leechers: 2,
+            downloaded: 0,
+        };
+        let _ = reply.send(Ok(HttpAnnounced {
+            counts,
+            peers: Vec::new(),
+        }));
+        let mut answer = Vec::new();
+        client.read_to_end(&mut answer).expect("read until close");
+        let text = String::from_utf8_lossy(&answer);
+        assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+        assert!(text.contains("8:completei4e"), "{text}");
+        thread.join().unwrap();
+        // And nothing listens any more.
+        assert!(std::net::TcpStream::connect(addr).is_err());
+    }
 }
