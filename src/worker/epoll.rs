@@ -275,9 +275,7 @@ impl EpollLoop {
 
     /// Answers everything other workers and the HTTP frontend forwarded.
     fn drain_inbox(&mut self, now: u32) {
-        while let Ok(work) = self.inbox.http.try_recv() {
-            self.handler.http_work(now, work);
-        }
+        self.handler.drain_http(&self.inbox, now);
         loop {
             if self.free.is_empty() {
                 self.flush();
@@ -287,15 +285,8 @@ impl EpollLoop {
             };
             let at = slot as usize * self.send_buf_len;
             let out = &mut self.send_bufs[at..at + self.send_buf_len];
-            let (reply, received_us) = if let Ok(m) = self.inbox.announces.try_recv() {
-                (
-                    Some(self.handler.forwarded_announce(now, &m, out)),
-                    m.received_us,
-                )
-            } else if let Ok(chain) = self.inbox.scrapes.try_recv() {
-                let received_us = chain.received_us;
-                (self.handler.scrape_leg(chain, out), received_us)
-            } else {
+            let Some((reply, received_us)) = self.handler.next_forwarded(&self.inbox, now, out)
+            else {
                 self.free.push(slot);
                 return;
             };

@@ -18,7 +18,8 @@ use crate::stats::{Action, ErrorReason, Forward, IpVersion, WorkerStats};
 use crate::swarm::{shard_of, Limits, Refused, Shard};
 
 use super::inbox::{
-    ForwardedAnnounce, HttpAnnounced, HttpPeer, HttpWork, Mailbox, ScrapeChain, SCRAPE_CHAIN_MAX,
+    ForwardedAnnounce, HttpAnnounced, HttpPeer, HttpWork, Inbox, Mailbox, ScrapeChain,
+    SCRAPE_CHAIN_MAX,
 };
 
 /// Where a reply goes and on which local address.
@@ -286,6 +287,32 @@ impl Handler {
             socket: chain.socket,
             len: self.sent(Action::Scrape, IpVersion::of(chain.client.ip()), n),
         })
+    }
+
+    /// Does all the HTTP work waiting in `inbox`; it answers through its own reply slots.
+    pub fn drain_http(&mut self, inbox: &Inbox, now: u32) {
+        while let Ok(work) = inbox.http.try_recv() {
+            self.http_work(now, work);
+        }
+    }
+
+    /// Takes the next UDP request another worker forwarded (announces first, then scrape
+    /// legs) and answers it into `out`. `None`: the inbox is empty. Otherwise the reply to send,
+    /// if this worker is the one to send it, and when the request was received (µs).
+    pub fn next_forwarded(
+        &mut self,
+        inbox: &Inbox,
+        now: u32,
+        out: &mut [u8],
+    ) -> Option<(Option<Reply>, u64)> {
+        if let Ok(m) = inbox.announces.try_recv() {
+            Some((Some(self.forwarded_announce(now, &m, out)), m.received_us))
+        } else if let Ok(chain) = inbox.scrapes.try_recv() {
+            let received_us = chain.received_us;
+            Some((self.scrape_leg(chain, out), received_us))
+        } else {
+            None
+        }
     }
 
     /// Does one piece of HTTP work for torrents this worker owns and answers through its

@@ -285,18 +285,11 @@ impl RingLoop {
     /// Answers what other workers forwarded, while send slots last; the rest waits in the inbox.
     /// HTTP work answers through its own reply slot, not a send slot, so it is always drained.
     fn drain_inbox(&mut self, now: u32) {
-        while let Ok(work) = self.inbox.http.try_recv() {
-            self.handler.http_work(now, work);
-        }
+        self.handler.drain_http(&self.inbox, now);
         while let Some(&s) = self.send.free.last() {
             let out = self.send.buf_mut(s);
-            let (reply, received_us) = if let Ok(m) = self.inbox.announces.try_recv() {
-                let reply = self.handler.forwarded_announce(now, &m, out);
-                (Some(reply), m.received_us)
-            } else if let Ok(chain) = self.inbox.scrapes.try_recv() {
-                let received_us = chain.received_us;
-                (self.handler.scrape_leg(chain, out), received_us)
-            } else {
+            let Some((reply, received_us)) = self.handler.next_forwarded(&self.inbox, now, out)
+            else {
                 return;
             };
             self.send.free.pop();
