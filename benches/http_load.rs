@@ -15,7 +15,6 @@
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
-use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -23,6 +22,9 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use hdrhistogram::Histogram;
+
+mod load;
+use load::{cores, info_hash, pin, pinned, proc_figures, splitmix, torrent_of_peer};
 use socket2::{Domain, Protocol, Socket, Type};
 
 #[allow(dead_code)]
@@ -81,42 +83,6 @@ struct Args {
     /// Internal: serve the hello baseline on this address (what --hello starts).
     #[arg(long, hide = true)]
     serve_hello: Option<SocketAddr>,
-}
-
-fn cores(list: &str) -> Vec<usize> {
-    list.split(',')
-        .filter_map(|c| c.trim().parse().ok())
-        .collect()
-}
-
-fn pin(core: usize) {
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(core, &mut set);
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
-    }
-}
-
-/// Popularity: torrent index = torrents * u^3 for uniform u, so low indices are hot (as
-/// udp_load: with 1M torrents the hottest 1% get about 22% of the peers).
-fn torrent_of_peer(peer: u64, torrents: u64) -> u64 {
-    let u = (splitmix(peer) >> 11) as f64 / (1u64 << 53) as f64;
-    ((torrents as f64) * u * u * u) as u64 % torrents
-}
-
-fn splitmix(x: u64) -> u64 {
-    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
-
-fn info_hash(torrent: u64) -> [u8; 20] {
-    let mut h = [0u8; 20];
-    h[..8].copy_from_slice(&splitmix(torrent).to_le_bytes());
-    h[8..16].copy_from_slice(&splitmix(torrent ^ 0xabcdef).to_le_bytes());
-    h[16..].copy_from_slice(&(torrent as u32).to_le_bytes());
-    h
 }
 
 const HEX: &[u8; 16] = b"0123456789ABCDEF";
@@ -408,39 +374,6 @@ fn load_thread(shared: Arc<Shared>, index: usize) -> std::io::Result<()> {
     unsafe { libc::close(epoll) };
     shared.latency.lock().unwrap().add(&hist).unwrap();
     Ok(())
-}
-
-/// CPU time (µs) and resident memory (MiB) of a process, from /proc.
-fn proc_figures(pid: u32) -> Option<(u64, u64)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after = &stat[stat.rfind(')')? + 2..];
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks: u64 = fields[11].parse::<u64>().ok()? + fields[12].parse::<u64>().ok()?;
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let rss_kb: u64 = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()?;
-    Some((ticks * 1_000_000 / hz, rss_kb / 1024))
-}
-
-fn pinned(cmd: &mut Command, tracker_cores: Vec<usize>) {
-    unsafe {
-        cmd.pre_exec(move || {
-            let mut set: libc::cpu_set_t = std::mem::zeroed();
-            for &c in &tracker_cores {
-                libc::CPU_SET(c, &mut set);
-            }
-            if !tracker_cores.is_empty() {
-                libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
-            }
-            Ok(())
-        });
-    }
 }
 
 fn free_port() -> std::io::Result<u16> {

@@ -8,7 +8,6 @@
 use std::io::Write;
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
-use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -16,6 +15,9 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use hdrhistogram::Histogram;
+
+mod load;
+use load::{cores, info_hash, pin, pinned, proc_figures, splitmix, torrent_of_peer};
 
 /// BEP 15 load generator for hayate (or any UDP tracker).
 #[derive(Parser, Debug, Clone)]
@@ -79,42 +81,6 @@ struct Args {
 
 const PROTOCOL_ID: u64 = 0x0417_2710_1980;
 const BATCH: usize = 64;
-
-fn cores(list: &str) -> Vec<usize> {
-    list.split(',')
-        .filter_map(|c| c.trim().parse().ok())
-        .collect()
-}
-
-fn pin(core: usize) {
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(core, &mut set);
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
-    }
-}
-
-/// Popularity: torrent index = torrents * u^3 for uniform u, so low indices are hot. With 1M
-/// torrents the hottest 1% get about 22% of the peers, the hottest 10% about 46%.
-fn torrent_of_peer(peer: u64, torrents: u64) -> u64 {
-    let u = (splitmix(peer) >> 11) as f64 / (1u64 << 53) as f64;
-    ((torrents as f64) * u * u * u) as u64 % torrents
-}
-
-fn splitmix(x: u64) -> u64 {
-    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
-
-fn info_hash(torrent: u64) -> [u8; 20] {
-    let mut h = [0u8; 20];
-    h[..8].copy_from_slice(&splitmix(torrent).to_le_bytes());
-    h[8..16].copy_from_slice(&splitmix(torrent ^ 0xabcdef).to_le_bytes());
-    h[16..].copy_from_slice(&(torrent as u32).to_le_bytes());
-    h
-}
 
 #[derive(Default)]
 struct Totals {
@@ -443,24 +409,6 @@ impl Mmsg {
     }
 }
 
-/// CPU time (µs) and resident memory (MiB) of a process, from /proc.
-fn proc_figures(pid: u32) -> Option<(u64, u64)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after = &stat[stat.rfind(')')? + 2..];
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks: u64 = fields[11].parse::<u64>().ok()? + fields[12].parse::<u64>().ok()?;
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let rss_kb: u64 = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()?;
-    Some((ticks * 1_000_000 / hz, rss_kb / 1024))
-}
-
 fn spawn_tracker(args: &Args) -> std::io::Result<(Child, SocketAddr)> {
     let port = UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port();
     let tracker_cores = cores(&args.tracker_cores);
@@ -484,18 +432,7 @@ fn spawn_tracker(args: &Args) -> std::io::Result<(Child, SocketAddr)> {
     };
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_hayate"));
     cmd.arg("--config").arg(&path).stdout(Stdio::null());
-    unsafe {
-        cmd.pre_exec(move || {
-            let mut set: libc::cpu_set_t = std::mem::zeroed();
-            for &c in &tracker_cores {
-                libc::CPU_SET(c, &mut set);
-            }
-            if !tracker_cores.is_empty() {
-                libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
-            }
-            Ok(())
-        });
-    }
+    pinned(&mut cmd, tracker_cores);
     Ok((cmd.spawn()?, target))
 }
 
