@@ -6,33 +6,16 @@
 
 mod common;
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::net::UdpSocket;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use common::*;
 
-struct Counting;
-
-static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
+#[path = "support/counting_alloc.rs"]
+mod counting_alloc;
 
 #[global_allocator]
-static ALLOC: Counting = Counting;
+static ALLOC: counting_alloc::Counting = counting_alloc::Counting;
 
 /// Sends every packet once and reads every reply into a stack buffer; allocates nothing.
 fn exchange(socket: &UdpSocket, packets: &[Vec<u8>], expect_replies: usize) -> usize {
@@ -94,20 +77,20 @@ fn steady_state_udp_traffic_allocates_nothing() {
 
     // Warm up: the table grows, every slot and buffer is touched once. That this allocates in
     // the workers shows the counter sees their threads.
-    let start = ALLOCATIONS.load(Ordering::Relaxed);
+    let start = counting_alloc::allocations();
     assert_eq!(exchange(&socket, &packets, n), n);
     assert!(
-        ALLOCATIONS.load(Ordering::Relaxed) - start >= 200,
+        counting_alloc::allocations() - start >= 200,
         "new torrents allocate"
     );
     for _ in 0..2 {
         assert_eq!(exchange(&socket, &packets, n), n);
     }
-    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    let before = counting_alloc::allocations();
     for _ in 0..20 {
         assert_eq!(exchange(&socket, &packets, n), n, "every request answered");
     }
-    let after = ALLOCATIONS.load(Ordering::Relaxed);
+    let after = counting_alloc::allocations();
     println!("{} requests, {} allocations", 20 * n, after - before);
     assert_eq!(
         after - before,

@@ -3,34 +3,14 @@
 //! limit instead of following the flood. Also prints what one single-peer torrent costs, the
 //! figure `config.toml` sizes `limits.max_torrents` by.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
-
 use hayate_tracker::protocol::{Announce, AnnounceEvent};
 use hayate_tracker::swarm::{Limits, Refused, Shard};
 
-struct Counting;
-
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        LIVE.fetch_add(layout.size(), Ordering::Relaxed);
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        LIVE.fetch_add(new_size, Ordering::Relaxed);
-        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
+#[path = "support/counting_alloc.rs"]
+mod counting_alloc;
 
 #[global_allocator]
-static ALLOC: Counting = Counting;
+static ALLOC: counting_alloc::Counting = counting_alloc::Counting;
 
 fn fake(n: u32, port: u16) -> Announce {
     let mut info_hash = [0u8; 20];
@@ -63,10 +43,10 @@ fn flood(shard: &mut Shard, from: u32, to: u32) -> (u32, u32) {
 #[test]
 fn floods_stop_at_the_limits() {
     // What a single-peer torrent costs, with no limit in the way.
-    let before = LIVE.load(Ordering::Relaxed);
+    let before = counting_alloc::live_bytes();
     let mut open = Shard::new(3600);
     flood(&mut open, 0, 200_000);
-    let per_torrent = (LIVE.load(Ordering::Relaxed) - before) as f64 / 200_000.0;
+    let per_torrent = (counting_alloc::live_bytes() - before) as f64 / 200_000.0;
     println!("swarm table: {per_torrent:.0} bytes per single-peer torrent");
     drop(open);
 
@@ -76,12 +56,12 @@ fn floods_stop_at_the_limits() {
         max_torrents,
         max_peers_per_torrent: 100,
     };
-    let before = LIVE.load(Ordering::Relaxed);
+    let before = counting_alloc::live_bytes();
     let mut shard = Shard::with_limits(3600, limits);
     let (stored, refused) = flood(&mut shard, 0, 100_000);
-    let at_limit = LIVE.load(Ordering::Relaxed) - before;
+    let at_limit = counting_alloc::live_bytes() - before;
     let (more, refused_more) = flood(&mut shard, 100_000, 600_000);
-    let after_flood = LIVE.load(Ordering::Relaxed) - before;
+    let after_flood = counting_alloc::live_bytes() - before;
     assert_eq!((stored, refused), (50_000, 50_000));
     assert_eq!((more, refused_more), (0, 500_000));
     assert_eq!(shard.totals().torrents, max_torrents);
@@ -93,7 +73,7 @@ fn floods_stop_at_the_limits() {
     );
 
     // Fake peers into one torrent stop at its limit too.
-    let before = LIVE.load(Ordering::Relaxed);
+    let before = counting_alloc::live_bytes();
     let mut refused = 0;
     for port in 1..=5_000u16 {
         match shard.announce([10, 0, 0, 2], &fake(0, port), 50, 0, |_| {}) {
@@ -102,7 +82,7 @@ fn floods_stop_at_the_limits() {
             Err(e) => panic!("{e}"),
         }
     }
-    let grown = LIVE.load(Ordering::Relaxed) - before;
+    let grown = counting_alloc::live_bytes() - before;
     assert_eq!(refused, 5_000 - 99, "one peer was there, 99 more fit");
     assert!(grown < 100 * 64 + 4096, "{grown} bytes for 99 peers");
     shard.check_invariants();

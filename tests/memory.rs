@@ -2,39 +2,19 @@
 //! holds after N announces, divided by N. Printed for the README and bounded so a change that
 //! bloats the table fails here.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
-
 use hayate_tracker::protocol::{Announce, AnnounceEvent};
 use hayate_tracker::swarm::Shard;
 
-struct Counting;
-
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        LIVE.fetch_add(layout.size(), Ordering::Relaxed);
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        LIVE.fetch_add(new_size, Ordering::Relaxed);
-        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
+#[path = "support/counting_alloc.rs"]
+mod counting_alloc;
 
 #[global_allocator]
-static ALLOC: Counting = Counting;
+static ALLOC: counting_alloc::Counting = counting_alloc::Counting;
 
 /// Heap bytes per peer for `torrents` torrents of `per_torrent` IPv4 peers each.
 fn bytes_per_peer(torrents: u32, per_torrent: u32) -> f64 {
     let mut shard = Shard::new(3600);
-    let before = LIVE.load(Ordering::Relaxed);
+    let before = counting_alloc::live_bytes();
     for t in 0..torrents {
         let mut info_hash = [0u8; 20];
         info_hash[..4].copy_from_slice(&t.to_le_bytes());
@@ -53,7 +33,7 @@ fn bytes_per_peer(torrents: u32, per_torrent: u32) -> f64 {
                 .unwrap();
         }
     }
-    let after = LIVE.load(Ordering::Relaxed);
+    let after = counting_alloc::live_bytes();
     let peers = f64::from(torrents) * f64::from(per_torrent);
     let total = shard.totals();
     assert_eq!((total.seeders + total.leechers) as f64, peers);
