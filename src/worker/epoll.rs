@@ -192,7 +192,10 @@ impl EpollLoop {
                 self.tick(batch_us);
             }
         }
-        // Shutdown: whatever was answered goes out; nothing new is read.
+        // Shutdown: what other workers forwarded is answered, whatever was answered goes out;
+        // nothing new is read.
+        let now = (self.epoch.elapsed().as_secs()) as u32;
+        self.drain_inbox(now);
         self.flush();
         Ok(())
     }

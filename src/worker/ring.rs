@@ -180,6 +180,9 @@ impl RingLoop {
             }
             self.reap();
         }
+        // Shutdown: what other workers forwarded is answered too; `finish` sends it all before
+        // cancelling the receives.
+        self.drain_inbox(self.epoch.elapsed().as_secs() as u32);
         self.finish();
         Ok(())
     }
