@@ -332,6 +332,11 @@ mod tests {
         }
     }
 
+    /// Announces from `ip` (numwant 50, time 0), ignoring the peers handed out.
+    fn put(s: &mut Shard, ip: [u8; 4], a: Announce) -> SwarmCounts {
+        s.announce(ip, &a, 50, 0, |_| {}).unwrap()
+    }
+
     fn peers_of(shard: &mut Shard, ip: [u8; 4], a: &Announce, want: usize) -> Vec<(u16, bool)> {
         let mut got = Vec::new();
         shard
@@ -367,22 +372,16 @@ mod tests {
     #[test]
     fn seeders_get_leechers_only() {
         let mut s = Shard::new(100);
-        s.announce(
+        put(
+            &mut s,
             [1, 1, 1, 1],
-            &announce(1, 1, 0, AnnounceEvent::Started),
-            50,
-            0,
-            |_| {},
-        )
-        .unwrap();
-        s.announce(
+            announce(1, 1, 0, AnnounceEvent::Started),
+        );
+        put(
+            &mut s,
             [2, 2, 2, 2],
-            &announce(1, 2, 9, AnnounceEvent::Started),
-            50,
-            0,
-            |_| {},
-        )
-        .unwrap();
+            announce(1, 2, 9, AnnounceEvent::Started),
+        );
         let mut got = Vec::new();
         let counts = s
             .announce(
@@ -422,22 +421,16 @@ mod tests {
             .unwrap();
         assert_eq!(c, SwarmCounts::default());
         assert_eq!(s.totals().torrents, 0);
-        s.announce(
+        put(
+            &mut s,
             [1, 1, 1, 1],
-            &announce(7, 1, 5, AnnounceEvent::Started),
-            50,
-            0,
-            |_| {},
-        )
-        .unwrap();
-        s.announce(
+            announce(7, 1, 5, AnnounceEvent::Started),
+        );
+        put(
+            &mut s,
             [1, 1, 1, 1],
-            &announce(7, 2, 5, AnnounceEvent::Started),
-            50,
-            0,
-            |_| {},
-        )
-        .unwrap();
+            announce(7, 2, 5, AnnounceEvent::Started),
+        );
         let c = s
             .announce(
                 [1, 1, 1, 1],
@@ -459,14 +452,11 @@ mod tests {
             )
             .unwrap();
         assert_eq!((c.seeders, c.leechers), (0, 1));
-        s.announce(
+        put(
+            &mut s,
             [1, 1, 1, 1],
-            &announce(7, 2, 5, AnnounceEvent::Stopped),
-            50,
-            0,
-            |_| {},
-        )
-        .unwrap();
+            announce(7, 2, 5, AnnounceEvent::Stopped),
+        );
         assert_eq!(s.totals().torrents, 0, "empty torrent dropped");
     }
 
@@ -509,14 +499,11 @@ mod tests {
         // A peer is its IP and announced port: the source port is not part of it.
         let mut s = Shard::new(100);
         for _ in 0..3 {
-            s.announce(
+            put(
+                &mut s,
                 [5, 5, 5, 5],
-                &announce(4, 6881, 5, AnnounceEvent::None),
-                50,
-                0,
-                |_| {},
-            )
-            .unwrap();
+                announce(4, 6881, 5, AnnounceEvent::None),
+            );
         }
         assert_eq!(s.counts(&[4; 20]).leechers, 1);
     }
@@ -543,14 +530,11 @@ mod tests {
     #[test]
     fn ipv4_mapped_announces_as_ipv4() {
         let mut s = Shard::new(100);
-        s.announce(
+        put(
+            &mut s,
             [1, 2, 3, 4],
-            &announce(1, 1, 5, AnnounceEvent::Started),
-            50,
-            0,
-            |_| {},
-        )
-        .unwrap();
+            announce(1, 1, 5, AnnounceEvent::Started),
+        );
         let mut got = Vec::new();
         let mapped: IpAddr = "::ffff:9.9.9.9".parse().unwrap();
         s.announce_ip(
@@ -568,14 +552,11 @@ mod tests {
     fn numwant_caps_reply() {
         let mut s = Shard::new(100);
         for port in 1..=100 {
-            s.announce(
+            put(
+                &mut s,
                 [1, 1, 1, 1],
-                &announce(1, port, 5, AnnounceEvent::None),
-                50,
-                0,
-                |_| {},
-            )
-            .unwrap();
+                announce(1, port, 5, AnnounceEvent::None),
+            );
         }
         let mut n = 0;
         s.announce(
@@ -592,14 +573,7 @@ mod tests {
     #[test]
     fn sweep_expires_peers_and_drops_empty_torrents() {
         let mut s = Shard::new(100);
-        s.announce(
-            [1, 1, 1, 1],
-            &announce(1, 1, 5, AnnounceEvent::None),
-            50,
-            0,
-            |_| {},
-        )
-        .unwrap();
+        put(&mut s, [1, 1, 1, 1], announce(1, 1, 5, AnnounceEvent::None));
         s.announce(
             [1, 1, 1, 1],
             &announce(2, 1, 5, AnnounceEvent::None),
@@ -623,22 +597,8 @@ mod tests {
             let t = s.totals();
             (t.torrents, t.seeders, t.leechers)
         };
-        s.announce(
-            [1; 4],
-            &announce(1, 1, 5, AnnounceEvent::Started),
-            50,
-            0,
-            |_| {},
-        )
-        .unwrap();
-        s.announce(
-            [2; 4],
-            &announce(1, 2, 0, AnnounceEvent::Started),
-            50,
-            0,
-            |_| {},
-        )
-        .unwrap();
+        put(&mut s, [1; 4], announce(1, 1, 5, AnnounceEvent::Started));
+        put(&mut s, [2; 4], announce(1, 2, 0, AnnounceEvent::Started));
         s.announce(
             [3; 16],
             &announce(2, 3, 5, AnnounceEvent::None),
@@ -649,39 +609,11 @@ mod tests {
         .unwrap();
         assert_eq!(t(&s), (2, 1, 2));
         // A leecher finishing becomes a seeder; a repeat changes nothing.
-        s.announce(
-            [1; 4],
-            &announce(1, 1, 0, AnnounceEvent::Completed),
-            50,
-            0,
-            |_| {},
-        )
-        .unwrap();
-        s.announce(
-            [1; 4],
-            &announce(1, 1, 0, AnnounceEvent::None),
-            50,
-            0,
-            |_| {},
-        )
-        .unwrap();
+        put(&mut s, [1; 4], announce(1, 1, 0, AnnounceEvent::Completed));
+        put(&mut s, [1; 4], announce(1, 1, 0, AnnounceEvent::None));
         assert_eq!(t(&s), (2, 2, 1));
-        s.announce(
-            [2; 4],
-            &announce(1, 2, 0, AnnounceEvent::Stopped),
-            50,
-            0,
-            |_| {},
-        )
-        .unwrap();
-        s.announce(
-            [9; 4],
-            &announce(1, 9, 0, AnnounceEvent::Stopped),
-            50,
-            0,
-            |_| {},
-        )
-        .unwrap();
+        put(&mut s, [2; 4], announce(1, 2, 0, AnnounceEvent::Stopped));
+        put(&mut s, [9; 4], announce(1, 9, 0, AnnounceEvent::Stopped));
         assert_eq!(t(&s), (2, 1, 1));
         s.check_invariants();
         assert_eq!(s.sweep(100), 1);
@@ -724,32 +656,11 @@ mod tests {
             )
             .unwrap();
         assert_eq!((c.seeders, c.leechers, c.downloaded), (1, 2, 1));
-        s.announce(
-            [3; 4],
-            &announce(3, 1, 5, AnnounceEvent::Stopped),
-            50,
-            0,
-            |_| {},
-        )
-        .unwrap();
-        s.announce(
-            [2; 4],
-            &announce(1, 1, 0, AnnounceEvent::Stopped),
-            50,
-            0,
-            |_| {},
-        )
-        .unwrap();
+        put(&mut s, [3; 4], announce(3, 1, 5, AnnounceEvent::Stopped));
+        put(&mut s, [2; 4], announce(1, 1, 0, AnnounceEvent::Stopped));
         s.announce([3; 4], &a(1, 1), 50, 0, |_| {}).unwrap();
         // Once a torrent empties, there is room for a new one.
-        s.announce(
-            [1; 4],
-            &announce(2, 1, 5, AnnounceEvent::Stopped),
-            50,
-            0,
-            |_| {},
-        )
-        .unwrap();
+        put(&mut s, [1; 4], announce(2, 1, 5, AnnounceEvent::Stopped));
         s.announce([1; 4], &a(3, 1), 50, 0, |_| {}).unwrap();
         assert_eq!(s.totals().torrents, 2);
         s.check_invariants();
