@@ -15,11 +15,12 @@ use crate::config::{Config, DEFAULT_CONFIG};
 use crate::notify;
 use crate::tracker::Tracker;
 
-/// hayate: a UDP-first, high-throughput BitTorrent tracker (BEP 15) on io_uring.
+/// hayate: a UDP-first, high-throughput BitTorrent tracker on io_uring.
 ///
-/// With no options it serves on its embedded defaults (see --print-config): UDP on
-/// 0.0.0.0:6969 and [::]:6969, one worker per core. SIGINT or SIGTERM stops it; SIGHUP
-/// reloads the access list, intervals and numwant limits from the config file.
+/// With no options it serves on its embedded defaults (see --print-config): UDP (BEP 15) and
+/// HTTP (BEP 3) on 0.0.0.0:6969 and [::]:6969, Prometheus metrics and /health on
+/// 127.0.0.1:9000, one worker per core. SIGINT or SIGTERM stops it; SIGHUP reloads the access
+/// list, intervals and numwant limits from the config file.
 #[derive(Debug, Parser)]
 #[command(name = "hayate", version, about, long_about)]
 pub struct Args {
