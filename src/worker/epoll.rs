@@ -17,6 +17,7 @@ use crate::stats::ErrorReason;
 use super::handler::{Handler, Reply};
 use super::inbox::Inbox;
 use super::sockaddr;
+use super::LoopSetup;
 
 /// Bytes per receive buffer: the largest BEP 15 request (a 74-hash scrape) is 1496 bytes.
 const RECV_BUF_LEN: usize = 2048;
@@ -63,20 +64,6 @@ pub struct EpollLoop {
     next_tick_us: u64,
 }
 
-/// What an epoll worker loop is given (as `ring::RingSetup`).
-pub struct EpollSetup {
-    pub handler: Handler,
-    pub inbox: Inbox,
-    pub sockets: Vec<UdpSocket>,
-    /// Datagrams read per `recvmmsg`.
-    pub recv_batch: usize,
-    pub send_depth: usize,
-    pub send_buf_len: usize,
-    pub epoch: Instant,
-    pub shutdown: Arc<AtomicBool>,
-    pub sweep_every_secs: u32,
-}
-
 fn check(r: libc::c_int) -> std::io::Result<libc::c_int> {
     if r < 0 {
         Err(std::io::Error::last_os_error())
@@ -86,7 +73,7 @@ fn check(r: libc::c_int) -> std::io::Result<libc::c_int> {
 }
 
 impl EpollLoop {
-    pub fn new(s: EpollSetup) -> std::io::Result<Self> {
+    pub fn new(s: LoopSetup) -> std::io::Result<Self> {
         // SAFETY: plain syscall; the fd is owned from here on.
         let epoll =
             unsafe { OwnedFd::from_raw_fd(check(libc::epoll_create1(libc::EPOLL_CLOEXEC))?) };
@@ -103,7 +90,7 @@ impl EpollLoop {
         }
         add(s.inbox.wake.raw_fd(), WAKE)?;
 
-        let batch = s.recv_batch.clamp(1, 1024);
+        let batch = s.recv_depth.clamp(1, 1024);
         // SAFETY (all `zeroed` below): all-zero is a valid value of these plain C structs.
         let zero_msg = || unsafe { std::mem::zeroed::<libc::mmsghdr>() };
         let zero_iov = || libc::iovec {

@@ -74,6 +74,22 @@ impl IoLoop {
     }
 }
 
+/// What either I/O loop is given.
+pub struct LoopSetup {
+    pub handler: Handler,
+    pub inbox: Inbox,
+    /// One per configured UDP address, in config order.
+    pub sockets: Vec<UdpSocket>,
+    /// Receive buffers per socket (`udp.recv_depth`): the buffer ring's share, or one
+    /// `recvmmsg` batch.
+    pub recv_depth: usize,
+    pub send_depth: usize,
+    pub send_buf_len: usize,
+    pub epoch: Instant,
+    pub shutdown: Arc<AtomicBool>,
+    pub sweep_every_secs: u32,
+}
+
 /// Sets up the I/O loop `udp.backend` asks for: io_uring, epoll, or io_uring falling back to
 /// epoll (returning why).
 fn io_loop(w: WorkerStart) -> anyhow::Result<(IoLoop, Option<String>)> {
@@ -92,19 +108,19 @@ fn io_loop(w: WorkerStart) -> anyhow::Result<(IoLoop, Option<String>)> {
         h.share_settings(w.settings.clone());
         h
     };
+    let setup = |inbox: Inbox, sockets: Vec<UdpSocket>| LoopSetup {
+        handler: handler(),
+        inbox,
+        sockets,
+        recv_depth: c.udp.recv_depth as usize,
+        send_depth: c.udp.send_depth as usize,
+        send_buf_len: Handler::max_reply_len(c),
+        epoch: w.epoch,
+        shutdown: w.shutdown.clone(),
+        sweep_every_secs: c.cleaning.sweep_interval_secs,
+    };
     let epoll = |inbox: Inbox, sockets: Vec<UdpSocket>| {
-        epoll::EpollLoop::new(epoll::EpollSetup {
-            handler: handler(),
-            inbox,
-            sockets,
-            recv_batch: c.udp.recv_depth as usize,
-            send_depth: c.udp.send_depth as usize,
-            send_buf_len: Handler::max_reply_len(c),
-            epoch: w.epoch,
-            shutdown: w.shutdown.clone(),
-            sweep_every_secs: c.cleaning.sweep_interval_secs,
-        })
-        .context("setting up epoll")
+        epoll::EpollLoop::new(setup(inbox, sockets)).context("setting up epoll")
     };
     if c.udp.backend == Backend::Epoll {
         return Ok((IoLoop::Epoll(Box::new(epoll(w.inbox, w.sockets)?)), None));
@@ -123,17 +139,7 @@ fn io_loop(w: WorkerStart) -> anyhow::Result<(IoLoop, Option<String>)> {
         http: w.inbox.http.clone(),
         wake: w.inbox.wake.clone(),
     };
-    let ring = ring::RingLoop::new(ring::RingSetup {
-        handler: handler(),
-        inbox,
-        sockets,
-        recv_depth: c.udp.recv_depth as usize,
-        send_depth: c.udp.send_depth as usize,
-        send_buf_len: Handler::max_reply_len(c),
-        epoch: w.epoch,
-        shutdown: w.shutdown.clone(),
-        sweep_every_secs: c.cleaning.sweep_interval_secs,
-    });
+    let ring = ring::RingLoop::new(setup(inbox, sockets));
     match ring {
         Ok(ring) => Ok((IoLoop::Ring(Box::new(ring)), None)),
         Err(e) if c.udp.backend == Backend::Auto => {

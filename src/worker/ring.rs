@@ -21,6 +21,7 @@ use super::buf_ring::BufRing;
 use super::handler::{Handler, Reply};
 use super::inbox::Inbox;
 use super::sockaddr;
+use super::LoopSetup;
 
 /// Bytes per receive buffer: the kernel's recvmsg header, the sender's address, and the
 /// datagram (a full 74-hash scrape is 1496 bytes).
@@ -112,22 +113,8 @@ pub struct RingLoop {
     next_sweep: u32,
 }
 
-/// What a worker loop is given.
-pub struct RingSetup {
-    pub handler: Handler,
-    pub inbox: Inbox,
-    /// One per configured UDP address, in config order.
-    pub sockets: Vec<UdpSocket>,
-    pub recv_depth: usize,
-    pub send_depth: usize,
-    pub send_buf_len: usize,
-    pub epoch: Instant,
-    pub shutdown: Arc<AtomicBool>,
-    pub sweep_every_secs: u32,
-}
-
 impl RingLoop {
-    pub fn new(s: RingSetup) -> std::io::Result<Self> {
+    pub fn new(s: LoopSetup) -> std::io::Result<Self> {
         let buffers = (s.recv_depth * s.sockets.len().max(1))
             .next_power_of_two()
             .clamp(16, 32768);
