@@ -514,46 +514,22 @@ fn main() {
         t.join().unwrap().expect("load thread");
     }
     let t = &shared.totals;
-    let (sent, received) = (
-        t.sent.load(Ordering::Relaxed),
-        t.received.load(Ordering::Relaxed),
-    );
-    let hist = shared.latency.lock().unwrap();
-    let rps = received as f64 / elapsed;
-    let loss = if sent > 0 {
-        100.0 * sent.saturating_sub(received) as f64 / sent as f64
-    } else {
-        0.0
-    };
-    let announces = t.announces_answered.load(Ordering::Relaxed).max(1);
-    let peers_per_reply = t.peers_returned.load(Ordering::Relaxed) as f64 / announces as f64;
-    let (cpu_us, rss) = match (cpu_start, cpu_end) {
-        (Some(a), Some((b, rss))) => ((b - a) as f64 / received.max(1) as f64, rss),
-        _ => (f64::NAN, 0),
-    };
-    println!();
-    println!("| figure | value |");
-    println!("|---|---|");
-    println!("| responses/s | {rps:.0} |");
-    println!("| requests/s | {:.0} |", sent as f64 / elapsed);
-    println!("| loss | {loss:.2} % |");
-    println!("| error replies | {} |", t.errors.load(Ordering::Relaxed));
-    println!("| peers per announce reply | {peers_per_reply:.1} |");
-    println!(
-        "| latency p50 / p99 / p99.9 | {} / {} / {} us |",
-        hist.value_at_quantile(0.5),
-        hist.value_at_quantile(0.99),
-        hist.value_at_quantile(0.999)
-    );
-    println!("| tracker CPU per response | {cpu_us:.2} us |");
-    println!("| tracker RSS | {rss} MiB |");
-    println!(
-        "summary responses_per_s={rps:.0} requests_per_s={:.0} loss_pct={loss:.2} peers_per_reply={peers_per_reply:.1} p50_us={} p99_us={} p999_us={} tracker_cpu_us_per_response={cpu_us:.2} tracker_rss_mb={rss}",
-        sent as f64 / elapsed,
-        hist.value_at_quantile(0.5),
-        hist.value_at_quantile(0.99),
-        hist.value_at_quantile(0.999)
-    );
+    let received = t.received.load(Ordering::Relaxed);
+    load::Report {
+        elapsed_secs: elapsed,
+        sent: t.sent.load(Ordering::Relaxed),
+        received,
+        peers_returned: t.peers_returned.load(Ordering::Relaxed),
+        announces: t.announces_answered.load(Ordering::Relaxed),
+        latency: &shared.latency.lock().unwrap(),
+        cpu_start,
+        cpu_end,
+        extra_rows: vec![(
+            "error replies",
+            t.errors.load(Ordering::Relaxed).to_string(),
+        )],
+    }
+    .print();
     if let Some(c) = child.as_mut() {
         unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
         let _ = c.wait();

@@ -80,3 +80,62 @@ pub fn proc_figures(pid: u32) -> Option<(u64, u64)> {
         .ok()?;
     Some((ticks * 1_000_000 / hz, rss_kb / 1024))
 }
+
+/// What a measured run saw, printed as a table and then the one machine-readable summary line
+/// both generators share.
+pub struct Report<'a> {
+    pub elapsed_secs: f64,
+    pub sent: u64,
+    pub received: u64,
+    /// Peers handed out over `announces` announce replies.
+    pub peers_returned: u64,
+    pub announces: u64,
+    /// Round-trip times in microseconds.
+    pub latency: &'a hdrhistogram::Histogram<u64>,
+    /// The server's CPU µs when measuring began, and CPU µs and RSS MiB when it ended (from
+    /// `proc_figures`, when its pid is known).
+    pub cpu_start: Option<u64>,
+    pub cpu_end: Option<(u64, u64)>,
+    /// Rows only one generator has: name and value.
+    pub extra_rows: Vec<(&'static str, String)>,
+}
+
+impl Report<'_> {
+    pub fn print(&self) {
+        let rps = self.received as f64 / self.elapsed_secs;
+        let sent_per_s = self.sent as f64 / self.elapsed_secs;
+        let loss = if self.sent > 0 {
+            100.0 * self.sent.saturating_sub(self.received) as f64 / self.sent as f64
+        } else {
+            0.0
+        };
+        let peers_per_reply = self.peers_returned as f64 / self.announces.max(1) as f64;
+        let (cpu_us, rss) = match (self.cpu_start, self.cpu_end) {
+            (Some(a), Some((b, rss))) => ((b - a) as f64 / self.received.max(1) as f64, rss),
+            _ => (f64::NAN, 0),
+        };
+        let (p50, p99, p999) = (
+            self.latency.value_at_quantile(0.5),
+            self.latency.value_at_quantile(0.99),
+            self.latency.value_at_quantile(0.999),
+        );
+        println!();
+        println!("| figure | value |");
+        println!("|---|---|");
+        println!("| responses/s | {rps:.0} |");
+        println!("| requests/s | {sent_per_s:.0} |");
+        println!("| loss | {loss:.2} % |");
+        for (name, value) in &self.extra_rows {
+            println!("| {name} | {value} |");
+        }
+        println!("| peers per announce reply | {peers_per_reply:.1} |");
+        println!("| latency p50 / p99 / p99.9 | {p50} / {p99} / {p999} us |");
+        println!("| server CPU per response | {cpu_us:.2} us |");
+        println!("| server RSS | {rss} MiB |");
+        println!(
+            "summary responses_per_s={rps:.0} requests_per_s={sent_per_s:.0} loss_pct={loss:.2} \
+             peers_per_reply={peers_per_reply:.1} p50_us={p50} p99_us={p99} p999_us={p999} \
+             tracker_cpu_us_per_response={cpu_us:.2} tracker_rss_mb={rss}"
+        );
+    }
+}
