@@ -9,18 +9,7 @@ use hayate_tracker::{Config, Tracker};
 
 /// A tracker on 127.0.0.1 and ::1 with ephemeral ports; `extra` is TOML layered on top.
 pub fn start_tracker(workers: u32, extra: &str) -> Tracker {
-    // HTTP off: its default port is fixed, and parallel tests must not fight over it.
-    let text = format!(
-        "[udp]\naddresses = [\"127.0.0.1:0\", \"[::1]:0\"]\n[http]\naddresses = []\n[workers]\ncount = {workers}\n{extra}"
-    );
-    // The default metrics port is fixed; tests that do not set their own take an ephemeral one.
-    let text = if extra.contains("[metrics]") {
-        text
-    } else {
-        format!("{text}\n[metrics]\naddress = \"127.0.0.1:0\"\n")
-    };
-    let config = Config::from_toml_str(&text, "test config").expect("test config is valid");
-    Tracker::start(config).expect("tracker starts")
+    start_tracker_with_udp(workers, "", extra)
 }
 
 /// The UDP I/O loops a tracker can run; the UDP tests run against each.
@@ -29,11 +18,17 @@ pub const BACKENDS: [&str; 2] = ["io_uring", "epoll"];
 /// As `start_tracker`, with `udp` (TOML keys for the `[udp]` table, e.g. `backend = "epoll"`)
 /// added to the test's `[udp]` table; `extra` must not hold a `[udp]` table.
 pub fn start_tracker_with_udp(workers: u32, udp: &str, extra: &str) -> Tracker {
-    let text = format!(
+    // HTTP off: its default port is fixed, and parallel tests must not fight over it.
+    start_from(&format!(
         "[udp]\naddresses = [\"127.0.0.1:0\", \"[::1]:0\"]\n{udp}\n[http]\naddresses = []\n[workers]\ncount = {workers}\n{extra}"
-    );
-    let text = if extra.contains("[metrics]") {
-        text
+    ))
+}
+
+/// Starts a tracker on `text`, giving it an ephemeral metrics port unless the text sets its
+/// own (the default port is fixed, and parallel tests must not fight over it).
+fn start_from(text: &str) -> Tracker {
+    let text = if text.contains("[metrics]") {
+        text.to_string()
     } else {
         format!("{text}\n[metrics]\naddress = \"127.0.0.1:0\"\n")
     };
@@ -51,18 +46,11 @@ pub fn start_tracker_on(backend: &str, workers: u32, extra: &str) -> Tracker {
 /// The same with the HTTP frontend on 127.0.0.1 and ::1 (ephemeral ports): `http` is TOML
 /// keys for the `[http]` table, `extra` more TOML layered on top (without an `[http]` table).
 pub fn start_tracker_http(workers: u32, http: &str, extra: &str) -> Tracker {
-    let text = format!(
+    start_from(&format!(
         "[udp]\naddresses = [\"127.0.0.1:0\", \"[::1]:0\"]\n\
          [http]\naddresses = [\"127.0.0.1:0\", \"[::1]:0\"]\n{http}\n\
          [workers]\ncount = {workers}\n{extra}"
-    );
-    let text = if extra.contains("[metrics]") {
-        text
-    } else {
-        format!("{text}\n[metrics]\naddress = \"127.0.0.1:0\"\n")
-    };
-    let config = Config::from_toml_str(&text, "test config").expect("test config is valid");
-    Tracker::start(config).expect("tracker starts")
+    ))
 }
 
 pub fn http_v4(t: &Tracker) -> SocketAddr {
