@@ -47,6 +47,30 @@ impl Page {
 const PROTOCOLS: [&str; 2] = ["udp", "http"];
 
 impl Page {
+    /// One counter family over protocol, action and client IP version (HTTP has no connect).
+    fn by_action(
+        &self,
+        m: &mut prometheus_client::encoding::MetricEncoder<'_>,
+        value: impl Fn(&TrafficSnapshot, Action, IpVersion) -> u64,
+    ) -> Result<(), std::fmt::Error> {
+        for (protocol, t) in self.traffic() {
+            for action in Action::ALL {
+                if protocol == "http" && action == Action::Connect {
+                    continue;
+                }
+                for ip in IpVersion::ALL {
+                    let labels = [
+                        ("protocol", protocol),
+                        ("action", action.as_str()),
+                        ("ip_version", ip.as_str()),
+                    ];
+                    ConstCounter::new(value(t, action, ip)).encode(m.encode_family(&labels)?)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn traffic(&self) -> [(&'static str, &TrafficSnapshot); 2] {
         [
             (PROTOCOLS[0], &self.snapshot.udp),
@@ -99,21 +123,7 @@ impl Collector for Page {
             "Requests received, by protocol, action and client IP version. Action `error`: refused before an action was known.",
             None,
         )?;
-        for (protocol, t) in self.traffic() {
-            for action in Action::ALL {
-                if protocol == "http" && action == Action::Connect {
-                    continue;
-                }
-                for ip in IpVersion::ALL {
-                    let labels = [
-                        ("protocol", protocol),
-                        ("action", action.as_str()),
-                        ("ip_version", ip.as_str()),
-                    ];
-                    ConstCounter::new(t.requests(action, ip)).encode(m.encode_family(&labels)?)?;
-                }
-            }
-        }
+        self.by_action(&mut m, TrafficSnapshot::requests)?;
 
         let mut m = counter(
             &mut e,
@@ -121,21 +131,7 @@ impl Collector for Page {
             "Replies sent, by protocol, action and client IP version. Action `error`: error replies.",
             None,
         )?;
-        for (protocol, t) in self.traffic() {
-            for action in Action::ALL {
-                if protocol == "http" && action == Action::Connect {
-                    continue;
-                }
-                for ip in IpVersion::ALL {
-                    let labels = [
-                        ("protocol", protocol),
-                        ("action", action.as_str()),
-                        ("ip_version", ip.as_str()),
-                    ];
-                    ConstCounter::new(t.responses(action, ip)).encode(m.encode_family(&labels)?)?;
-                }
-            }
-        }
+        self.by_action(&mut m, TrafficSnapshot::responses)?;
 
         let mut m = counter(
             &mut e,
