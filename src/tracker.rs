@@ -158,6 +158,7 @@ impl Tracker {
             let settings = stats::Settings {
                 interval: Duration::from_millis(config.metrics.interval_ms.into()),
                 stale_after: Duration::from_secs(config.metrics.stale_after_secs.into()),
+                io: tracker.backend,
             };
             match StatsThread::start(listener, sources, settings) {
                 Ok(thread) => tracker.stats = Some(thread),

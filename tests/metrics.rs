@@ -592,3 +592,17 @@ fn http_traffic_is_counted_by_action_ip_version_and_reason() {
     });
     t.stop().unwrap();
 }
+
+#[test]
+fn build_info_names_the_io_backend_in_use() {
+    for backend in BACKENDS {
+        let t = start_tracker_on(backend, 1, FAST);
+        let text = metrics_text(&t);
+        let info = text
+            .lines()
+            .find(|l| l.starts_with("hayate_build_info"))
+            .expect("a build info sample");
+        assert!(info.contains(&format!("io=\"{backend}\"")), "{info}");
+        t.stop().unwrap();
+    }
+}

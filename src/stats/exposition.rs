@@ -25,6 +25,8 @@ pub struct Page {
     /// Milliseconds since the epoch now, for heartbeat ages.
     pub now_ms: u64,
     pub process: Option<ProcessFigures>,
+    /// The UDP I/O backend in use.
+    pub io: &'static str,
 }
 
 impl Page {
@@ -115,7 +117,7 @@ impl Collector for Page {
             None,
             MetricType::Info,
         )?;
-        m.encode_info(&[("version", env!("CARGO_PKG_VERSION")), ("io", "io_uring")])?;
+        m.encode_info(&[("version", env!("CARGO_PKG_VERSION")), ("io", self.io)])?;
 
         let mut m = counter(
             &mut e,
@@ -373,6 +375,7 @@ mod tests {
             snapshot: Snapshot::take(&sources),
             now_ms: 1500,
             process: ProcessFigures::read().ok(),
+            io: "io_uring",
         }
     }
 

@@ -29,6 +29,8 @@ pub struct Settings {
     pub interval: Duration,
     /// A worker whose heartbeat is older than this fails `/health`.
     pub stale_after: Duration,
+    /// The UDP I/O backend the workers run ("io_uring" or "epoll"), for `hayate_build_info`.
+    pub io: &'static str,
 }
 
 /// The running stats thread.

@@ -124,6 +124,7 @@ impl Server {
                     process: ProcessFigures::read()
                         .map_err(|e| tracing::debug!("reading /proc/self: {e}"))
                         .ok(),
+                    io: self.settings.io,
                 };
                 let (kind, text) = if openmetrics {
                     (
