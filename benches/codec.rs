@@ -10,9 +10,9 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use hayate_tracker::http::query;
 use hayate_tracker::http::response::{self, PeerFormat};
+use hayate_tracker::mesh::{HttpAnnounced, HttpPeer};
 use hayate_tracker::protocol::udp::{self, parse_request, Request};
 use hayate_tracker::protocol::SwarmCounts;
-use hayate_tracker::worker::inbox::{HttpAnnounced, HttpPeer};
 
 const MAX_SCRAPE: usize = 74;
 
@@ -218,6 +218,8 @@ fn http_reply(c: &mut Criterion) {
                 peer_id: *b"-qB4650-abcdefghijkl",
             })
             .collect(),
+        interval: 1800,
+        min_interval: 900,
     };
     let format = PeerFormat {
         compact: true,
@@ -225,7 +227,7 @@ fn http_reply(c: &mut Criterion) {
         ipv6: false,
     };
     g.bench_function("announce_30_peers_compact", |b| {
-        b.iter(|| response::announce(black_box(&reply), 1800, 900, format).len())
+        b.iter(|| response::announce(black_box(&reply), format).len())
     });
     g.finish();
 }

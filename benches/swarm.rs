@@ -13,11 +13,11 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use hayate_tracker::config::Config;
 use hayate_tracker::connection_id::ConnectionIds;
+use hayate_tracker::mesh::inbox;
 use hayate_tracker::protocol::udp;
 use hayate_tracker::protocol::{Announce, AnnounceEvent, InfoHash};
 use hayate_tracker::swarm::{Peer, PeerSet, Shard, Torrent};
 use hayate_tracker::worker::handler::Handler;
-use hayate_tracker::worker::inbox;
 
 const NOW: u32 = 1_000;
 const LIFETIME: u32 = 2_700;

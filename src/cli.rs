@@ -10,9 +10,9 @@ use anyhow::Context;
 use clap::Parser;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
-use crate::access_list::AccessList;
 use crate::config::{Config, DEFAULT_CONFIG};
 use crate::notify;
+use crate::policy::Policy;
 use crate::tracker::Tracker;
 
 /// hayate: a UDP-first, high-throughput BitTorrent tracker on io_uring.
@@ -44,10 +44,10 @@ pub fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     if let Some(path) = &args.check_config {
-        let checked = Config::load(path).map_err(|e| e.to_string()).and_then(|c| {
-            let list = &c.access_list;
-            AccessList::load(list.mode, Path::new(&list.path)).map_err(|e| e.to_string())
-        });
+        // Every file the config names (lists, keys) is read too, as a start would.
+        let checked = Config::load(path)
+            .map_err(|e| e.to_string())
+            .and_then(|c| Policy::load(&c).map_err(|e| e.to_string()));
         return match checked {
             Ok(_) => {
                 println!("{}: ok", path.display());
@@ -118,7 +118,8 @@ fn reload(tracker: &Tracker, path: Option<&Path>, started_max_numwant: u32) {
         }
     };
     match tracker.reload(&config) {
-        Ok(s) => {
+        Ok(p) => {
+            let s = &p.shaping;
             if s.max_numwant > started_max_numwant as usize {
                 tracing::warn!(
                     max_numwant = s.max_numwant,
@@ -127,9 +128,10 @@ fn reload(tracker: &Tracker, path: Option<&Path>, started_max_numwant: u32) {
                 );
             }
             tracing::info!(
-                access_list = ?s.access.mode(),
-                listed = s.access.len(),
+                access_list = ?p.access.mode(),
+                listed = p.access.len(),
                 announce_interval_secs = s.announce_interval_secs,
+                interval_jitter_secs = s.interval_jitter_secs,
                 min_interval_secs = s.min_interval_secs,
                 default_numwant = s.default_numwant,
                 max_numwant = s.max_numwant,

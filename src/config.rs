@@ -51,7 +51,7 @@ pub enum Backend {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AccessListConfig {
-    pub mode: crate::access_list::Mode,
+    pub mode: crate::policy::access_list::Mode,
     /// The file of hex info hashes; required unless `mode` is `off`.
     pub path: String,
 }
@@ -68,7 +68,7 @@ pub struct PrivilegesConfig {
 #[serde(deny_unknown_fields)]
 pub struct HttpConfig {
     pub addresses: Vec<SocketAddr>,
-    pub trusted_proxies: Vec<crate::http::proxy::Cidr>,
+    pub trusted_proxies: Vec<crate::cidr::Cidr>,
     pub real_ip_header: String,
     pub allow_ip_spoofing: bool,
     pub max_connections: u32,
@@ -94,6 +94,11 @@ pub struct ProtocolConfig {
     pub max_numwant: u32,
     pub max_scrape_hashes: u32,
     pub connection_id_lifetime_secs: u32,
+    pub interval_jitter_secs: u32,
+    pub jitter_min_interval: bool,
+    pub respect_af: bool,
+    pub prefer_subnet_v4: u8,
+    pub prefer_subnet_v6: u8,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -251,11 +256,31 @@ impl Config {
             120,
             3_600,
         )?;
+        range(
+            "protocol.interval_jitter_secs",
+            p.interval_jitter_secs,
+            0,
+            p.announce_interval_secs,
+        )?;
+        range(
+            "protocol.prefer_subnet_v4",
+            p.prefer_subnet_v4.into(),
+            0,
+            32,
+        )?;
+        range(
+            "protocol.prefer_subnet_v6",
+            p.prefer_subnet_v6.into(),
+            0,
+            128,
+        )?;
         let c = &self.cleaning;
+        // A client told the longest jittered interval must still be in the swarm when it
+        // comes back.
         range(
             "cleaning.peer_lifetime_secs",
             c.peer_lifetime_secs,
-            p.announce_interval_secs,
+            p.announce_interval_secs + p.interval_jitter_secs,
             7 * 86_400,
         )?;
         range(
@@ -283,7 +308,7 @@ impl Config {
             1,
             u32::MAX,
         )?;
-        if self.access_list.mode != crate::access_list::Mode::Off
+        if self.access_list.mode != crate::policy::access_list::Mode::Off
             && self.access_list.path.trim().is_empty()
         {
             return Err((
@@ -468,7 +493,7 @@ mod tests {
     fn service_sections() {
         let c = Config::default_config();
         assert_eq!(c.udp.backend, Backend::Auto);
-        assert_eq!(c.access_list.mode, crate::access_list::Mode::Off);
+        assert_eq!(c.access_list.mode, crate::policy::access_list::Mode::Off);
         assert!(c.privileges.user.is_empty() && c.privileges.group.is_empty());
         let c = Config::from_toml_str(
             "[udp]\nbackend = \"epoll\"\n[access_list]\nmode = \"deny\"\npath = \"/x\"\n",
@@ -476,7 +501,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.udp.backend, Backend::Epoll);
-        assert_eq!(c.access_list.mode, crate::access_list::Mode::Deny);
+        assert_eq!(c.access_list.mode, crate::policy::access_list::Mode::Deny);
         let e = err("[udp]\nbackend = \"kqueue\"\n");
         assert!(e.contains("udp.backend"), "{e}");
         let e = err("[access_list]\nmode = \"allow\"\n");

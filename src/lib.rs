@@ -1,15 +1,16 @@
 //! hayate: a UDP-first BitTorrent tracker on io_uring. `cli::main` is the binary;
 //! `tracker::Tracker` starts and stops a whole tracker for tests and embedding.
 
-pub mod access_list;
+pub mod cidr;
 pub mod cli;
 pub mod config;
 pub mod connection_id;
 pub mod http;
+pub mod mesh;
 pub mod notify;
+pub mod policy;
 pub mod privileges;
 pub mod protocol;
-pub mod settings;
 pub mod stats;
 pub mod swarm;
 pub mod tracker;

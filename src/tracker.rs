@@ -3,7 +3,7 @@
 //! workers' inboxes together, starts the workers and the HTTP frontend, and stops them on request.
 //! The stats thread starts last and reads the counters every other thread owns. Started as
 //! root with `[privileges] user` set, it drops root after binding and before any thread starts.
-//! `reload` swaps in new live settings (access list, intervals, numwant) while serving.
+//! `reload` swaps in a new pipeline policy (lists, keys, intervals, numwant) while serving.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,13 +14,12 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::access_list::AccessListError;
 use crate::config::Config;
 use crate::connection_id::ConnectionIds;
 use crate::http;
-use crate::settings::{Settings, SharedSettings};
+use crate::mesh::{inbox, Wake};
+use crate::policy::{Policy, PolicyError, SharedPolicy};
 use crate::stats::{self, Sources, StatsThread};
-use crate::worker::inbox::{self, Wake};
 use crate::worker::{self, WorkerStart};
 
 /// Stops a running tracker from any thread.
@@ -43,6 +42,7 @@ impl ShutdownHandle {
 }
 
 pub struct Tracker {
+    config: Arc<Config>,
     udp_addresses: Vec<SocketAddr>,
     http_addresses: Vec<SocketAddr>,
     workers: Vec<JoinHandle<anyhow::Result<()>>>,
@@ -50,7 +50,7 @@ pub struct Tracker {
     shutdown: ShutdownHandle,
     sources: Sources,
     stats: Option<StatsThread>,
-    settings: SharedSettings,
+    policy: SharedPolicy,
     backend: &'static str,
 }
 
@@ -58,8 +58,8 @@ impl Tracker {
     pub fn start(config: Config) -> anyhow::Result<Tracker> {
         let config = Arc::new(config);
         let count = config.worker_count();
-        // A bad access list is fatal at start-up, before anything is bound.
-        let settings = Settings::load(&config)?.shared();
+        // A bad list or key file is fatal at start-up, before anything is bound.
+        let policy = Policy::load(&config)?.shared();
         let sockets = bind_udp(&config, count)?;
         let udp_addresses = match sockets.first() {
             Some(first) => first
@@ -98,6 +98,7 @@ impl Tracker {
         let sources = Sources::new(count, epoch);
         let mut sockets = sockets.into_iter();
         let mut tracker = Tracker {
+            config: config.clone(),
             udp_addresses,
             http_addresses,
             workers: Vec::with_capacity(count),
@@ -105,7 +106,7 @@ impl Tracker {
             shutdown: shutdown.clone(),
             sources: sources.clone(),
             stats: None,
-            settings: settings.clone(),
+            policy: policy.clone(),
             backend: "none",
         };
         for (index, inbox) in inboxes.into_iter().enumerate() {
@@ -122,7 +123,7 @@ impl Tracker {
                 shutdown: shutdown.flag.clone(),
                 core,
                 stats: sources.workers[index].clone(),
-                settings: settings.clone(),
+                policy: policy.clone(),
             });
             match started {
                 Ok(started) => {
@@ -143,7 +144,6 @@ impl Tracker {
                 http_listeners,
                 &config,
                 mailboxes,
-                settings.clone(),
                 sources.http.clone(),
                 http_stopped,
             ) {
@@ -187,17 +187,23 @@ impl Tracker {
         self.backend
     }
 
-    /// The live settings as requests see them now.
-    pub fn settings(&self) -> Arc<Settings> {
-        self.settings.load_full()
+    /// The configuration the tracker started with.
+    pub fn config(&self) -> &Config {
+        &self.config
     }
 
-    /// Applies the live-reloadable parts of `config` (access list, intervals, numwant limits)
-    /// at once, for every later request. An access list that cannot be read or parsed changes
-    /// nothing and says why. Other keys take effect at the next start.
-    pub fn reload(&self, config: &Config) -> Result<Arc<Settings>, AccessListError> {
-        let new = Arc::new(Settings::load(config)?);
-        self.settings.store(new.clone());
+    /// The pipeline's policy as requests see it now.
+    pub fn policy(&self) -> Arc<Policy> {
+        self.policy.load_full()
+    }
+
+    /// Applies the live-reloadable parts of `config` (the hooks' lists, keys and settings,
+    /// intervals, numwant limits) at once, for every later request of either frontend. A file
+    /// that cannot be read or parsed changes nothing and says why. Other keys take effect at
+    /// the next start.
+    pub fn reload(&self, config: &Config) -> Result<Arc<Policy>, PolicyError> {
+        let new = Arc::new(Policy::load(config)?);
+        self.policy.store(new.clone());
         Ok(new)
     }
 

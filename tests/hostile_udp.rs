@@ -383,8 +383,8 @@ fn a_flood_of_fake_peers_stops_at_the_limit() {
 #[test]
 fn forged_replayed_and_expired_connection_ids_are_refused_without_amplification() {
     use hayate_tracker::connection_id::ConnectionIds;
+    use hayate_tracker::mesh::inbox;
     use hayate_tracker::worker::handler::Handler;
-    use hayate_tracker::worker::inbox;
     use hayate_tracker::Config;
 
     let config = Config::from_toml_str("[workers]\ncount = 1\n", "test").unwrap();

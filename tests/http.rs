@@ -247,17 +247,31 @@ fn dictionary_and_no_peer_id_replies() {
     };
     assert_eq!(int(p, "port"), 1000);
     assert!(!p.contains_key(&b"peer id"[..]), "{p:?}");
-    // Dictionary peers over IPv6 carry the address as text.
+    // Dictionary peers over IPv6 carry the address as text, and list both families.
     let a6 = http_v6(&t);
     announce(a6, &announce_target(&hash, 3000, 9, ""));
     let d = announce(a6, &announce_target(&hash, 4000, 9, "&compact=0"));
     let Some(Value::List(peers)) = d.get(&b"peers"[..]) else {
         panic!("peers is a list")
     };
-    let Value::Dict(p) = &peers[0] else {
-        panic!("a peer is a dict")
-    };
-    assert_eq!((bytes(p, "ip"), int(p, "port")), (&b"::1"[..], 3000));
+    let mut listed: Vec<(Vec<u8>, i64)> = peers
+        .iter()
+        .map(|p| {
+            let Value::Dict(p) = p else {
+                panic!("a peer is a dict")
+            };
+            (bytes(p, "ip").to_vec(), int(p, "port"))
+        })
+        .collect();
+    listed.sort();
+    assert_eq!(
+        listed,
+        vec![
+            (b"127.0.0.1".to_vec(), 1000),
+            (b"127.0.0.1".to_vec(), 2000),
+            (b"::1".to_vec(), 3000)
+        ]
+    );
     t.stop().unwrap();
 }
 
@@ -613,5 +627,175 @@ fn stops_within_a_second_with_connections_open() {
 fn http_off_binds_nothing() {
     let t = start_tracker(1, "");
     assert!(t.http_addresses().is_empty());
+    t.stop().unwrap();
+}
+
+/// A torrent with IPv4 peers on ports `v4` and IPv6 peers on ports `v6`, all leechers.
+fn dual_swarm(t: &hayate_tracker::Tracker, hash: &[u8; 20], v4: &[u16], v6: &[u16]) {
+    for &port in v4 {
+        announce(http_v4(t), &announce_target(hash, port, 5, ""));
+    }
+    for &port in v6 {
+        announce(http_v6(t), &announce_target(hash, port, 5, ""));
+    }
+}
+
+#[test]
+fn dual_stack_replies_carry_both_families_unless_respect_af() {
+    let t = start_tracker_http(2, "", "");
+    let hash = hash_for_shard(1, 2, 40);
+    // An IPv6 seeder: an IPv4 client gets it in peers6, and IPv4 peers in peers.
+    announce(http_v6(&t), &announce_target(&hash, 6000, 0, ""));
+    announce(http_v4(&t), &announce_target(&hash, 4000, 5, ""));
+    let d = announce(http_v4(&t), &announce_target(&hash, 4001, 5, ""));
+    assert_eq!((int(&d, "complete"), int(&d, "incomplete")), (1, 2));
+    assert_eq!(
+        compact_peers(bytes(&d, "peers6"), true),
+        vec!["[::1]:6000".parse().unwrap()]
+    );
+    assert_eq!(
+        compact_peers(bytes(&d, "peers"), false),
+        vec!["127.0.0.1:4000".parse().unwrap()]
+    );
+    // numwant is split between the families: 10 of each on hand, 6 asked, 3 and 3.
+    let big = hash_for_shard(0, 2, 41);
+    let ports: Vec<u16> = (5000..5010).collect();
+    dual_swarm(&t, &big, &ports, &ports);
+    let d = announce(http_v4(&t), &announce_target(&big, 7000, 5, "&numwant=6"));
+    assert_eq!(compact_peers(bytes(&d, "peers"), false).len(), 3);
+    assert_eq!(compact_peers(bytes(&d, "peers6"), true).len(), 3);
+    // What one family lacks the other fills: 1 IPv6 peer, so 5 IPv4 ones.
+    let lop = hash_for_shard(0, 2, 42);
+    dual_swarm(&t, &lop, &ports, &[5000]);
+    let d = announce(http_v4(&t), &announce_target(&lop, 7000, 5, "&numwant=6"));
+    assert_eq!(compact_peers(bytes(&d, "peers"), false).len(), 5);
+    assert_eq!(compact_peers(bytes(&d, "peers6"), true).len(), 1);
+    // A seeder is sent leechers only, of both families.
+    let d = announce(http_v6(&t), &announce_target(&hash, 6001, 0, ""));
+    let mut v4 = compact_peers(bytes(&d, "peers"), false);
+    v4.sort();
+    assert_eq!(
+        v4,
+        vec![
+            "127.0.0.1:4000".parse().unwrap(),
+            "127.0.0.1:4001".parse().unwrap()
+        ]
+    );
+    assert_eq!(bytes(&d, "peers6"), b"", "the other seeder is not sent");
+    // respect_af = true, by reload: same family only.
+    let mut config = t.config().clone();
+    config.protocol.respect_af = true;
+    t.reload(&config).unwrap();
+    let d = announce(http_v4(&t), &announce_target(&hash, 4002, 5, ""));
+    assert!(!d.contains_key(&b"peers6"[..]), "{d:?}");
+    assert_eq!(compact_peers(bytes(&d, "peers"), false).len(), 2);
+    t.stop().unwrap();
+}
+
+#[test]
+fn the_other_family_address_lists_a_dual_stack_client_twice_when_allowed() {
+    let t = start_tracker_http(1, "allow_ip_spoofing = true", "");
+    let hash = [44; 20];
+    announce(http_v4(&t), &announce_target(&hash, 1000, 0, "&ipv6=::1"));
+    // An IPv6-only client finds the dual-stack seeder under its IPv6 address.
+    let mut config = t.config().clone();
+    config.protocol.respect_af = true;
+    t.reload(&config).unwrap();
+    assert_eq!(
+        listed_as(&t, &hash, true),
+        vec!["[::1]:1000".parse().unwrap()]
+    );
+    assert_eq!(
+        listed_as(&t, &hash, false),
+        vec!["127.0.0.1:1000".parse().unwrap()]
+    );
+    t.stop().unwrap();
+}
+
+#[test]
+fn interval_jitter_varies_each_reply_within_its_bound() {
+    let t = start_tracker_http(
+        2,
+        "",
+        "[protocol]\nannounce_interval_secs = 1800\nmin_interval_secs = 900\n\
+         interval_jitter_secs = 300\njitter_min_interval = true\n",
+    );
+    let hash = hash_for_shard(0, 2, 43);
+    let mut seen = std::collections::HashSet::new();
+    for port in 1000..1040u16 {
+        let d = announce(http_v4(&t), &announce_target(&hash, port, 5, ""));
+        let (interval, min) = (int(&d, "interval"), int(&d, "min interval"));
+        assert!((1800..=2100).contains(&interval), "{interval}");
+        assert_eq!(interval - 1800, min - 900, "the same increase on both");
+        seen.insert(interval);
+    }
+    assert!(
+        seen.len() > 10,
+        "40 replies, {} distinct intervals",
+        seen.len()
+    );
+    // Over UDP too.
+    let mut c = Client::new(v4(&t));
+    let cid = c.connect();
+    let mut udp_seen = std::collections::HashSet::new();
+    for port in 2000..2040u16 {
+        match c.announce(cid, hash, port, 5, 0, -1) {
+            Reply::Announce { interval, .. } => {
+                assert!((1800..=2100).contains(&interval), "{interval}");
+                udp_seen.insert(interval);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(udp_seen.len() > 10, "{udp_seen:?}");
+    // Off again by reload: every reply says exactly the interval.
+    let mut config = t.config().clone();
+    config.protocol.interval_jitter_secs = 0;
+    t.reload(&config).unwrap();
+    let d = announce(http_v4(&t), &announce_target(&hash, 3000, 5, ""));
+    assert_eq!((int(&d, "interval"), int(&d, "min interval")), (1800, 900));
+    t.stop().unwrap();
+}
+
+#[test]
+fn subnet_preference_hands_the_announcers_subnet_first_in_a_big_swarm() {
+    let t = start_tracker_http(
+        1,
+        "allow_ip_spoofing = true",
+        "[protocol]\nprefer_subnet_v4 = 24\nmax_numwant = 200\n",
+    );
+    let hash = [45; 20];
+    let mut http = Http::connect(http_v4(&t));
+    // 10,000 leechers over 127.0.0.0/8; 20 of them in 127.9.9.0/24.
+    let near: Vec<SocketAddr> = (1..=20)
+        .map(|i| SocketAddr::from(([127, 9, 9, i], 7000)))
+        .collect();
+    let far = (0..9980u32).map(|i| {
+        let b = (i + 1).to_be_bytes();
+        SocketAddr::from(([127, 10 + b[1], b[2], b[3]], 7000))
+    });
+    for addr in near.iter().copied().chain(far) {
+        let target = announce_target(&hash, addr.port(), 5, &format!("&ip={}", addr.ip()));
+        let r = http.get(&target);
+        assert!(!decode(&r.body).contains_key(&b"failure reason"[..]));
+    }
+    for _ in 0..3 {
+        let d = decode(
+            &http
+                .get(&announce_target(
+                    &hash,
+                    7001,
+                    5,
+                    "&ip=127.9.9.200&numwant=50",
+                ))
+                .body,
+        );
+        let peers = compact_peers(bytes(&d, "peers"), false);
+        assert_eq!(peers.len(), 50);
+        let mut first: Vec<SocketAddr> = peers[..20].to_vec();
+        first.sort();
+        assert_eq!(first, near, "the announcer's /24 comes first");
+        assert!(peers[20..].iter().all(|p| !near.contains(p)), "once each");
+    }
     t.stop().unwrap();
 }

@@ -50,7 +50,7 @@ proptest! {
     ) {
         let mut p = announce_packet(cid, txid, info_hash, port, left, event, num_want);
         p.extend_from_slice(&options);
-        let Ok(Request::Announce { connection_id, transaction_id, announce }) =
+        let Ok(Request::Announce { connection_id, transaction_id, announce, .. }) =
             udp::parse_request(&p, 74)
         else {
             return Err(TestCaseError::fail("announce not parsed"));

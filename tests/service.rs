@@ -176,7 +176,7 @@ fn allow_mode_serves_only_listed_torrents_and_reload_changes_intervals_and_numwa
     let protocol = "announce_interval_secs = 600\nmin_interval_secs = 60\ndefault_numwant = 2\nmax_numwant = 3\n";
     let reloaded = Config::from_toml_str(&config_text(&list, "allow", protocol), "t").unwrap();
     let s = t.reload(&reloaded).unwrap();
-    assert_eq!((s.default_numwant, s.max_numwant), (2, 3));
+    assert_eq!((s.shaping.default_numwant, s.shaping.max_numwant), (2, 3));
     let (interval, peers) = udp_peers(c.announce(cid, listed, 9, 5, EVENT_NONE, -1));
     assert_eq!((interval, peers.len()), (600, 2));
     let (_, peers) = udp_peers(c.announce(cid, listed, 9, 5, EVENT_NONE, 100));

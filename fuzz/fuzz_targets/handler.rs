@@ -22,7 +22,7 @@ use hayate_tracker::connection_id::ConnectionIds;
 use hayate_tracker::protocol::udp;
 use hayate_tracker::protocol::{Announce, AnnounceEvent, InfoHash};
 use hayate_tracker::worker::handler::Handler;
-use hayate_tracker::worker::inbox::{self, HttpWork, Inbox};
+use hayate_tracker::mesh::{inbox, HttpWork, Inbox};
 use libfuzzer_sys::fuzz_target;
 
 const KEY: [u8; 16] = *b"hayate-fuzz-key!";
@@ -433,11 +433,12 @@ impl World {
                     self.announced
                         .insert((a.info_hash, ip.to_canonical(), a.port));
                 }
-                let owner = hayate_tracker::swarm::shard_of(&a.info_hash, WORKERS);
+                let owner = hayate_tracker::mesh::shard_of(&a.info_hash, WORKERS);
                 let (reply, mut answer) = tokio::sync::oneshot::channel();
                 let work = HttpWork::Announce {
                     announce: a,
                     ip,
+                    query: Vec::new(),
                     reply,
                 };
                 self.handlers[owner].http_work(self.now, work);

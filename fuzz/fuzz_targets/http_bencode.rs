@@ -9,7 +9,7 @@ use std::net::IpAddr;
 use arbitrary::Arbitrary;
 use hayate_tracker::http::response::{self, PeerFormat};
 use hayate_tracker::protocol::{InfoHash, SwarmCounts};
-use hayate_tracker::worker::inbox::{HttpAnnounced, HttpPeer};
+use hayate_tracker::mesh::{HttpAnnounced, HttpPeer};
 use libfuzzer_sys::fuzz_target;
 
 #[derive(Debug, PartialEq, Eq)]
@@ -145,8 +145,13 @@ fuzz_target!(|input: Input| {
         no_peer_id: input.no_peer_id,
         ipv6: input.ipv6,
     };
-    let r = HttpAnnounced { counts, peers };
-    let body = response::announce(&r, input.interval, input.min_interval, format);
+    let r = HttpAnnounced {
+        counts,
+        peers,
+        interval: input.interval,
+        min_interval: input.min_interval,
+    };
+    let body = response::announce(&r, format);
     let v = decode(&body);
     let m = dict(&v);
     assert_eq!(get(m, "complete"), &Value::Int(input.seeders.into()));

@@ -83,7 +83,9 @@ fn check(data: &[u8], max_hashes: usize) {
             connection_id,
             transaction_id,
             announce: a,
+            options,
         }) => {
+            assert_eq!(options, &data[udp::ANNOUNCE_LEN..]);
             assert!(data.len() >= udp::ANNOUNCE_LEN);
             assert_eq!(be32(data, 8), udp::ACTION_ANNOUNCE);
             assert_eq!(connection_id, be64(data, 0));
@@ -114,7 +116,8 @@ fn check(data: &[u8], max_hashes: usize) {
                 Ok(Request::Announce {
                     connection_id,
                     transaction_id,
-                    announce: a
+                    announce: a,
+                    options: &[],
                 })
             );
             // An announce reply with peers of both sizes reads back.

@@ -24,7 +24,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::sync::{watch, Semaphore};
 
 use crate::config::{Config, HttpConfig};
-use crate::worker::inbox::Mailbox;
+use crate::mesh::Mailbox;
 
 use service::Service;
 
@@ -77,7 +77,6 @@ pub fn spawn(
     listeners: Vec<TcpListener>,
     config: &Config,
     mailboxes: Vec<Mailbox>,
-    settings: crate::settings::SharedSettings,
     stats: std::sync::Arc<crossbeam_utils::CachePadded<crate::stats::Traffic>>,
     stopped: Stopped,
 ) -> anyhow::Result<JoinHandle<()>> {
@@ -109,9 +108,7 @@ pub fn spawn(
         // hyper's read buffer cannot be under 8 KiB; the head limit above is the real one.
         .max_buf_size((h.max_request_bytes as usize).max(8192));
     let server = Arc::new(Server {
-        service: Service::new(config, mailboxes)?
-            .share_settings(settings)
-            .count_into(stats),
+        service: Service::new(config, mailboxes)?.count_into(stats),
         builder,
         connections: Arc::new(Semaphore::new(h.max_connections as usize)),
     });
@@ -208,10 +205,8 @@ fn is_transient(e: &std::io::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::access_list::AccessList;
+    use crate::mesh::{inbox, HttpAnnounced, HttpWork};
     use crate::protocol::SwarmCounts;
-    use crate::settings::Settings;
-    use crate::worker::inbox::{self, HttpAnnounced, HttpWork};
     use std::io::{Read, Write};
 
     #[test]
@@ -221,12 +216,10 @@ mod tests {
         let addr = listeners[0].local_addr().unwrap();
         let (mailbox, inbox) = inbox::inbox(16).unwrap();
         let (stop, stopped) = stop_channel();
-        let settings = Settings::new(&config, AccessList::off()).shared();
         let thread = spawn(
             listeners,
             &config,
             vec![mailbox],
-            settings,
             Default::default(),
             stopped,
         )
@@ -259,6 +252,8 @@ mod tests {
         let _ = reply.send(Ok(HttpAnnounced {
             counts,
             peers: Vec::new(),
+            interval: 1800,
+            min_interval: 900,
         }));
         let mut answer = Vec::new();
         client.read_to_end(&mut answer).expect("read until close");

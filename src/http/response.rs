@@ -4,8 +4,8 @@
 
 use std::net::IpAddr;
 
+use crate::mesh::HttpAnnounced;
 use crate::protocol::{InfoHash, SwarmCounts};
-use crate::worker::inbox::HttpAnnounced;
 
 use super::bencode::Writer;
 
@@ -29,18 +29,13 @@ pub fn failure(reason: &str) -> Vec<u8> {
     w.finish()
 }
 
-pub fn announce(
-    r: &HttpAnnounced,
-    interval: u32,
-    min_interval: u32,
-    format: PeerFormat,
-) -> Vec<u8> {
+pub fn announce(r: &HttpAnnounced, format: PeerFormat) -> Vec<u8> {
     let mut w = Writer::with_capacity(96 + r.peers.len() * if format.compact { 18 } else { 64 });
     w.dict()
         .key_int("complete", r.counts.seeders.into())
         .key_int("incomplete", r.counts.leechers.into())
-        .key_int("interval", interval.into())
-        .key_int("min interval", min_interval.into())
+        .key_int("interval", r.interval.into())
+        .key_int("min interval", r.min_interval.into())
         .bytes(b"peers");
     if format.compact {
         let v4 = r.peers.iter().filter(|p| p.ip.is_ipv4()).count();
@@ -103,7 +98,7 @@ pub fn scrape(entries: &mut [(InfoHash, SwarmCounts)]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::worker::inbox::HttpPeer;
+    use crate::mesh::HttpPeer;
 
     fn reply(peers: &[(&str, u16)]) -> HttpAnnounced {
         HttpAnnounced {
@@ -120,6 +115,8 @@ mod tests {
                     peer_id: *b"-XX0000-abcdefghijkl",
                 })
                 .collect(),
+            interval: 1800,
+            min_interval: 900,
         }
     }
 
@@ -131,7 +128,7 @@ mod tests {
 
     #[test]
     fn compact_v4() {
-        let body = announce(&reply(&[("1.2.3.4", 0x1a1b)]), 1800, 900, V4);
+        let body = announce(&reply(&[("1.2.3.4", 0x1a1b)]), V4);
         assert_eq!(
             body,
             b"d8:completei1e10:incompletei2e8:intervali1800e12:min intervali900e\
@@ -142,7 +139,7 @@ mod tests {
     #[test]
     fn compact_v6_keeps_an_empty_peers() {
         let format = PeerFormat { ipv6: true, ..V4 };
-        let body = announce(&reply(&[("::1", 1)]), 1, 1, format);
+        let body = announce(&reply(&[("::1", 1)]), format);
         let mut want = b"5:peers0:6:peers618:".to_vec();
         want.extend_from_slice(&[0; 15]);
         want.extend_from_slice(&[1, 0, 1, b'e']);
@@ -155,7 +152,7 @@ mod tests {
             compact: false,
             ..V4
         };
-        let body = announce(&reply(&[("1.2.3.4", 80)]), 1, 1, format);
+        let body = announce(&reply(&[("1.2.3.4", 80)]), format);
         assert!(
             body.ends_with(b"5:peersld2:ip7:1.2.3.47:peer id20:-XX0000-abcdefghijkl4:porti80eeee")
         );
@@ -163,7 +160,7 @@ mod tests {
             no_peer_id: true,
             ..format
         };
-        let body = announce(&reply(&[("1.2.3.4", 80)]), 1, 1, format);
+        let body = announce(&reply(&[("1.2.3.4", 80)]), format);
         assert!(body.ends_with(b"5:peersld2:ip7:1.2.3.44:porti80eeee"));
     }
 

@@ -18,31 +18,28 @@ use hyper::{Method, Request, Response, StatusCode};
 use tokio::sync::oneshot;
 use tokio::time::{timeout, timeout_at, Instant};
 
-use crate::access_list::{AccessList, REFUSED_MESSAGE};
 use crate::config::Config;
+use crate::mesh::{HttpWork, Mailbox, Mesh};
+use crate::policy::refusal::BUSY_MESSAGE;
+use crate::policy::Refusal;
 use crate::protocol::InfoHash;
-use crate::settings::{Settings, SharedSettings};
-use crate::stats::{Action, ErrorReason, Forward, IpVersion, Traffic};
-use crate::swarm::shard_of;
-use crate::worker::inbox::{HttpWork, Mailbox};
+use crate::stats::{Action, Forward, IpVersion, Traffic};
 
 use super::proxy::{self, Cidr};
 use super::query;
 use super::response::{self, PeerFormat};
 
 /// What the client sees when its worker cannot take or finish the request in time.
-pub const BUSY: &str = "tracker busy, retry";
+pub const BUSY: &str = BUSY_MESSAGE;
 
 /// Everything a request needs, shared by every connection of the frontend.
 pub struct Service {
-    mailboxes: Vec<Mailbox>,
+    mesh: Mesh,
     trusted: Vec<Cidr>,
     real_ip_header: HeaderName,
     allow_ip_spoofing: bool,
     worker_timeout: Duration,
     max_scrape_hashes: usize,
-    /// The access list and intervals, reloadable while serving.
-    settings: SharedSettings,
     /// What this frontend counts. Only the HTTP thread writes it (every connection task runs
     /// on that one thread), as the counters require.
     stats: Arc<CachePadded<Traffic>>,
@@ -74,34 +71,26 @@ impl Service {
     pub fn new(config: &Config, mailboxes: Vec<Mailbox>) -> anyhow::Result<Self> {
         let h = &config.http;
         Ok(Self {
-            mailboxes,
+            mesh: Mesh::new(mailboxes),
             trusted: h.trusted_proxies.clone(),
             real_ip_header: HeaderName::from_bytes(h.real_ip_header.as_bytes())
                 .map_err(|_| anyhow::anyhow!("http.real_ip_header is not a header name"))?,
             allow_ip_spoofing: h.allow_ip_spoofing,
             worker_timeout: Duration::from_millis(h.worker_timeout_ms.into()),
             max_scrape_hashes: config.protocol.max_scrape_hashes as usize,
-            // Serves every torrent until given the tracker's live settings (`share_settings`).
-            settings: Settings::new(config, AccessList::off()).shared(),
             stats: Default::default(),
         })
     }
 
-    /// A refusal, counted under `reason`.
-    fn refuse(&self, reason: ErrorReason, message: &str) -> Answer {
-        self.stats.error(reason);
-        Answer::refused(message)
+    /// A refusal, counted under its reason.
+    fn refuse(&self, refusal: Refusal) -> Answer {
+        self.stats.error(refusal.reason());
+        Answer::refused(refusal.message())
     }
 
     /// Counts into `stats` (the tracker's `sources().http`) from now on.
     pub fn count_into(mut self, stats: Arc<CachePadded<Traffic>>) -> Self {
         self.stats = stats;
-        self
-    }
-
-    /// Reads the access list and intervals from `settings` from now on.
-    pub fn share_settings(mut self, settings: SharedSettings) -> Self {
-        self.settings = settings;
         self
     }
 
@@ -152,7 +141,7 @@ impl Service {
     async fn announce<B>(&self, peer: IpAddr, req: &Request<B>, query: &[u8]) -> Answer {
         let q = match query::parse_announce(query, self.allow_ip_spoofing) {
             Ok(q) => q,
-            Err(e) => return self.refuse(ErrorReason::Malformed, &e.to_string()),
+            Err(e) => return self.refuse(Refusal::Malformed(e.to_string().into())),
         };
         let header: Vec<&[u8]> = req
             .headers()
@@ -163,43 +152,43 @@ impl Service {
         let client = match proxy::client_ip(peer, &self.trusted, &header) {
             Ok(ip) => ip,
             Err(proxy::Unreadable) => {
-                return self.refuse(
-                    ErrorReason::Malformed,
-                    &format!(
+                return self.refuse(Refusal::Malformed(
+                    format!(
                         "the proxy's {} header names no client address",
                         self.real_ip_header
-                    ),
-                )
+                    )
+                    .into(),
+                ))
             }
         };
         let ip = match self.allow_ip_spoofing {
             true => q.spoofed_ip(client.is_ipv4()).unwrap_or(client),
             false => client,
         };
-        if !self.settings.load().access.allows(&q.announce.info_hash) {
-            return self.refuse(ErrorReason::TorrentNotAllowed, REFUSED_MESSAGE);
-        }
-        let owner = shard_of(&q.announce.info_hash, self.mailboxes.len());
+        // A dual-stack client may name its address of the other family too (`ipv4=`/`ipv6=`):
+        // it is then listed under both.
+        let other = match (self.allow_ip_spoofing, ip.to_canonical().is_ipv4()) {
+            (false, _) => None,
+            (true, true) => q.ipv6,
+            (true, false) => q.ipv4,
+        };
+        let owner = self.mesh.owner(&q.announce.info_hash);
         let (reply, answer) = oneshot::channel();
         let work = HttpWork::Announce {
             announce: q.announce,
             ip,
+            other,
+            query: query.to_vec(),
             reply,
         };
-        if self.mailboxes[owner].send_http(work).is_err() {
+        if self.mesh.to(owner).send_http(work).is_err() {
             self.stats.inbox_dropped(Forward::Announce);
             return Answer::refused(BUSY);
         }
         self.stats.forwarded(Forward::Announce);
         match timeout(self.worker_timeout, answer).await {
-            // Past a limit (tracker or torrent full): say so.
-            Ok(Ok(Err(refused))) => {
-                let reason = match refused {
-                    crate::swarm::Refused::TrackerFull => ErrorReason::TrackerFull,
-                    crate::swarm::Refused::TorrentFull => ErrorReason::TorrentFull,
-                };
-                self.refuse(reason, refused.message())
-            }
+            // Refused by a hook or past a limit: say why.
+            Ok(Ok(Err(refusal))) => self.refuse(refusal),
             Ok(Ok(Ok(r))) => {
                 let format = PeerFormat {
                     compact: q.compact,
@@ -207,28 +196,22 @@ impl Service {
                     ipv6: ip.is_ipv6(),
                 };
                 self.stats.peers_in_reply(r.peers.len());
-                let s = self.settings.load();
-                Answer::ok(response::announce(
-                    &r,
-                    s.announce_interval_secs,
-                    s.min_interval_secs,
-                    format,
-                ))
+                Answer::ok(response::announce(&r, format))
             }
             // Timed out, or the worker is gone (shutting down).
-            _ => self.refuse(ErrorReason::WorkerTimeout, BUSY),
+            _ => self.refuse(Refusal::Busy),
         }
     }
 
     async fn scrape(&self, query: &[u8]) -> Answer {
         let hashes = match query::parse_scrape(query, self.max_scrape_hashes) {
             Ok(h) => h,
-            Err(e) => return self.refuse(ErrorReason::Malformed, &e.to_string()),
+            Err(e) => return self.refuse(Refusal::Malformed(e.to_string().into())),
         };
-        let shards = self.mailboxes.len();
+        let shards = self.mesh.workers();
         let mut parts: Vec<Vec<InfoHash>> = vec![Vec::new(); shards];
         for h in &hashes {
-            parts[shard_of(h, shards)].push(*h);
+            parts[self.mesh.owner(h)].push(*h);
         }
         // Every owner works on its part at once; the replies are gathered under one deadline.
         let deadline = Instant::now() + self.worker_timeout;
@@ -242,7 +225,7 @@ impl Service {
                 hashes: part.clone(),
                 reply,
             };
-            if self.mailboxes[owner].send_http(work).is_err() {
+            if self.mesh.to(owner).send_http(work).is_err() {
                 self.stats.inbox_dropped(Forward::Scrape);
                 return Answer::refused(BUSY);
             }
@@ -255,7 +238,7 @@ impl Service {
                 Ok(Ok(counts)) if counts.len() == part.len() => {
                     entries.extend(part.into_iter().zip(counts))
                 }
-                _ => return self.refuse(ErrorReason::WorkerTimeout, BUSY),
+                _ => return self.refuse(Refusal::Busy),
             }
         }
         Answer::ok(response::scrape(&mut entries))
@@ -287,8 +270,8 @@ fn plain(status: StatusCode, text: &'static str) -> Response<Full<Bytes>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mesh::{inbox, shard_of, HttpAnnounced, Inbox};
     use crate::protocol::SwarmCounts;
-    use crate::worker::inbox::{self, HttpAnnounced, Inbox};
     use http_body_util::BodyExt;
 
     const ANNOUNCE: &str =
@@ -336,7 +319,9 @@ mod tests {
     #[test]
     fn a_full_inbox_means_busy_at_once() {
         let (s, _inboxes) = service(1, 60_000);
-        while s.mailboxes[0]
+        while s
+            .mesh
+            .to(0)
             .send_http(HttpWork::Scrape {
                 hashes: Vec::new(),
                 reply: oneshot::channel().0,
@@ -408,7 +393,7 @@ mod tests {
                 panic!("an announce")
             };
             assert_eq!(ip, "127.0.0.1".parse::<IpAddr>().unwrap(), "the TCP peer");
-            reply.send(Ok(HttpAnnounced::default())).unwrap();
+            reply.send(Ok(answered())).unwrap();
         });
         let got = body(&s, ANNOUNCE);
         owner.join().unwrap();
@@ -417,10 +402,16 @@ mod tests {
             no_peer_id: false,
             ipv6: false,
         };
-        assert_eq!(
-            got,
-            response::announce(&HttpAnnounced::default(), 1800, 900, format)
-        );
+        assert_eq!(got, response::announce(&answered(), format));
+    }
+
+    /// The owner's answer to an announce of an empty swarm.
+    fn answered() -> HttpAnnounced {
+        HttpAnnounced {
+            interval: 1800,
+            min_interval: 900,
+            ..HttpAnnounced::default()
+        }
     }
 
     fn esc(b: &[u8]) -> String {

@@ -3,6 +3,8 @@
 
 pub mod udp;
 
+use std::net::IpAddr;
+
 /// A torrent's 20-byte info hash (a BitTorrent v2 hash is cut to 20 bytes by clients).
 pub type InfoHash = [u8; 20];
 
@@ -30,6 +32,29 @@ pub struct Announce {
     pub event: AnnounceEvent,
     /// Peers asked for, as sent: 0 or negative means "the default".
     pub num_want: i32,
+}
+
+/// Which frontend carried a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Udp,
+    Http,
+}
+
+/// An announce with everything the pipeline's hooks may look at, whichever frontend carried
+/// it. It borrows the request's bytes: nothing is copied to build it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AnnounceRequest<'a> {
+    pub announce: Announce,
+    /// The address the peer is listed under (canonical: IPv4-mapped is IPv4).
+    pub ip: IpAddr,
+    pub transport: Transport,
+    /// The URL path the client announced to: the HTTP path, or BEP 41 URL data over UDP
+    /// (empty when the client sent none).
+    pub path: &'a [u8],
+    /// The raw query string (without `?`): the HTTP query, or the part of BEP 41 URL data
+    /// after `?`.
+    pub query: &'a [u8],
 }
 
 /// A swarm's counts, as a scrape reports them.

@@ -98,6 +98,8 @@ pub enum Request<'a> {
         connection_id: u64,
         transaction_id: u32,
         announce: Announce,
+        /// The bytes after the fixed layout: BEP 41 options (see `protocol::bep41`).
+        options: &'a [u8],
     },
     Scrape {
         connection_id: u64,
@@ -133,8 +135,9 @@ pub fn parse_request(packet: &[u8], max_scrape_hashes: usize) -> Result<Request<
     match header.action.get() {
         ACTION_CONNECT if connection_id == PROTOCOL_ID => Ok(Request::Connect { transaction_id }),
         ACTION_ANNOUNCE => {
-            // Bytes past the fixed layout are BEP 41 options: accepted and not needed.
-            let (a, _options) = AnnounceBody::ref_from_prefix(body)
+            // Bytes past the fixed layout are BEP 41 options, read by the pipeline when a hook
+            // needs the URL.
+            let (a, options) = AnnounceBody::ref_from_prefix(body)
                 .map_err(|_| invalid("announce is too short"))?;
             let event = match a.event.get() {
                 0 => AnnounceEvent::None,
@@ -158,6 +161,7 @@ pub fn parse_request(packet: &[u8], max_scrape_hashes: usize) -> Result<Request<
                     event,
                     num_want: a.num_want.get(),
                 },
+                options,
             })
         }
         ACTION_SCRAPE => {
@@ -329,10 +333,12 @@ mod tests {
             connection_id,
             transaction_id,
             announce,
+            options,
         }) = parse_request(&p, 74)
         else {
             panic!("announce not parsed");
         };
+        assert_eq!(options, &p[ANNOUNCE_LEN..]);
         assert_eq!((connection_id, transaction_id), (7, 99));
         assert_eq!(announce.info_hash, [1u8; 20]);
         assert_eq!(announce.peer_id, [2u8; 20]);

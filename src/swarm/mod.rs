@@ -4,6 +4,7 @@
 //! sees bytes or sockets.
 
 mod peers;
+mod subnet;
 
 use std::net::IpAddr;
 
@@ -12,16 +13,9 @@ use hashbrown::hash_map::Entry;
 use hashbrown::HashMap;
 
 pub use peers::{Peer, PeerIp, PeerSet, Previous};
+pub use subnet::SubnetIndex;
 
 use crate::protocol::{Announce, AnnounceEvent, InfoHash, SwarmCounts};
-
-/// The shard that owns `info_hash` among `shards`. Every thread must agree, so the hash is
-/// unkeyed: the hash is already uniformly random, its first bytes are as good as any.
-pub fn shard_of(info_hash: &InfoHash, shards: usize) -> usize {
-    let x = u64::from_le_bytes(info_hash[..8].try_into().expect("8 bytes"));
-    // Multiply-shift instead of `%`: uniform and cheap for any shard count.
-    ((u128::from(x) * shards as u128) >> 64) as usize
-}
 
 /// A torrent's peers, by family, and its completed count. IPv6 peers are rarer, so their set
 /// sits behind a box that exists only while the torrent has any: a torrent costs 40 bytes here.
@@ -60,6 +54,14 @@ impl Torrent {
 
 /// An address family's peer set within a torrent.
 pub trait Family: PeerIp {
+    /// The unspecified address: with port 0 (never stored) a key that matches no peer.
+    const NONE: Self;
+    /// The address as the rest of the tracker names it.
+    fn addr(&self) -> IpAddr;
+    /// The address with all but its first `prefix` bits cleared: its subnet.
+    fn masked(&self, prefix: u8) -> Self;
+    /// The shard's subnet index of this family, when subnet preference is on.
+    fn subnets(s: &mut Subnets) -> Option<&mut SubnetIndex<Self>>;
     /// The set, made if the torrent has none yet.
     fn set(t: &mut Torrent) -> &mut PeerSet<Self>;
     /// The set, if the torrent has one.
@@ -67,6 +69,19 @@ pub trait Family: PeerIp {
 }
 
 impl Family for [u8; 4] {
+    const NONE: Self = [0; 4];
+    fn addr(&self) -> IpAddr {
+        IpAddr::from(*self)
+    }
+    fn masked(&self, prefix: u8) -> Self {
+        let mask = u32::MAX
+            .checked_shl(32 - u32::from(prefix.min(32)))
+            .unwrap_or(0);
+        (u32::from_be_bytes(*self) & mask).to_be_bytes()
+    }
+    fn subnets(s: &mut Subnets) -> Option<&mut SubnetIndex<Self>> {
+        s.v4.as_deref_mut()
+    }
     fn set(t: &mut Torrent) -> &mut PeerSet<Self> {
         &mut t.v4
     }
@@ -76,12 +91,58 @@ impl Family for [u8; 4] {
 }
 
 impl Family for [u8; 16] {
+    const NONE: Self = [0; 16];
+    fn addr(&self) -> IpAddr {
+        IpAddr::from(*self)
+    }
+    fn masked(&self, prefix: u8) -> Self {
+        let mask = u128::MAX
+            .checked_shl(128 - u32::from(prefix.min(128)))
+            .unwrap_or(0);
+        (u128::from_be_bytes(*self) & mask).to_be_bytes()
+    }
+    fn subnets(s: &mut Subnets) -> Option<&mut SubnetIndex<Self>> {
+        s.v6.as_deref_mut()
+    }
     fn set(t: &mut Torrent) -> &mut PeerSet<Self> {
         t.v6.get_or_insert_with(Default::default)
     }
     fn existing(t: &mut Torrent) -> Option<&mut PeerSet<Self>> {
         t.v6.as_deref_mut()
     }
+}
+
+/// What an announce did, beside the counts it answers with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Announced {
+    /// The swarm's counts after the announce.
+    pub counts: SwarmCounts,
+    /// What the peer was before: absent (a new peer, or a stop for one never seen), a
+    /// leecher or a seeder.
+    pub previous: Previous,
+    /// The announce counted a download.
+    pub downloaded: bool,
+    /// When the stored peer expires (0 after a stop).
+    pub expires: u32,
+}
+
+impl Default for Announced {
+    fn default() -> Self {
+        Self {
+            counts: SwarmCounts::default(),
+            previous: Previous::Absent,
+            downloaded: false,
+            expires: 0,
+        }
+    }
+}
+
+/// The subnet indexes of a shard whose announcers prefer their own subnet's peers; a family
+/// without preference has none.
+#[derive(Default)]
+pub struct Subnets {
+    v4: Option<Box<SubnetIndex<[u8; 4]>>>,
+    v6: Option<Box<SubnetIndex<[u8; 16]>>>,
 }
 
 /// Totals over a shard, for gauges.
@@ -146,6 +207,7 @@ pub struct Shard {
     /// nothing to read (a walk over a million torrents would stall the worker).
     seeders: usize,
     leechers: usize,
+    subnets: Subnets,
 }
 
 impl Shard {
@@ -163,7 +225,17 @@ impl Shard {
             peer_lifetime_secs,
             seeders: 0,
             leechers: 0,
+            subnets: Subnets::default(),
         }
+    }
+
+    /// Hands announcers the peers of their own subnet first: IPv4 addresses sharing their
+    /// first `v4` bits, IPv6 their first `v6` (0: no preference for that family).
+    pub fn prefer_subnets(&mut self, v4: u8, v6: u8) {
+        self.subnets = Subnets {
+            v4: (v4 > 0).then(|| Box::new(SubnetIndex::new(v4))),
+            v6: (v6 > 0).then(|| Box::new(SubnetIndex::new(v6))),
+        };
     }
 
     /// Applies an announce from `ip` (already canonical: IPv4-mapped is IPv4) and hands `out`
@@ -178,14 +250,31 @@ impl Shard {
         now: u32,
         out: impl FnMut(&Peer<I>),
     ) -> Result<SwarmCounts, Refused> {
+        self.announce_change(ip, a, want, now, out)
+            .map(|a| a.counts)
+    }
+
+    /// [`Shard::announce`], also saying what changed, for the pipeline's post-hooks.
+    pub fn announce_change<I: Family>(
+        &mut self,
+        ip: I,
+        a: &Announce,
+        want: usize,
+        now: u32,
+        out: impl FnMut(&Peer<I>),
+    ) -> Result<Announced, Refused> {
         let key = (ip, a.port);
         if a.event == AnnounceEvent::Stopped {
             let Some(t) = self.torrents.get_mut(&a.info_hash) else {
-                return Ok(SwarmCounts::default());
+                return Ok(Announced::default());
             };
             let before = t.counts();
-            if let Some(set) = I::existing(t) {
-                set.remove(key, &self.hasher);
+            let previous = match I::existing(t) {
+                Some(set) => set.remove(key, &self.hasher),
+                None => Previous::Absent,
+            };
+            if let Some(index) = I::subnets(&mut self.subnets) {
+                index.removed(&a.info_hash, I::existing(t).map(|s| &*s), key, &self.hasher);
             }
             t.tidy();
             let counts = t.counts();
@@ -194,7 +283,12 @@ impl Shard {
             if t.is_empty() {
                 self.torrents.remove(&a.info_hash);
             }
-            return Ok(counts);
+            return Ok(Announced {
+                counts,
+                previous,
+                downloaded: false,
+                expires: 0,
+            });
         }
         let seeder = a.left == 0 || a.event == AnnounceEvent::Completed;
         let full = self.torrents.len() >= self.limits.max_torrents;
@@ -212,22 +306,78 @@ impl Shard {
         }
         let before = t.counts();
         let set = I::set(t);
-        set.select(key, seeder, want, &mut self.rng, out);
+        let mut out = out;
+        match I::subnets(&mut self.subnets) {
+            None => {
+                set.select(key, seeder, want, &mut self.rng, out);
+            }
+            Some(index) => {
+                // The announcer's subnet first, then the usual run without them.
+                let h = &self.hasher;
+                let near = index.same_subnet(&a.info_hash, set, ip, key, seeder, want, h, &mut out);
+                let mut rest = want - near;
+                let index = &*index;
+                set.select(key, seeder, want, &mut self.rng, |p| {
+                    if rest > 0 && (near == 0 || !index.same(p.ip, ip)) {
+                        out(p);
+                        rest -= 1;
+                    }
+                });
+            }
+        }
+        let expires = now.saturating_add(self.peer_lifetime_secs);
         let peer = Peer {
-            expires: now.saturating_add(self.peer_lifetime_secs),
+            expires,
             ip,
             port: a.port,
             peer_id: a.peer_id,
         };
         let previous = set.upsert(peer, seeder, &self.hasher);
+        if previous == Previous::Absent {
+            if let Some(index) = I::subnets(&mut self.subnets) {
+                index.added(&a.info_hash, set, key, &self.hasher);
+            }
+        }
         // A client repeating `completed` while already a seeder is not a new download.
-        if a.event == AnnounceEvent::Completed && previous != Previous::Seeder {
+        let downloaded = a.event == AnnounceEvent::Completed && previous != Previous::Seeder;
+        if downloaded {
             t.downloaded = t.downloaded.saturating_add(1);
         }
         let after = t.counts();
         self.seeders = self.seeders - before.seeders as usize + after.seeders as usize;
         self.leechers = self.leechers - before.leechers as usize + after.leechers as usize;
-        Ok(after)
+        Ok(Announced {
+            counts: after,
+            previous,
+            downloaded,
+            expires,
+        })
+    }
+
+    /// How many peers of family `I` a torrent could hand an announcer: its leechers for a
+    /// seeder, everyone for a leecher (the announcer itself included, if it is there).
+    pub fn candidates<I: Family>(&mut self, info_hash: &InfoHash, for_seeder: bool) -> usize {
+        match self.torrents.get_mut(info_hash).and_then(I::existing) {
+            Some(set) if for_seeder => set.leechers(),
+            Some(set) => set.len(),
+            None => 0,
+        }
+    }
+
+    /// Hands `out` up to `want` peers of family `I` of a torrent without announcing to it
+    /// (the other family's peers for a dual-stack reply): leechers only `for_seeder`.
+    pub fn sample<I: Family>(
+        &mut self,
+        info_hash: &InfoHash,
+        for_seeder: bool,
+        want: usize,
+        skip: (I, u16),
+        out: impl FnMut(&Peer<I>),
+    ) -> usize {
+        let Some(set) = self.torrents.get_mut(info_hash).and_then(I::existing) else {
+            return 0;
+        };
+        set.select(skip, for_seeder, want, &mut self.rng, out)
     }
 
     /// The same, for an address of either family.
@@ -242,10 +392,10 @@ impl Shard {
         let mut out = out;
         match ip.to_canonical() {
             IpAddr::V4(v4) => self.announce(v4.octets(), a, want, now, |p| {
-                out(IpAddr::from(p.ip), p.port, &p.peer_id)
+                out(p.ip.addr(), p.port, &p.peer_id)
             }),
             IpAddr::V6(v6) => self.announce(v6.octets(), a, want, now, |p| {
-                out(IpAddr::from(p.ip), p.port, &p.peer_id)
+                out(p.ip.addr(), p.port, &p.peer_id)
             }),
         }
     }
@@ -262,11 +412,20 @@ impl Shard {
         let mut dropped = 0;
         let hs = &self.hasher;
         let (seeders, leechers) = (&mut self.seeders, &mut self.leechers);
-        self.torrents.retain(|_, t| {
+        let subnets = &mut self.subnets;
+        self.torrents.retain(|hash, t| {
             let before = t.counts();
-            dropped += t.v4.expire(now, hs);
+            let gone = t.v4.expire(now, hs);
+            if let (true, Some(index)) = (gone > 0, subnets.v4.as_deref_mut()) {
+                index.rebuild(hash, &t.v4, hs);
+            }
+            dropped += gone;
             if let Some(v6) = t.v6.as_deref_mut() {
-                dropped += v6.expire(now, hs);
+                let gone = v6.expire(now, hs);
+                if let (true, Some(index)) = (gone > 0, subnets.v6.as_deref_mut()) {
+                    index.rebuild(hash, v6, hs);
+                }
+                dropped += gone;
             }
             t.tidy();
             let after = t.counts();
@@ -305,7 +464,13 @@ impl Shard {
 
     /// Checks every torrent's invariants (tests and fuzzing).
     pub fn check_invariants(&self) {
-        for t in self.torrents.values() {
+        for (hash, t) in &self.torrents {
+            if let Some(index) = self.subnets.v4.as_deref() {
+                index.check(hash, Some(&t.v4));
+            }
+            if let Some(index) = self.subnets.v6.as_deref() {
+                index.check(hash, t.v6.as_deref());
+            }
             assert!(!t.is_empty(), "empty torrent kept");
             t.v4.check_invariants(&self.hasher);
             if let Some(v6) = t.v6.as_deref() {
@@ -664,17 +829,5 @@ mod tests {
         s.announce([1; 4], &a(3, 1), 50, 0, |_| {}).unwrap();
         assert_eq!(s.totals().torrents, 2);
         s.check_invariants();
-    }
-
-    #[test]
-    fn shard_of_spreads_and_stays_in_range() {
-        let mut hits = [0usize; 3];
-        for i in 0..3000u32 {
-            let mut h = [0u8; 20];
-            h[..4].copy_from_slice(&i.wrapping_mul(2_654_435_761).to_le_bytes());
-            h[4..8].copy_from_slice(&i.wrapping_mul(40_503).to_be_bytes());
-            hits[shard_of(&h, 3)] += 1;
-        }
-        assert!(hits.iter().all(|&n| n > 500), "{hits:?}");
     }
 }

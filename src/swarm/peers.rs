@@ -111,6 +111,11 @@ impl<I: PeerIp> PeerSet<I> {
         }
     }
 
+    /// Where the peer at `key` is (seeders first, then leechers).
+    pub fn position(&self, key: (I, u16), hs: &impl BuildHasher) -> Option<usize> {
+        self.find(key, hs)
+    }
+
     /// Whether the peer at `key` is in the set.
     pub fn contains(&self, key: (I, u16), hs: &impl BuildHasher) -> bool {
         self.find(key, hs).is_some()

@@ -15,9 +15,9 @@ use std::time::Instant;
 use crate::stats::ErrorReason;
 
 use super::handler::{Handler, Reply};
-use super::inbox::Inbox;
 use super::sockaddr;
 use super::LoopSetup;
+use crate::mesh::Inbox;
 
 /// Bytes per receive buffer: the largest BEP 15 request (a 74-hash scrape) is 1496 bytes.
 const RECV_BUF_LEN: usize = 2048;
@@ -59,8 +59,6 @@ pub struct EpollLoop {
     send_order: Box<[u32]>,
     epoch: Instant,
     shutdown: Arc<AtomicBool>,
-    sweep_every: u32,
-    next_sweep: u32,
     next_tick_us: u64,
 }
 
@@ -120,8 +118,6 @@ impl EpollLoop {
             send_order: vec![0; s.send_depth].into_boxed_slice(),
             epoch: s.epoch,
             shutdown: s.shutdown,
-            sweep_every: s.sweep_every_secs,
-            next_sweep: s.epoch.elapsed().as_secs() as u32 + s.sweep_every_secs,
             next_tick_us: 0,
         };
         // The receive headers point into boxed slices that never move or resize.
@@ -356,20 +352,9 @@ impl EpollLoop {
         }
     }
 
-    /// The one-second clock: the expiry sweep when due, and what the stats thread reads (the
-    /// heartbeat `/health` checks and the shard's size), as the io_uring loop publishes them.
+    /// The one-second clock: the handler's duties (sweep, gauges, heartbeat).
     fn tick(&mut self, batch_us: u64) {
-        let now = (batch_us / 1_000_000) as u32;
-        if now >= self.next_sweep {
-            self.handler.shard.sweep(now);
-            self.next_sweep = now + self.sweep_every;
-        }
-        let stats = &self.handler.stats;
-        let totals = self.handler.shard.totals();
-        stats.torrents.set(totals.torrents as u64);
-        stats.seeders.set(totals.seeders as u64);
-        stats.leechers.set(totals.leechers as u64);
-        stats.heartbeat_ms.set(batch_us / 1000);
+        self.handler.tick(batch_us);
         self.next_tick_us = batch_us + 1_000_000;
     }
 }

@@ -1,26 +1,28 @@
 //! A worker's request handling, without I/O: one datagram in, at most one reply written into a
-//! caller's buffer, or the request forwarded to the worker that owns its torrent. The ring loop
-//! calls this; tests and fuzz targets can drive it directly.
+//! caller's buffer, or the request forwarded to the worker that owns its torrent; and the HTTP
+//! frontend's work for this worker's torrents. Both frontends' announces go through the same
+//! steps here: the pipeline's pre-hooks (`admit`), the swarm on the owner (`swarm_step`, which
+//! also feeds the post-hooks), then reply shaping. A refusal from any step is a
+//! [`Refusal`], rendered as a BEP 15 error or a bencoded failure by the frontend. The I/O
+//! loops call this; tests and fuzz targets can drive it directly.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use arc_swap::Cache;
 use crossbeam_utils::CachePadded;
 
-use crate::access_list::{AccessList, REFUSED_MESSAGE};
 use crate::config::Config;
 use crate::connection_id::ConnectionIds;
-use crate::protocol::udp::{self, ParseError, Request};
-use crate::protocol::{Announce, InfoHash, PeerId, SwarmCounts};
-use crate::settings::{Settings, SharedSettings};
-use crate::stats::{Action, ErrorReason, Forward, IpVersion, WorkerStats};
-use crate::swarm::{shard_of, Limits, Refused, Shard};
-
-use super::inbox::{
-    ForwardedAnnounce, HttpAnnounced, HttpPeer, HttpWork, Inbox, Mailbox, ScrapeChain,
-    SCRAPE_CHAIN_MAX,
+use crate::mesh::{
+    ForwardedAnnounce, HttpAnnounced, HttpPeer, HttpWork, Inbox, InboxFull, Mailbox, Mesh,
+    ScrapeChain, SCRAPE_CHAIN_MAX,
 };
+use crate::policy::access_list::AccessList;
+use crate::policy::{Change, PeerChange, Pipeline, Policy, Refusal, SharedPolicy};
+use crate::protocol::udp::{self, ParseError, Request};
+use crate::protocol::{Announce, AnnounceEvent, AnnounceRequest, SwarmCounts, Transport};
+use crate::stats::{Action, ErrorReason, Forward, IpVersion, WorkerStats};
+use crate::swarm::{Family, Limits, Peer, Previous, Shard};
 
 /// Where a reply goes and on which local address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,13 +41,13 @@ pub struct Handler {
     /// The ring sets it per batch; forwards carry it so the owner can time the whole trip.
     pub received_us: u64,
     ids: ConnectionIds,
-    /// Every worker's inbox, mine included (never sent to).
-    mailboxes: Vec<Mailbox>,
-    /// The access list, intervals and numwant limits, reloadable while serving. The cache
-    /// re-reads the shared value only when a reload has swapped it: one pointer compare per
-    /// request (about 3 ns, where `ArcSwap::load` costs about 25).
-    settings: Cache<SharedSettings, Arc<Settings>>,
+    mesh: Mesh,
+    /// The hooks and their live policy (access list, intervals, numwant, ...).
+    pipeline: Pipeline,
     max_scrape_hashes: usize,
+    sweep_every: u32,
+    /// When the next expiry sweep is due (process clock, seconds); set by the first tick.
+    next_sweep: Option<u32>,
 }
 
 impl Handler {
@@ -57,28 +59,59 @@ impl Handler {
         stats: Arc<CachePadded<WorkerStats>>,
     ) -> Self {
         let p = &config.protocol;
+        let shards = mailboxes.len().max(1);
         // `limits.max_torrents` is for the whole tracker; torrents spread evenly over shards.
         let limits = Limits {
-            max_torrents: (config.limits.max_torrents as usize).div_ceil(mailboxes.len().max(1)),
+            max_torrents: (config.limits.max_torrents as usize).div_ceil(shards),
             max_peers_per_torrent: config.limits.max_peers_per_torrent as usize,
         };
+        let mut shard = Shard::with_limits(config.cleaning.peer_lifetime_secs, limits);
+        shard.prefer_subnets(p.prefer_subnet_v4, p.prefer_subnet_v6);
         Self {
             me,
-            shard: Shard::with_limits(config.cleaning.peer_lifetime_secs, limits),
+            shard,
             stats,
             received_us: 0,
             ids,
-            mailboxes,
-            // Serves every torrent until the tracker shares its live settings (`share_settings`).
-            settings: Cache::new(Settings::new(config, AccessList::off()).shared()),
+            mesh: Mesh::new(mailboxes),
+            // Serves every torrent until the tracker shares its live policy (`share_policy`).
+            pipeline: Pipeline::new(Policy::new(config, AccessList::off()).shared()),
             max_scrape_hashes: p.max_scrape_hashes as usize,
+            sweep_every: config.cleaning.sweep_interval_secs,
+            next_sweep: None,
         }
     }
 
-    /// Reads the access list, intervals and numwant limits from `settings` from now on, so a
-    /// reload swapped in there takes effect with the next request.
-    pub fn share_settings(&mut self, settings: SharedSettings) {
-        self.settings = Cache::new(settings);
+    /// The worker's duties besides requests, whichever I/O loop runs it, once a second: the
+    /// expiry sweep when due, and what the stats thread reads (the heartbeat `/health`
+    /// checks, and the shard's size, kept incrementally so it costs nothing to publish).
+    pub fn tick(&mut self, batch_us: u64) {
+        let now = (batch_us / 1_000_000) as u32;
+        match self.next_sweep {
+            Some(due) if now >= due => {
+                self.shard.sweep(now);
+                self.next_sweep = Some(now + self.sweep_every);
+            }
+            Some(_) => {}
+            None => self.next_sweep = Some(now + self.sweep_every),
+        }
+        let stats = &self.stats;
+        let totals = self.shard.totals();
+        stats.torrents.set(totals.torrents as u64);
+        stats.seeders.set(totals.seeders as u64);
+        stats.leechers.set(totals.leechers as u64);
+        stats.heartbeat_ms.set(batch_us / 1000);
+    }
+
+    /// Reads the hooks' policy from `policy` from now on, so a reload swapped in there takes
+    /// effect with the next request.
+    pub fn share_policy(&mut self, policy: SharedPolicy) {
+        self.pipeline = Pipeline::new(policy);
+    }
+
+    /// The pipeline, to add post-hooks.
+    pub fn pipeline(&mut self) -> &mut Pipeline {
+        &mut self.pipeline
     }
 
     /// The largest reply this configuration can produce: an IPv6 announce with `max_numwant` peers.
@@ -114,8 +147,8 @@ impl Handler {
                 message,
             }) => {
                 c.request(Action::Error, v);
-                c.error(ErrorReason::Malformed);
-                return self.error(out, v, transaction_id, message, packet.len());
+                let refusal = Refusal::Malformed(message.into());
+                return self.refuse(out, v, transaction_id, &refusal, packet.len());
             }
         };
         match request {
@@ -132,18 +165,25 @@ impl Handler {
                 connection_id,
                 transaction_id,
                 announce,
+                options: _,
             } => {
                 c.request(Action::Announce, v);
                 if let Err(e) = self.ids.check(connection_id, ip, now) {
-                    c.error(id_reason(e));
-                    return self.error(out, v, transaction_id, id_message(e), packet.len());
+                    return self.refuse(out, v, transaction_id, &e.into(), packet.len());
                 }
-                // Refused where it lands, before it costs the owner a forward.
-                if !self.settings.load().access.allows(&announce.info_hash) {
-                    c.error(ErrorReason::TorrentNotAllowed);
-                    return self.error(out, v, transaction_id, REFUSED_MESSAGE, packet.len());
+                let request = AnnounceRequest {
+                    announce,
+                    ip,
+                    transport: Transport::Udp,
+                    path: &[],
+                    query: &[],
+                };
+                // The pre-hooks run where the datagram landed: a refusal costs no forward,
+                // and the request's URL data never has to cross threads.
+                if let Err(refusal) = self.pipeline.admit(&request) {
+                    return self.refuse(out, v, transaction_id, &refusal, packet.len());
                 }
-                let owner = shard_of(&announce.info_hash, self.mailboxes.len());
+                let owner = self.mesh.owner(&announce.info_hash);
                 if owner == self.me {
                     return self.announce(now, ip, transaction_id, &announce, out);
                 }
@@ -164,15 +204,12 @@ impl Handler {
             } => {
                 c.request(Action::Scrape, v);
                 if let Err(e) = self.ids.check(connection_id, ip, now) {
-                    c.error(id_reason(e));
-                    return self.error(out, v, transaction_id, id_message(e), packet.len());
+                    return self.refuse(out, v, transaction_id, &e.into(), packet.len());
                 }
-                let shards = self.mailboxes.len();
-                if info_hashes.iter().all(|h| shard_of(h, shards) == self.me) {
-                    let settings = self.settings.load();
+                if info_hashes.iter().all(|h| self.mesh.owner(h) == self.me) {
                     let mut n = udp::write_scrape_header(out, transaction_id);
                     for h in info_hashes {
-                        let counts = allowed_counts(&self.shard, settings, h);
+                        let counts = self.scrape_counts(h);
                         n += udp::write_scrape_entry(&mut out[n..], counts);
                     }
                     return self.sent(Action::Scrape, v, n);
@@ -193,7 +230,7 @@ impl Handler {
         }
     }
 
-    /// Answers an announce for a torrent this worker owns.
+    /// Answers a UDP announce, already admitted, for a torrent this worker owns.
     pub fn announce(
         &mut self,
         now: u32,
@@ -209,33 +246,67 @@ impl Handler {
             udp::PEER_V6_LEN
         };
         let room = (out.len() - udp::ANNOUNCE_REPLY_HEADER_LEN) / peer_len;
-        let (want, interval) = {
-            let s = self.settings.load();
-            (s.numwant(a.num_want).min(room), s.announce_interval_secs)
-        };
+        let want = self.pipeline.numwant(a.num_want).min(room);
         let mut n = udp::ANNOUNCE_REPLY_HEADER_LEN;
         let counts = match ip {
-            IpAddr::V4(v4) => self.shard.announce(v4.octets(), a, want, now, |p| {
+            IpAddr::V4(v4) => self.swarm_step(v4.octets(), a, want, now, |p| {
                 n += udp::write_peer(&mut out[n..], &p.ip, p.port);
             }),
-            IpAddr::V6(v6) => self.shard.announce(v6.octets(), a, want, now, |p| {
+            IpAddr::V6(v6) => self.swarm_step(v6.octets(), a, want, now, |p| {
                 n += udp::write_peer(&mut out[n..], &p.ip, p.port);
             }),
         };
         let v = IpVersion::of(ip);
         let counts = match counts {
             Ok(counts) => counts,
-            Err(refused) => {
-                self.stats.udp.error(refused_reason(refused));
-                // Every announce is at least ANNOUNCE_LEN long, so this never amplifies.
-                let limit = udp::ANNOUNCE_LEN;
-                return self.error(out, v, transaction_id, refused.message(), limit);
+            // Every announce is at least ANNOUNCE_LEN long, so this never amplifies.
+            Err(refusal) => {
+                return self.refuse(out, v, transaction_id, &refusal, udp::ANNOUNCE_LEN)
             }
         };
+        let (interval, _) = self.pipeline.intervals();
         udp::write_announce_header(out, transaction_id, interval, counts);
         let udp_stats = &self.stats.udp;
         udp_stats.peers_in_reply((n - udp::ANNOUNCE_REPLY_HEADER_LEN) / peer_len);
         self.sent(Action::Announce, v, n)
+    }
+
+    /// The owner's part of every announce, UDP or HTTP: the swarm applies it and hands `out`
+    /// the peers chosen for the announcer, then the post-hooks see what changed.
+    fn swarm_step<I: Family>(
+        &mut self,
+        ip: I,
+        a: &Announce,
+        want: usize,
+        now: u32,
+        out: impl FnMut(&Peer<I>),
+    ) -> Result<SwarmCounts, Refusal> {
+        let done = self.shard.announce_change(ip, a, want, now, out)?;
+        if self.pipeline.has_post_hooks() {
+            let kind = match (a.event, done.previous) {
+                (AnnounceEvent::Stopped, Previous::Absent) => None,
+                (AnnounceEvent::Stopped, _) => Some(PeerChange::Removed),
+                (_, Previous::Absent) => Some(PeerChange::Added),
+                _ => Some(PeerChange::Updated),
+            };
+            if let Some(kind) = kind {
+                let seeder = match kind {
+                    PeerChange::Removed => done.previous == Previous::Seeder,
+                    _ => a.left == 0 || a.event == AnnounceEvent::Completed,
+                };
+                self.pipeline.changed(&Change {
+                    info_hash: &a.info_hash,
+                    ip: ip.addr(),
+                    port: a.port,
+                    peer_id: &a.peer_id,
+                    kind,
+                    seeder,
+                    downloaded: done.downloaded,
+                    expires: done.expires,
+                });
+            }
+        }
+        Ok(done.counts)
     }
 
     /// Answers an announce another worker forwarded here.
@@ -251,13 +322,11 @@ impl Handler {
     /// Fills this worker's part of a scrape chain, then passes it on, or, if no owner is left,
     /// writes the whole reply to `out` and returns where it goes.
     pub fn scrape_leg(&mut self, mut chain: ScrapeChain, out: &mut [u8]) -> Option<Reply> {
-        let shards = self.mailboxes.len();
-        let settings = self.settings.load();
         let mut next = None;
         for i in 0..chain.len as usize {
-            let owner = shard_of(&chain.hashes[i], shards);
+            let owner = self.mesh.owner(&chain.hashes[i]);
             if owner == self.me {
-                chain.counts[i] = allowed_counts(&self.shard, settings, &chain.hashes[i]);
+                chain.counts[i] = self.scrape_counts(&chain.hashes[i]);
             } else if owner > self.me
                 && owner != chain.origin as usize
                 && next.is_none_or(|n| owner < n)
@@ -270,7 +339,7 @@ impl Handler {
             next = chain
                 .hashes()
                 .iter()
-                .map(|h| shard_of(h, shards))
+                .map(|h| self.mesh.owner(h))
                 .filter(|&o| o != self.me)
                 .min();
         }
@@ -323,57 +392,145 @@ impl Handler {
             HttpWork::Announce {
                 announce,
                 ip,
+                other,
+                query,
                 reply,
             } => {
                 if reply.is_closed() {
                     return;
                 }
-                let want = self.settings.load().numwant(announce.num_want);
-                let mut peers = Vec::new();
-                let mut push = |ip, port, peer_id: &PeerId| {
-                    peers.push(HttpPeer {
-                        ip,
-                        port,
-                        peer_id: *peer_id,
-                    })
+                let request = AnnounceRequest {
+                    announce,
+                    ip: ip.to_canonical(),
+                    transport: Transport::Http,
+                    path: b"/announce",
+                    query: &query,
                 };
-                let counts = self.shard.announce_ip(ip, &announce, want, now, &mut push);
-                let _ = reply.send(counts.map(|counts| HttpAnnounced { counts, peers }));
+                let answer = self
+                    .pipeline
+                    .admit(&request)
+                    .and_then(|()| self.http_announce(now, &request, other));
+                let _ = reply.send(answer);
             }
             HttpWork::Scrape { hashes, reply } => {
                 if reply.is_closed() {
                     return;
                 }
-                let settings = self.settings.load();
-                let counts = hashes
-                    .iter()
-                    .map(|h| allowed_counts(&self.shard, settings, h))
-                    .collect();
+                let counts = hashes.iter().map(|h| self.scrape_counts(h)).collect();
                 let _ = reply.send(counts);
             }
         }
     }
 
-    fn forward(
+    /// The owner's answer to an admitted HTTP announce: the swarm step, then the reply's
+    /// shaping: intervals, and (unless `respect_af`) peers of both families (BEP 7), numwant
+    /// split between them.
+    /// `other` is the announcer's address of the other family, listed too when given.
+    fn http_announce(
         &mut self,
-        kind: Forward,
-        send: impl FnOnce(&[Mailbox]) -> Result<(), super::inbox::InboxFull>,
-    ) {
-        match send(&self.mailboxes) {
+        now: u32,
+        r: &AnnounceRequest<'_>,
+        other: Option<IpAddr>,
+    ) -> Result<HttpAnnounced, Refusal> {
+        let a = &r.announce;
+        let want = self.pipeline.numwant(a.num_want);
+        let dual = !self.pipeline.policy().shaping.respect_af;
+        let mut peers = Vec::new();
+        let mut counts = match r.ip {
+            IpAddr::V4(v4) => {
+                let skip = match other {
+                    Some(IpAddr::V6(o)) => o.octets(),
+                    _ => <[u8; 16]>::NONE,
+                };
+                let own = self.other_family::<[u8; 4], _>(dual, a, want, skip, &mut peers);
+                self.swarm_step(v4.octets(), a, own, now, |p| peers.push(http_peer(p)))
+            }
+            IpAddr::V6(v6) => {
+                let skip = match other {
+                    Some(IpAddr::V4(o)) => o.octets(),
+                    _ => <[u8; 4]>::NONE,
+                };
+                let own = self.other_family::<[u8; 16], _>(dual, a, want, skip, &mut peers);
+                self.swarm_step(v6.octets(), a, own, now, |p| peers.push(http_peer(p)))
+            }
+        }?;
+        // Listed under its other address too: refused there (a limit) only means it is not.
+        let also = match other.map(|o| o.to_canonical()) {
+            Some(IpAddr::V4(o)) if r.ip.is_ipv6() => {
+                Some(self.swarm_step(o.octets(), a, 0, now, |_| {}))
+            }
+            Some(IpAddr::V6(o)) if r.ip.is_ipv4() => {
+                Some(self.swarm_step(o.octets(), a, 0, now, |_| {}))
+            }
+            _ => None,
+        };
+        if let Some(Ok(c)) = also {
+            counts = c;
+        }
+        let (interval, min_interval) = self.pipeline.intervals();
+        Ok(HttpAnnounced {
+            counts,
+            peers,
+            interval,
+            min_interval,
+        })
+    }
+
+    /// For a dual-stack reply, pushes the announcer's share of the other family's peers (`O`)
+    /// and returns how many of its own family (`I`) it still wants. Each family gets at least
+    /// half of `want` when it has that many; what one family lacks, the other may fill.
+    fn other_family<I: Family, O: Family>(
+        &mut self,
+        dual: bool,
+        a: &Announce,
+        want: usize,
+        skip: O,
+        peers: &mut Vec<HttpPeer>,
+    ) -> usize {
+        // A stop gets no peers; the swarm step hands out none either.
+        if !dual || a.event == AnnounceEvent::Stopped {
+            return want;
+        }
+        let for_seeder = a.left == 0 || a.event == AnnounceEvent::Completed;
+        let own = self.shard.candidates::<I>(&a.info_hash, for_seeder);
+        let other = self.shard.candidates::<O>(&a.info_hash, for_seeder);
+        let share = other.min((want / 2).max(want.saturating_sub(own)));
+        let given = self
+            .shard
+            .sample::<O>(&a.info_hash, for_seeder, share, (skip, a.port), |p| {
+                peers.push(http_peer(p))
+            });
+        want - given
+    }
+
+    /// A torrent's counts for a scrape: zeros for one the access list refuses.
+    fn scrape_counts(&mut self, info_hash: &[u8; 20]) -> SwarmCounts {
+        if self.pipeline.scrapes(info_hash) {
+            self.shard.counts(info_hash)
+        } else {
+            SwarmCounts::default()
+        }
+    }
+
+    fn forward(&mut self, kind: Forward, send: impl FnOnce(&[Mailbox]) -> Result<(), InboxFull>) {
+        match send(self.mesh.mailboxes()) {
             Ok(()) => self.stats.udp.forwarded(kind),
             Err(_) => self.stats.udp.inbox_dropped(kind),
         }
     }
 
-    fn error(
+    /// Counts a refusal under its reason and writes its BEP 15 error, at most `limit` bytes
+    /// (the request's length, so an error never amplifies).
+    fn refuse(
         &mut self,
         out: &mut [u8],
         v: IpVersion,
         transaction_id: u32,
-        message: &str,
+        refusal: &Refusal,
         limit: usize,
     ) -> usize {
-        let n = udp::write_error(out, transaction_id, message, limit);
+        self.stats.udp.error(refusal.reason());
+        let n = udp::write_error(out, transaction_id, refusal.message(), limit);
         self.sent(Action::Error, v, n)
     }
 
@@ -385,34 +542,116 @@ impl Handler {
     }
 }
 
-/// A torrent's counts for a scrape: zeros for one the access list refuses.
-fn allowed_counts(shard: &Shard, settings: &Settings, info_hash: &InfoHash) -> SwarmCounts {
-    if settings.access.allows(info_hash) {
-        shard.counts(info_hash)
-    } else {
-        SwarmCounts::default()
+fn http_peer<I: Family>(p: &Peer<I>) -> HttpPeer {
+    HttpPeer {
+        ip: p.ip.addr(),
+        port: p.port,
+        peer_id: p.peer_id,
     }
 }
 
-fn refused_reason(r: Refused) -> ErrorReason {
-    match r {
-        Refused::TrackerFull => ErrorReason::TrackerFull,
-        Refused::TorrentFull => ErrorReason::TorrentFull,
-    }
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mesh::inbox;
+    use std::sync::Mutex;
 
-fn id_reason(e: crate::connection_id::ConnectionIdError) -> ErrorReason {
-    use crate::connection_id::ConnectionIdError::*;
-    match e {
-        Forged | FromTheFuture => ErrorReason::ConnectionIdInvalid,
-        Expired => ErrorReason::ConnectionIdExpired,
-    }
-}
+    /// What a post-hook was shown: kind, seeder, downloaded, port.
+    type Seen = Arc<Mutex<Vec<(PeerChange, bool, bool, u16)>>>;
 
-fn id_message(e: crate::connection_id::ConnectionIdError) -> &'static str {
-    use crate::connection_id::ConnectionIdError::*;
-    match e {
-        Forged | FromTheFuture => "invalid connection id",
-        Expired => "connection id expired",
+    /// Records what the post-hooks are shown.
+    struct Recorder(Seen);
+
+    impl crate::policy::PostHook for Recorder {
+        fn changed(&mut self, c: &Change<'_>) {
+            self.0
+                .lock()
+                .unwrap()
+                .push((c.kind, c.seeder, c.downloaded, c.port));
+        }
+    }
+
+    fn handler() -> Handler {
+        let config = Config::from_toml_str("", "t").unwrap();
+        let (mailbox, _inbox) = inbox::inbox(16).unwrap();
+        Handler::new(
+            0,
+            &config,
+            ConnectionIds::new(120).unwrap(),
+            vec![mailbox],
+            Default::default(),
+        )
+    }
+
+    fn announce(port: u16, left: u64, event: AnnounceEvent) -> Announce {
+        Announce {
+            info_hash: [7; 20],
+            peer_id: [1; 20],
+            port,
+            left,
+            event,
+            num_want: -1,
+        }
+    }
+
+    #[test]
+    fn post_hooks_see_what_each_announce_changed() {
+        let mut h = handler();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        h.pipeline().add_post_hook(Box::new(Recorder(seen.clone())));
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        let mut out = [0u8; 4096];
+        for a in [
+            announce(1, 5, AnnounceEvent::Started),
+            announce(1, 5, AnnounceEvent::None),
+            announce(1, 0, AnnounceEvent::Completed),
+            // A repeated completed is no second download.
+            announce(1, 0, AnnounceEvent::Completed),
+            announce(1, 0, AnnounceEvent::Stopped),
+            // A stop for a peer never seen changes nothing, and says nothing.
+            announce(2, 0, AnnounceEvent::Stopped),
+        ] {
+            assert!(h.announce(10, ip, 1, &a, &mut out) > 0);
+        }
+        assert_eq!(
+            *seen.lock().unwrap(),
+            vec![
+                (PeerChange::Added, false, false, 1),
+                (PeerChange::Updated, false, false, 1),
+                (PeerChange::Updated, true, true, 1),
+                (PeerChange::Updated, true, false, 1),
+                (PeerChange::Removed, true, false, 1),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_refused_announce_is_no_change() {
+        let config = Config::from_toml_str("[limits]\nmax_peers_per_torrent = 1\n", "t").unwrap();
+        let (mailbox, _inbox) = inbox::inbox(16).unwrap();
+        let mut h = Handler::new(
+            0,
+            &config,
+            ConnectionIds::new(120).unwrap(),
+            vec![mailbox],
+            Default::default(),
+        );
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        h.pipeline().add_post_hook(Box::new(Recorder(seen.clone())));
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        let mut out = [0u8; 4096];
+        h.announce(10, ip, 1, &announce(1, 5, AnnounceEvent::None), &mut out);
+        let n = h.announce(10, ip, 2, &announce(2, 5, AnnounceEvent::None), &mut out);
+        assert_eq!(
+            &out[..4],
+            &udp::ACTION_ERROR.to_be_bytes(),
+            "torrent is full"
+        );
+        assert!(n > 8);
+        assert_eq!(
+            seen.lock().unwrap().len(),
+            1,
+            "only the first announce changed"
+        );
     }
 }

@@ -6,7 +6,6 @@
 mod buf_ring;
 mod epoll;
 pub mod handler;
-pub mod inbox;
 mod ring;
 mod sockaddr;
 
@@ -21,10 +20,10 @@ use crossbeam_utils::CachePadded;
 
 use crate::config::{Backend, Config};
 use crate::connection_id::ConnectionIds;
-use crate::settings::SharedSettings;
+use crate::mesh::{Inbox, Mailbox};
+use crate::policy::SharedPolicy;
 use crate::stats::WorkerStats;
 use handler::Handler;
-use inbox::{Inbox, Mailbox};
 
 /// Everything one worker starts with.
 pub struct WorkerStart {
@@ -40,8 +39,8 @@ pub struct WorkerStart {
     pub core: Option<usize>,
     /// The counters this worker alone writes (see `stats::counters`).
     pub stats: Arc<CachePadded<WorkerStats>>,
-    /// The live-reloadable settings (access list, intervals, numwant).
-    pub settings: SharedSettings,
+    /// The pipeline's live-reloadable policy (access list, intervals, numwant, ...).
+    pub policy: SharedPolicy,
 }
 
 /// A running worker and the I/O loop it runs.
@@ -87,7 +86,6 @@ pub struct LoopSetup {
     pub send_buf_len: usize,
     pub epoch: Instant,
     pub shutdown: Arc<AtomicBool>,
-    pub sweep_every_secs: u32,
 }
 
 /// Sets up the I/O loop `udp.backend` asks for: io_uring, epoll, or io_uring falling back to
@@ -105,7 +103,7 @@ fn io_loop(w: WorkerStart) -> anyhow::Result<(IoLoop, Option<String>)> {
             w.mailboxes.clone(),
             w.stats.clone(),
         );
-        h.share_settings(w.settings.clone());
+        h.share_policy(w.policy.clone());
         h
     };
     let setup = |inbox: Inbox, sockets: Vec<UdpSocket>| LoopSetup {
@@ -117,7 +115,6 @@ fn io_loop(w: WorkerStart) -> anyhow::Result<(IoLoop, Option<String>)> {
         send_buf_len: Handler::max_reply_len(c),
         epoch: w.epoch,
         shutdown: w.shutdown.clone(),
-        sweep_every_secs: c.cleaning.sweep_interval_secs,
     };
     let epoll = |inbox: Inbox, sockets: Vec<UdpSocket>| {
         epoll::EpollLoop::new(setup(inbox, sockets)).context("setting up epoll")

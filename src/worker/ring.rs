@@ -19,9 +19,9 @@ use crate::stats::ErrorReason;
 
 use super::buf_ring::BufRing;
 use super::handler::{Handler, Reply};
-use super::inbox::Inbox;
 use super::sockaddr;
 use super::LoopSetup;
+use crate::mesh::Inbox;
 
 /// Bytes per receive buffer: the kernel's recvmsg header, the sender's address, and the
 /// datagram (a full 74-hash scrape is 1496 bytes).
@@ -109,8 +109,6 @@ pub struct RingLoop {
     in_flight: usize,
     epoch: Instant,
     shutdown: Arc<AtomicBool>,
-    sweep_every: u32,
-    next_sweep: u32,
 }
 
 impl RingLoop {
@@ -128,7 +126,6 @@ impl RingLoop {
         // SAFETY: all-zero is a valid msghdr.
         let mut recv_msg: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
         recv_msg.msg_namelen = NAME_LEN;
-        let now = s.epoch.elapsed().as_secs() as u32;
         Ok(Self {
             ring,
             handler: s.handler,
@@ -144,8 +141,6 @@ impl RingLoop {
             in_flight: 0,
             epoch: s.epoch,
             shutdown: s.shutdown,
-            sweep_every: s.sweep_every_secs,
-            next_sweep: now + s.sweep_every_secs,
         })
     }
 
@@ -156,7 +151,7 @@ impl RingLoop {
         }
         self.arm_wake();
         self.arm_tick();
-        self.publish_tick(self.epoch.elapsed().as_micros() as u64);
+        self.handler.tick(self.epoch.elapsed().as_micros() as u64);
         while !self.shutdown.load(Ordering::Acquire) {
             self.submit_pending();
             match self.ring.submit_and_wait(1) {
@@ -205,11 +200,7 @@ impl RingLoop {
                     self.arm_wake();
                 }
                 TICK => {
-                    if now >= self.next_sweep {
-                        self.handler.shard.sweep(now);
-                        self.next_sweep = now + self.sweep_every;
-                    }
-                    self.publish_tick(batch_us);
+                    self.handler.tick(batch_us);
                     self.arm_tick();
                 }
                 _ => {}
@@ -288,17 +279,6 @@ impl RingLoop {
                 None => self.send.free.push(s),
             }
         }
-    }
-
-    /// Publishes what the stats thread reads once a second: the heartbeat `/health` checks and
-    /// the shard's size (kept incrementally by the shard, so this costs nothing to compute).
-    fn publish_tick(&self, batch_us: u64) {
-        let stats = &self.handler.stats;
-        let totals = self.handler.shard.totals();
-        stats.torrents.set(totals.torrents as u64);
-        stats.seeders.set(totals.seeders as u64);
-        stats.leechers.set(totals.leechers as u64);
-        stats.heartbeat_ms.set(batch_us / 1000);
     }
 
     fn send_or_free(&mut self, s: u32, reply: Reply, received_us: u64) {

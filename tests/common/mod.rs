@@ -295,7 +295,7 @@ pub fn hash_for_shard(shard: usize, shards: usize, n: u8) -> [u8; 20] {
         let mut h = [n; 20];
         h[..4].copy_from_slice(&i.to_le_bytes());
         h[4..8].copy_from_slice(&i.wrapping_mul(0x9e37_79b9).to_le_bytes());
-        if hayate_tracker::swarm::shard_of(&h, shards) == shard {
+        if hayate_tracker::mesh::shard_of(&h, shards) == shard {
             return h;
         }
     }

@@ -61,8 +61,12 @@ pub enum HttpWork {
         announce: Announce,
         /// The address to list the peer under (the client's, or one it may name itself).
         ip: IpAddr,
-        /// The peers and counts, or why the swarm refused the announce (a limit).
-        reply: tokio::sync::oneshot::Sender<Result<HttpAnnounced, crate::swarm::Refused>>,
+        /// The client's address of the other family, when it named one and may (listed too).
+        other: Option<IpAddr>,
+        /// The raw query string, for the pipeline's hooks (a token, a passkey).
+        query: Vec<u8>,
+        /// The peers, counts and intervals, or why the pipeline refused the announce.
+        reply: tokio::sync::oneshot::Sender<Result<HttpAnnounced, crate::policy::Refusal>>,
     },
     /// The hashes of one scrape that this worker owns, in the order the reply wants them.
     Scrape {
@@ -84,6 +88,9 @@ pub struct HttpPeer {
 pub struct HttpAnnounced {
     pub counts: SwarmCounts,
     pub peers: Vec<HttpPeer>,
+    /// `interval` and `min interval`, as the pipeline shaped them.
+    pub interval: u32,
+    pub min_interval: u32,
 }
 
 /// The wake side, shared by the owner and every sender.
