@@ -4,9 +4,11 @@
 Each case starts a seeder of one client and a leecher of another client (each a
 separate process in its own process group), both pointed only at the tracker under
 test on loopback, with DHT / PEX / LSD / UPnP / NAT-PMP off, so the tracker is the
-only source of peers.  The leecher must finish and its file must hash to the same
-SHA-256 as the original.  Afterwards the tracker is scraped (BEP 15 over UDP, and
-GET /scrape for HTTP cases).
+only source of peers.  A case passes when a probe announce is handed the seeder's
+address and port, the leecher's file hashes to the original's SHA-256, an aria2
+leecher's log shows its peer came from the tracker, the UDP scrape (and GET /scrape
+for HTTP cases) shows exactly the swarm the case made, and hayate's error counters
+rose by nothing the case does not expect (tests/clients/README.md has the details).
 
 IPv4 peers each get a loopback address of their own (seeder 127.0.0.2, leecher
 127.0.0.3, bound for both peer and tracker traffic), as on a real network; --same-ip
@@ -907,10 +909,10 @@ class Tracker:
                 self.ports[("http", "4")] = self.fixed_port
             return
         pattern = (r"hayate serving .*?udp=\[(.*?)\] http=\[(.*?)\] metrics=(\S+)"
-                   if self.kind == "hayate" else r"\] ports udp=\[(.*?)\] http=\[(.*?)\]")
+                   if self.kind == "hayate" else r"\] ports udp=\[(.*?)\] http=\[(.*)\]$")
         while time.monotonic() < deadline:
             with open(self.log_path, "rb") as f:
-                m = re.search(pattern, f.read().decode("utf-8", "replace"))
+                m = re.search(pattern, f.read().decode("utf-8", "replace"), re.M)
             if m:
                 for proto, text in (("udp", m.group(1)), ("http", m.group(2))):
                     for fam, port in parse_addrs(text).items():
