@@ -998,7 +998,7 @@ class Tracker:
 
     def report_metrics(self):
         """Save hayate's /metrics and print its non-zero request and error counters."""
-        if not self.metrics_port or self.proc.poll() is not None:
+        if not self.metrics_port or self.proc is None or self.proc.poll() is not None:
             return
         try:
             self.error_counts()  # a snapshot after the last case
