@@ -4,9 +4,11 @@
 Each case starts a seeder of one client and a leecher of another client (each a
 separate process in its own process group), both pointed only at the tracker under
 test on loopback, with DHT / PEX / LSD / UPnP / NAT-PMP off, so the tracker is the
-only source of peers.  The leecher must finish and its file must hash to the same
-SHA-256 as the original.  Afterwards the tracker is scraped (BEP 15 over UDP, and
-GET /scrape for HTTP cases).
+only source of peers.  A case passes when a probe announce is handed the seeder's
+address and port, the leecher's file hashes to the original's SHA-256, an aria2
+leecher's log shows its peer came from the tracker, the UDP scrape (and GET /scrape
+for HTTP cases) shows exactly the swarm the case made, and hayate's error counters
+rose by nothing the case does not expect (tests/clients/README.md has the details).
 
 IPv4 peers each get a loopback address of their own (seeder 127.0.0.2, leecher
 127.0.0.3, bound for both peer and tracker traffic), as on a real network; --same-ip
@@ -25,6 +27,7 @@ The last line printed is `N passed, N failed`.
 """
 
 import argparse
+import fcntl
 import fnmatch
 import hashlib
 import json
@@ -178,32 +181,83 @@ def have_ipv6():
 
 
 HAVE_V6 = have_ipv6()
-_used_ports = set()
 
 
-def free_port(rng=random.Random()):
-    """A port free for TCP and UDP on 127.0.0.1 and ::1, below the ephemeral range."""
-    for _ in range(500):
-        port = rng.randrange(20000, 32000)
-        if port in _used_ports:
+def ephemeral_low():
+    """The first port of the kernel's ephemeral range (port-0 binds, outgoing connections)."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def ports_in_use():
+    """Local ports of every TCP and UDP socket on the machine (listening, bound, TIME_WAIT),
+    read from /proc/net without binding anything."""
+    used = set()
+    for name in ("tcp", "tcp6", "udp", "udp6"):
+        try:
+            with open("/proc/net/" + name) as f:
+                next(f, None)
+                for line in f:
+                    fields = line.split()
+                    if len(fields) > 1 and ":" in fields[1]:
+                        used.add(int(fields[1].rsplit(":", 1)[1], 16))
+        except (OSError, ValueError):
             continue
-        ok = True
-        fams = [(socket.AF_INET, "127.0.0.1")]
-        if HAVE_V6:
-            fams.append((socket.AF_INET6, "::1"))
-        for fam, host in fams:
-            for typ in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
-                s = socket.socket(fam, typ)
-                try:
-                    s.bind((host, port))
-                except OSError:
-                    ok = False
-                finally:
-                    s.close()
-        if ok:
-            _used_ports.add(port)
-            return port
-    raise RuntimeError("no free port found")
+    return used
+
+
+class PortBlock:
+    """Listen ports for the clients (and opentracker, which cannot bind port 0 and report).
+
+    Bind-then-release would race with everything else on the machine, so instead:
+    ports come from below the kernel's ephemeral range, where no port-0 bind and no
+    outgoing connection can land; each run holds an flock on a block of them, so
+    concurrent e2e runs never share a port; a port /proc/net shows in use (bound,
+    listening or in TIME_WAIT) is skipped; and no port is handed out twice in a run.
+    Only a program binding that exact fixed port between the pick and the client's
+    start could still collide."""
+
+    FIRST = 10240
+    SIZE = 256
+    LOCK_DIR = os.path.join(tempfile.gettempdir(), "hayate-e2e-ports")
+
+    def __init__(self):
+        self.top = ephemeral_low()
+        self.locks = []
+        self.next = None
+        self.end = None
+        self.block = -1
+
+    def _take_block(self):
+        os.makedirs(self.LOCK_DIR, exist_ok=True)
+        blocks = (self.top - self.FIRST) // self.SIZE
+        for b in range(self.block + 1, blocks):
+            f = open(os.path.join(self.LOCK_DIR, "block-%d.lock" % b), "w")
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                f.close()
+                continue
+            self.locks.append(f)  # held (open) for the rest of the run
+            self.block = b
+            self.next = self.FIRST + b * self.SIZE
+            self.end = self.next + self.SIZE
+            return
+        raise RuntimeError("no free block of %d ports in %d-%d (all locked in %s)"
+                           % (self.SIZE, self.FIRST, self.top - 1, self.LOCK_DIR))
+
+    def take(self):
+        used = ports_in_use()
+        while True:
+            if self.next is None or self.next >= self.end:
+                self._take_block()
+            port = self.next
+            self.next += 1
+            if port not in used:
+                return port
 
 
 class TrackerError(Exception):
@@ -504,13 +558,41 @@ class Aria2:
             cmd.append("--interface=" + ep.ip)
         if ep.proto == "udp":
             # aria2 only speaks UDP trackers through its DHT socket.  No entry point and a
-            # fresh (empty) routing table keep the DHT from finding anything.
+            # fresh (empty) routing table keep the DHT from finding anything, and
+            # check_peer_source proves from the log that it did not.
             cmd += ["--enable-dht=true", "--dht-listen-port=%d" % ep.aux_port,
                     "--dht-file-path=" + os.path.join(ep.workdir, "dht.dat")]
         else:
             cmd += ["--enable-dht=false"]
         cmd.append(ep.torrent)
         return cmd, [alog]
+
+    @staticmethod
+    def check_peer_source(ep, seeder):
+        """Why aria2's debug log does not show the seeder coming from the tracker (None if
+        it does): a tracker reply must be processed before aria2 first dials the seeder at
+        its announced address, and its DHT must have sent and received no message at all
+        (with DHT on for UDP trackers, that is what rules the DHT out as a source)."""
+        path = os.path.join(ep.workdir, "aria2.log")
+        try:
+            with open(path, "rb") as f:
+                text = f.read().decode("utf-8", "replace")
+        except OSError as e:
+            return "cannot read its log: %s" % e
+        dht = re.findall(r"\[DHT\w+\.cc:\d+\] (?:Message sent|Message received|Received \d+ "
+                         r"peers)[^\n]*", text)
+        if dht:
+            return "its DHT exchanged messages, so the peer may not be the tracker's: %s" % dht[:3]
+        reply = re.search(r"Now processing (?:UDP )?tracker response", text)
+        host = seeder.ip
+        dial = re.search(r"(?:Checkout peer|Connecting to) (?:%s|\[%s\]):%d\b"
+                         % (re.escape(host), re.escape(host), seeder.port), text)
+        if not dial:
+            return "never dialled the seeder at %s:%d (see %s)" % (host, seeder.port, path)
+        if not reply or reply.start() > dial.start():
+            return ("dialled the seeder %s:%d before processing any tracker reply (see %s)"
+                    % (host, seeder.port, path))
+        return None
 
 
 class Rtorrent:
@@ -553,6 +635,10 @@ class Rtorrent:
 
 class Ctorrent:
     name = "ctorrent"
+    # As a seeder, ctorrent sends its first announce after checking only the first piece
+    # (left = the rest of the file) and the next one only at the tracker's interval
+    # (30 minutes), so for the whole case the tracker rightly counts it as a leecher.
+    seeds_as_leecher = True
 
     def command(self, ep):
         cmd = ["ctorrent", "-v", "-e", "12", "-s", ep.file, "-p", str(ep.port),
@@ -726,56 +812,141 @@ def hayate_sections(binary):
     return set(re.findall(r"^\[([A-Za-z0-9_]+)\]", r.stdout.decode("utf-8", "replace"), re.M))
 
 
+def parse_addrs(text):
+    """`127.0.0.1:4000, [::1]:4000` (hayate's Debug of its bound addresses) -> {fam: port}."""
+    out = {}
+    for host, port in re.findall(r"(\d+\.\d+\.\d+\.\d+|\[[0-9a-fA-F:.]+\]):(\d+)", text):
+        out["6" if host.startswith("[") else "4"] = int(port)
+    return out
+
+
 class Tracker:
-    def __init__(self, kind, binary, workdir, port, want_http, want_v6, info_hashes, log_level):
+    """The tracker under test, started on ports it reports itself.
+
+    hayate and the mini tracker bind port 0 everywhere and say what they bound (hayate's
+    "hayate serving" log line, the mini tracker's "ports" line); opentracker cannot, so it
+    gets a port from the run's PortBlock and one more try on another port if it exits at
+    start (a bind failure)."""
+
+    def __init__(self, kind, binary, workdir, want_http, want_v6, info_hashes, log_level, ports):
         self.kind = kind
-        self.port = port
-        self.metrics_port = None
+        self.binary = binary
         self.workdir = workdir
+        self.want_http = want_http
+        self.want_v6 = want_v6
+        self.info_hashes = info_hashes
+        self.log_level = log_level
+        self.port_block = ports
+        self.ports = {}  # (proto, fam) -> port, once known
+        self.metrics_port = None
+        self.marks = 0  # metrics marker datagrams sent (see error_counts)
         self.log_path = os.path.join(workdir, "tracker.log")
-        env = child_env(os.environ.get("HOME", workdir))
-        if kind == "hayate":
-            cfg = os.path.join(workdir, "hayate.toml")
-            udp = ['"127.0.0.1:%d"' % port] + (['"[::1]:%d"' % port] if want_v6 else [])
-            sections = hayate_sections(binary)
-            text = "[udp]\naddresses = [%s]\n" % ", ".join(udp)
-            if want_http:
+        self.proc = None
+        self.fixed_port = None
+
+    def start(self, deadline):
+        """Starts the tracker and waits until every address answers; raises TrackerError."""
+        tries = 2 if self.kind == "opentracker" else 1
+        for attempt in range(tries):
+            self.proc = self._spawn()
+            try:
+                self._wait_ready(deadline)
+                return
+            except TrackerError as e:
+                if self.proc.poll() is None or attempt + 1 == tries:
+                    raise
+                log("opentracker exited at start on port %d (%s); one more try on another port"
+                    % (self.fixed_port, e))
+
+    def _spawn(self):
+        env = child_env(os.environ.get("HOME", self.workdir))
+        fams = ["4", "6"] if self.want_v6 else ["4"]
+        if self.kind == "hayate":
+            cfg = os.path.join(self.workdir, "hayate.toml")
+            any_port = ", ".join('"%s:0"' % url_host(f) for f in fams)
+            sections = hayate_sections(self.binary)
+            text = "[udp]\naddresses = [%s]\n" % any_port
+            if self.want_http:
                 if sections is not None and "http" not in sections:
-                    log("warning: %s --print-config has no [http] section" % binary)
-                text += "\n[http]\naddresses = [%s]\n" % ", ".join(udp)
+                    log("warning: %s --print-config has no [http] section" % self.binary)
+                text += "\n[http]\naddresses = [%s]\n" % any_port
             elif sections is not None and "http" in sections:
                 # known to the binary: keep it off rather than on its default 0.0.0.0:6969
                 text += "\n[http]\naddresses = []\n"
             text += "\n[workers]\ncount = 2\n"
-            if sections is not None:
-                if "metrics" in sections:
-                    # the default 127.0.0.1:9000 may be taken; keep the endpoint, elsewhere
-                    self.metrics_port = free_port()
-                    text += '\n[metrics]\naddress = "127.0.0.1:%d"\n' % self.metrics_port
+            if sections is not None and "metrics" in sections:
+                # a snapshot every 100 ms, so the per-case error check waits little
+                text += '\n[metrics]\naddress = "127.0.0.1:0"\ninterval_ms = 100\n'
             with open(cfg, "w") as f:
                 f.write(text)
             log("tracker config %s:\n%s" % (cfg, text.rstrip()))
-            env.setdefault("RUST_LOG", log_level)
-            cmd = [binary, "--config", cfg]
-        elif kind == "opentracker":
-            root = os.path.join(workdir, "opentracker-root")
+            env.setdefault("RUST_LOG", self.log_level)
+            cmd = [self.binary, "--config", cfg]
+        elif self.kind == "opentracker":
+            root = os.path.join(self.workdir, "opentracker-root")
             os.makedirs(root, exist_ok=True)
-            os.chmod(workdir, 0o755)
+            os.chmod(self.workdir, 0o755)
             os.chmod(root, 0o755)
             with open(os.path.join(root, "whitelist.txt"), "w") as f:
-                for h in info_hashes:
+                for h in self.info_hashes:
                     f.write(h.hex() + "\n")
             os.chmod(os.path.join(root, "whitelist.txt"), 0o644)
+            self.fixed_port = port = self.port_block.take()
             # Debian's opentracker is an IPv4-only build that serves only white-listed hashes
-            cmd = [binary or "opentracker", "-i", "127.0.0.1", "-p", str(port), "-P", str(port),
-                   "-d", root, "-w", "whitelist.txt"]
-        elif kind == "mini":
-            cmd = [sys.executable, THIS, "mini-tracker", "--port", str(port)]
-            if want_v6:
-                cmd.append("--v6")
+            cmd = [self.binary or "opentracker", "-i", "127.0.0.1", "-p", str(port), "-P",
+                   str(port), "-d", root, "-w", "whitelist.txt"]
+        elif self.kind == "mini":
+            cmd = [sys.executable, THIS, "mini-tracker"] + (["--v6"] if self.want_v6 else [])
         else:
-            raise ValueError(kind)
-        self.proc = Proc("tracker", cmd, self.log_path, cwd=workdir, env=env)
+            raise ValueError(self.kind)
+        return Proc("tracker", cmd, self.log_path, cwd=self.workdir, env=env)
+
+    def _read_ports(self, deadline):
+        """Waits for the line where the tracker says what it bound."""
+        if self.kind == "opentracker":
+            self.ports = {("udp", "4"): self.fixed_port}
+            if self.want_http:
+                self.ports[("http", "4")] = self.fixed_port
+            return
+        pattern = (r"hayate serving .*?udp=\[(.*?)\] http=\[(.*?)\] metrics=(\S+)"
+                   if self.kind == "hayate" else r"\] ports udp=\[(.*?)\] http=\[(.*)\]$")
+        while time.monotonic() < deadline:
+            with open(self.log_path, "rb") as f:
+                m = re.search(pattern, f.read().decode("utf-8", "replace"), re.M)
+            if m:
+                for proto, text in (("udp", m.group(1)), ("http", m.group(2))):
+                    for fam, port in parse_addrs(text).items():
+                        self.ports[(proto, fam)] = port
+                if self.kind == "hayate" and m.group(3).startswith("Some("):
+                    self.metrics_port = parse_addrs(m.group(3)).get("4")
+                return
+            if self.proc.poll() is not None:
+                raise TrackerError("tracker exited with code %s before saying what it bound"
+                                   % self.proc.poll())
+            time.sleep(0.1)
+        raise TrackerError("the tracker never logged the addresses it bound (%s)"
+                           % self.log_path)
+
+    def _wait_ready(self, deadline):
+        self._read_ports(deadline)
+        fams = ["4", "6"] if self.want_v6 else ["4"]
+        for fam in fams:
+            if ("udp", fam) not in self.ports:
+                raise TrackerError("the tracker bound no UDP address for IPv%s" % fam)
+            wait_udp_ready(host_of(fam), self.ports[("udp", fam)], deadline, self.proc)
+        if self.want_http:
+            for fam in fams:
+                if ("http", fam) not in self.ports:
+                    raise TrackerError("the tracker bound no HTTP address for IPv%s" % fam)
+                if not wait_tcp_ready(host_of(fam), self.ports[("http", fam)], deadline):
+                    raise TrackerError("nothing accepts TCP on %s:%d"
+                                       % (url_host(fam), self.ports[("http", fam)]))
+
+    def port(self, proto, fam):
+        return self.ports[(proto, fam)]
+
+    def url(self, proto, fam):
+        return "%s://%s:%d/announce" % (proto, url_host(fam), self.port(proto, fam))
 
     def log_offset(self):
         try:
@@ -784,18 +955,55 @@ class Tracker:
             return 0
 
     def stop(self):
-        self.proc.stop()
+        if self.proc is not None:
+            self.proc.stop()
+
+    def metrics_text(self):
+        with _no_proxy_opener.open("http://127.0.0.1:%d/metrics" % self.metrics_port,
+                                   timeout=3) as r:
+            return r.read().decode("utf-8", "replace")
+
+    def error_counts(self, timeout=10.0):
+        """hayate_errors_total by (protocol, reason), from a snapshot taken after everything
+        sent so far; None for trackers without the endpoint.
+
+        The endpoint serves the snapshot of its last interval, so a plain read may be stale.
+        Instead, each reading first sends one marker datagram, too short to be BEP 15,
+        which hayate counts as {protocol="udp",reason="not_tracker"}; since only this
+        harness sends such datagrams, a page where that counter has reached the number
+        of markers sent is a snapshot taken after the latest marker, and so after every
+        request that was answered before it."""
+        if not self.metrics_port:
+            return None
+        self.marks += 1
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            s.sendto(b"e2e-mark", ("127.0.0.1", self.port("udp", "4")))
+        finally:
+            s.close()
+        end = time.monotonic() + timeout
+        last = None
+        while True:
+            try:
+                counts = parse_errors(self.metrics_text())
+                if counts.get(("udp", "not_tracker"), 0) >= self.marks:
+                    return counts
+                last = "not_tracker=%d, markers sent %d" % (
+                    counts.get(("udp", "not_tracker"), 0), self.marks)
+            except OSError as e:
+                last = e
+            if time.monotonic() >= end:
+                raise TrackerError("metrics never showed the marker datagram: %s" % last)
+            time.sleep(0.05)
 
     def report_metrics(self):
-        """Save hayate's /metrics and print its non-zero error counters (informational)."""
-        if not self.metrics_port or self.proc.poll() is not None:
+        """Save hayate's /metrics and print its non-zero request and error counters."""
+        if not self.metrics_port or self.proc is None or self.proc.poll() is not None:
             return
-        time.sleep(1.2)  # counters are gathered once a second
         try:
-            with _no_proxy_opener.open("http://127.0.0.1:%d/metrics" % self.metrics_port,
-                                       timeout=3) as r:
-                text = r.read().decode("utf-8", "replace")
-        except OSError as e:
+            self.error_counts()  # a snapshot after the last case
+            text = self.metrics_text()
+        except (OSError, TrackerError) as e:
             log("metrics: %s" % e)
             return
         path = os.path.join(self.workdir, "metrics.txt")
@@ -807,7 +1015,18 @@ class Tracker:
                 if l.startswith("hayate_requests_total") and not l.endswith(" 0")]
         log("metrics (%s): %s" % (path, "; ".join(l.replace("hayate_requests_total", "")
                                                    for l in reqs) or "no requests"))
-        log("metrics errors: %s" % ("; ".join(errs) if errs else "none"))
+        log("metrics errors (%d marker datagrams are the harness's own): %s"
+            % (self.marks, "; ".join(errs) if errs else "none"))
+
+
+def parse_errors(text):
+    """hayate_errors_total lines of a metrics page -> {(protocol, reason): value}."""
+    out = {}
+    for m in re.finditer(r'^hayate_errors_total\{([^}]*)\} (\d+)', text, re.M):
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', m.group(1)))
+        key = (labels.get("protocol", "?"), labels.get("reason", "?"))
+        out[key] = out.get(key, 0) + int(m.group(2))
+    return out
 
 
 # --------------------------------------------------------------------------- running a case
@@ -828,13 +1047,13 @@ def _on_term(signum, frame):
     raise KeyboardInterrupt()
 
 
-def start_client(ctx, case_dir, client_name, role, proto, fam, payload, torrent, procs):
+def start_client(ctx, case_dir, client_name, role, proto, fam, payload, procs):
     workdir = os.path.join(case_dir, role + "-" + client_name)
     data_dir = os.path.join(workdir, "data")
     os.makedirs(data_dir, exist_ok=True)
     if role == "seed":
         shutil.copyfile(payload["path"], os.path.join(data_dir, payload["name"]))
-    url = "%s://%s:%d/announce" % (proto, url_host(fam), ctx.port)
+    url = ctx.tracker.url(proto, fam)
     if fam == "6":
         ip = "::1"
     elif ctx.same_ip and client_name != "ctorrent":
@@ -842,8 +1061,8 @@ def start_client(ctx, case_dir, client_name, role, proto, fam, payload, torrent,
     else:
         # each peer on an address of its own, as on a real network (ctorrent needs it)
         ip = "127.0.0.2" if role == "seed" else "127.0.0.3"
-    ep = Endpoint(workdir, torrent[url], data_dir, payload["name"], free_port(), free_port(),
-                  fam, proto, url, role, ip)
+    ep = Endpoint(workdir, payload["torrents"][url], data_dir, payload["name"],
+                  ctx.ports.take(), ctx.ports.take(), fam, proto, url, role, ip)
     client = ctx.clients[client_name]
     cmd, extra_logs = client.command(ep)
     p = Proc("%s %s" % (role, client_name), cmd, os.path.join(workdir, "stdout.log"),
@@ -854,6 +1073,51 @@ def start_client(ctx, case_dir, client_name, role, proto, fam, payload, torrent,
     return p, ep
 
 
+def same_peer(a, b):
+    """(ip, port) pairs equal, comparing addresses in binary (IPv6 text has many forms)."""
+    fa = socket.AF_INET6 if ":" in a[0] else socket.AF_INET
+    fb = socket.AF_INET6 if ":" in b[0] else socket.AF_INET
+    return (fa == fb and socket.inet_pton(fa, a[0]) == socket.inet_pton(fb, b[0])
+            and a[1] == b[1])
+
+
+def expected_counts(ctx, case):
+    """The exact BEP 15 scrape (seeders, completed, leechers) once the leecher is done: the
+    seeder and the finished leecher both seed, nobody leeches, one download. Two client
+    quirks change it: a leecher that never sends `completed` (rtorrent) makes no download
+    (it only re-announces with left=0), and a seeder whose only announce says it still
+    needs data (ctorrent) stays a leecher."""
+    sends_completed = getattr(ctx.clients[case.leech[0]], "sends_completed", True)
+    seeds_as_leecher = getattr(ctx.clients[case.seed[0]], "seeds_as_leecher", False)
+    return (1 if seeds_as_leecher else 2), (1 if sends_completed else 0), \
+        (1 if seeds_as_leecher else 0)
+
+
+def expected_errors(ctx, case):
+    """hayate_errors_total increases a case may cause, by (protocol, reason): the one marker
+    datagram of the reading after it (see Tracker.error_counts), plus each client's known
+    quirks (`expected_errors` on its class, with the reason there)."""
+    want = {("udp", "not_tracker"): 1}
+    for client in {case.seed[0], case.leech[0]}:
+        for key, n in getattr(ctx.clients[client], "expected_errors", {}).items():
+            want[key] = want.get(key, 0) + n
+    return want
+
+
+def check_errors(ctx, case, before, after):
+    """Reasons the case failed on the tracker's error counters (empty when none)."""
+    if before is None or after is None:
+        return []
+    allowed = expected_errors(ctx, case)
+    bad = []
+    for key in sorted(set(before) | set(after)):
+        grew = after.get(key, 0) - before.get(key, 0)
+        if grew > allowed.get(key, 0):
+            bad.append('hayate_errors_total{protocol="%s",reason="%s"} rose by %d (expected %d)'
+                       % (key + (grew, allowed.get(key, 0))))
+    return bad
+
+
 def run_case(ctx, case):
     deadline = time.monotonic() + ctx.timeout
     case_dir = os.path.join(ctx.workdir, case.name)
@@ -861,6 +1125,7 @@ def run_case(ctx, case):
     payload = ctx.payloads[case.name]
     ih = payload["info_hash"]
     scrape_host = host_of(case.fam)
+    scrape_port = ctx.tracker.port("udp", case.fam)
     procs = []
     tracker_off = ctx.tracker.log_offset()
     t0 = time.monotonic()
@@ -874,10 +1139,9 @@ def run_case(ctx, case):
 
     try:
         seeder, sep = start_client(ctx, case_dir, case.seed[0], "seed", case.seed[1], case.fam,
-                                   payload, payload["torrents"], procs)
+                                   payload, procs)
         # Wait until the tracker knows a seeder, so the leecher's first announce gets it.
         announced = None
-        seeders_before = 0
         wait_until = time.monotonic() + min(45.0, max(left() - 20, 5))
         first_seen = None
         while time.monotonic() < wait_until:
@@ -885,11 +1149,10 @@ def run_case(ctx, case):
             if seeder.poll() is not None:
                 raise CaseFailed("seeder exited early with code %s" % seeder.poll())
             try:
-                s, d, l = udp_scrape(scrape_host, ctx.port, [ih])[0]
+                s, d, l = udp_scrape(scrape_host, scrape_port, [ih])[0]
             except TrackerError as e:
                 log("  scrape while waiting for seeder: %s" % e)
                 s = d = l = 0
-            seeders_before = s
             if s >= 1:
                 announced = "seeder"
                 break
@@ -902,19 +1165,27 @@ def run_case(ctx, case):
         if not announced:
             raise CaseFailed("seeder never showed up in a UDP scrape")
         log("  tracker lists the %s after %.1fs" % (announced, time.monotonic() - t0))
-        # What a new peer would be told (informational): announce, then leave at once.
+
+        # What a new peer is told: it must be the seeder, at the address and port the seeder
+        # announced, or the tracker did not supply it. The probe leaves again at once.
+        pid = b"-E2E000-" + os.urandom(12)
+        probe_port = ctx.ports.take()
         try:
-            pid = b"-E2E000-" + os.urandom(12)
-            probe_port = free_port()
-            iv, nl, ns, peers = udp_announce(scrape_host, ctx.port, ih, pid, 2, 1, probe_port)
-            udp_announce(scrape_host, ctx.port, ih, pid, 3, 1, probe_port)
-            log("  probe announce: interval=%d leechers=%d seeders=%d peers=%s (seeder is %s:%d)"
-                % (iv, nl, ns, " ".join("%s:%d" % p for p in peers) or "-", sep.ip, sep.port))
+            iv, nl, ns, peers = udp_announce(scrape_host, scrape_port, ih, pid, 2, 1, probe_port)
+            udp_announce(scrape_host, scrape_port, ih, pid, 3, 1, probe_port)
         except TrackerError as e:
-            log("  probe announce failed: %s" % e)
+            raise CaseFailed("probe announce failed: %s" % e)
+        log("  probe announce: interval=%d leechers=%d seeders=%d peers=%s (seeder is %s:%d)"
+            % (iv, nl, ns, " ".join("%s:%d" % p for p in peers) or "-", sep.ip, sep.port))
+        if not any(same_peer(p, (sep.ip, sep.port)) for p in peers):
+            raise CaseFailed("probe announce: the tracker's peer list %s lacks the seeder %s:%d"
+                             % ([("%s:%d" % p) for p in peers], sep.ip, sep.port))
+        if ns + nl != 2:
+            raise CaseFailed("probe announce: swarm of seeders=%d leechers=%d, expected the "
+                             "seeder and the probe (2 peers)" % (ns, nl))
 
         leecher, lep = start_client(ctx, case_dir, case.leech[0], "leech", case.leech[1],
-                                    case.fam, payload, payload["torrents"], procs)
+                                    case.fam, payload, procs)
         t1 = time.monotonic()
         done = False
         while left() > 0:
@@ -937,63 +1208,57 @@ def run_case(ctx, case):
             raise CaseFailed("leecher did not complete in time (file size %s of %d)"
                              % (have, payload["size"]))
         log("  leecher complete, SHA-256 matches (%.1fs)" % (time.monotonic() - t1))
+        check = getattr(ctx.clients[case.leech[0]], "check_peer_source", None)
+        if check:
+            why = check(lep, sep)
+            if why:
+                raise CaseFailed("%s leecher: %s" % (case.leech[0], why))
+            log("  %s's log: its peer came from the tracker, its DHT exchanged nothing"
+                % case.leech[0])
 
-        # scrape: the seeder count >= 1 and downloaded >= 1 once the completed event arrived
-        sends_completed = getattr(ctx.clients[case.leech[0]], "sends_completed", True)
-
-        def good(c):
-            if sends_completed:
-                return c[0] >= 1 and c[1] >= 1
-            # the leecher re-announced with left=0, so it counts as one more seeder
-            return c[0] >= max(1, seeders_before + 1)
-
-        counts = None
+        # The scrape must show exactly the swarm the case made, once the leecher's
+        # completion reached the tracker.
+        want = expected_counts(ctx, case)
+        counts = err = None
         until = time.monotonic() + min(20.0, max(left(), 1))
         while True:
             check_tracker()
             try:
-                counts = udp_scrape(scrape_host, ctx.port, [ih])[0]
+                counts = tuple(udp_scrape(scrape_host, scrape_port, [ih])[0])
             except TrackerError as e:
-                counts = None
-                err = e
-            if counts and good(counts):
-                break
-            if time.monotonic() >= until:
+                counts, err = None, e
+            if counts == want or time.monotonic() >= until:
                 break
             time.sleep(0.5)
         if counts is None:
             raise CaseFailed("UDP scrape failed: %s" % err)
         log("  UDP scrape [%s]:%d: seeders=%d downloaded=%d leechers=%d"
-            % (scrape_host, ctx.port, counts[0], counts[1], counts[2]))
-        if not good(counts):
-            want = ("seeders >= 1 and downloaded >= 1" if sends_completed else
-                    "seeders >= %d (%s sends no `completed`; it re-announces with left=0)"
-                    % (max(1, seeders_before + 1), case.leech[0]))
-            raise CaseFailed("UDP scrape: expected %s, got seeders=%d downloaded=%d leechers=%d"
-                             % ((want,) + tuple(counts)))
+            % ((scrape_host, scrape_port) + counts))
+        if counts != want:
+            raise CaseFailed("UDP scrape: expected seeders=%d downloaded=%d leechers=%d, got "
+                             "seeders=%d downloaded=%d leechers=%d" % (want + counts))
 
         if "http" in case.protos:
-            base = "http://%s:%d" % (url_host(case.fam), ctx.port)
+            base = "http://%s:%d" % (url_host(case.fam), ctx.tracker.port("http", case.fam))
             try:
                 status, body = http_scrape(base, ih)
             except OSError as e:
                 raise CaseFailed("HTTP scrape: %s" % e)
-            if status == 200:
-                try:
-                    d = bdecode(body)
-                except ValueError as e:
-                    raise CaseFailed("HTTP scrape: 200 but body is not bencode (%s): %r"
-                                     % (e, body[:200]))
-                if not isinstance(d, dict):
-                    raise CaseFailed("HTTP scrape: body is not a dict: %r" % body[:200])
-                f = d.get(b"files", {}).get(ih) if isinstance(d.get(b"files"), dict) else None
-                if f is not None and isinstance(f, dict):
-                    log("  HTTP scrape %s: complete=%s downloaded=%s incomplete=%s"
-                        % (base, f.get(b"complete"), f.get(b"downloaded"), f.get(b"incomplete")))
-                else:
-                    log("  HTTP scrape %s: %r" % (base, d))
-            else:
-                log("  HTTP scrape %s: HTTP %d (not checked)" % (base, status))
+            if status != 200:
+                raise CaseFailed("HTTP scrape %s: status %d, body %r" % (base, status, body[:200]))
+            try:
+                d = bdecode(body)
+            except ValueError as e:
+                raise CaseFailed("HTTP scrape: body is not bencode (%s): %r" % (e, body[:200]))
+            files = d.get(b"files") if isinstance(d, dict) else None
+            f = files.get(ih) if isinstance(files, dict) else None
+            if not isinstance(f, dict):
+                raise CaseFailed("HTTP scrape: no files entry for the torrent: %r" % body[:200])
+            got = tuple(f.get(k) for k in (b"complete", b"downloaded", b"incomplete"))
+            log("  HTTP scrape %s: complete=%s downloaded=%s incomplete=%s" % ((base,) + got))
+            if got != want:
+                raise CaseFailed("HTTP scrape: expected complete=%d downloaded=%d incomplete=%d, "
+                                 "got complete=%s downloaded=%s incomplete=%s" % (want + got))
         return True, time.monotonic() - t0, None
     except CaseFailed as e:
         return False, time.monotonic() - t0, str(e)
@@ -1093,10 +1358,10 @@ def main(argv):
     os.makedirs(ctx.workdir, exist_ok=True)
     ctx.clients = {"libtorrent": Libtorrent(args.lt_python), "transmission": Transmission(),
                    "aria2": Aria2(), "rtorrent": Rtorrent(), "ctorrent": Ctorrent()}
-    ctx.port = free_port()
+    ctx.ports = PortBlock()
     want_http = any("http" in c.protos for c in cases)
     want_v6 = any(c.fam == "6" for c in cases)
-    log("work directory %s, tracker port %d" % (ctx.workdir, ctx.port))
+    log("work directory %s" % ctx.workdir)
 
     # every case gets its own random payload, hence its own swarm
     ctx.payloads = {}
@@ -1107,19 +1372,13 @@ def main(argv):
         path = os.path.join(d, name)
         make_payload(path, PAYLOAD_SIZE)
         info, ih = make_info(path, name)
-        torrents = {}
-        for proto in ("udp", "http"):
-            for fam in ("4", "6"):
-                url = "%s://%s:%d/announce" % (proto, url_host(fam), ctx.port)
-                t = os.path.join(d, "%s%s.torrent" % (proto, fam))
-                write_torrent(t, info, url)
-                torrents[url] = t
         ctx.payloads[c.name] = {"path": path, "name": name, "size": PAYLOAD_SIZE,
-                                "sha256": sha256_file(path), "info_hash": ih,
-                                "torrents": torrents}
+                                "sha256": sha256_file(path), "info_hash": ih, "info": info,
+                                "dir": d, "torrents": {}}
 
-    ctx.tracker = Tracker(args.tracker_kind, args.tracker_bin, ctx.workdir, ctx.port, want_http,
-                          want_v6, [p["info_hash"] for p in ctx.payloads.values()], args.log_level)
+    ctx.tracker = Tracker(args.tracker_kind, args.tracker_bin, ctx.workdir, want_http,
+                          want_v6, [p["info_hash"] for p in ctx.payloads.values()],
+                          args.log_level, ctx.ports)
     passed = failed = 0
     results = []
     t_start = time.monotonic()
@@ -1127,15 +1386,8 @@ def main(argv):
     signal.signal(signal.SIGTERM, _on_term)
     try:
         try:
-            dl = time.monotonic() + 15
-            wait_udp_ready("127.0.0.1", ctx.port, dl, ctx.tracker.proc)
-            if want_v6:
-                wait_udp_ready("::1", ctx.port, dl, ctx.tracker.proc)
-            if want_http:
-                for fam in (["4", "6"] if want_v6 else ["4"]):
-                    if not wait_tcp_ready(host_of(fam), ctx.port, time.monotonic() + 5):
-                        log("warning: nothing accepts TCP on %s:%d; HTTP cases will fail"
-                            % (url_host(fam), ctx.port))
+            ctx.tracker.start(time.monotonic() + 15)
+            errors_before = ctx.tracker.error_counts()
         except TrackerError as e:
             log("tracker did not come up: %s" % e)
             log("---- tracker log %s" % ctx.tracker.log_path)
@@ -1143,7 +1395,19 @@ def main(argv):
             failed = len(cases)
             log("0 passed, %d failed" % failed)
             return 1
-        log("tracker (%s) answers on port %d" % (args.tracker_kind, ctx.port))
+        log("tracker (%s) answers on %s%s" % (
+            args.tracker_kind,
+            ", ".join("%s%s port %d" % (p, f, n) for (p, f), n in sorted(ctx.tracker.ports.items())),
+            ", metrics port %d" % ctx.tracker.metrics_port if ctx.tracker.metrics_port else ""))
+        if errors_before is None and args.tracker_kind == "hayate":
+            log("warning: no metrics endpoint: the tracker's error counters go unchecked")
+        # the torrents name the tracker's actual ports, known only now
+        for p in ctx.payloads.values():
+            for (proto, fam) in ctx.tracker.ports:
+                url = ctx.tracker.url(proto, fam)
+                t = os.path.join(p["dir"], "%s%s.torrent" % (proto, fam))
+                write_torrent(t, p["info"], url)
+                p["torrents"][url] = t
 
         for c in cases:
             log("=== %s" % c.name)
@@ -1159,6 +1423,20 @@ def main(argv):
                 break
             finally:
                 signal.alarm(0)
+            # Every error the tracker counted during the case (its clients are stopped by
+            # now) must be one the case expects.
+            if ctx.tracker.proc.poll() is None:
+                try:
+                    errors_after = ctx.tracker.error_counts()
+                except TrackerError as e:
+                    errors_after = None
+                    ok, why = False, "%s%s" % (why + "; " if why else "", e)
+                bad = check_errors(ctx, c, errors_before, errors_after)
+                if bad:
+                    ok, why = False, "%s%s" % (why + "; " if why else "",
+                                               "unexpected tracker errors: " + "; ".join(bad))
+                if errors_after is not None:
+                    errors_before = errors_after
             if ok:
                 passed += 1
                 log("PASS %s (%.1fs)" % (c.name, secs))
@@ -1205,7 +1483,6 @@ def mini_tracker(argv):
     import threading
 
     ap = argparse.ArgumentParser(prog="e2e.py mini-tracker")
-    ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--v6", action="store_true")
     a = ap.parse_args(argv)
     lock = threading.Lock()
@@ -1330,15 +1607,19 @@ def mini_tracker(argv):
     if a.v6:
         binds.append((socket.AF_INET6, "::1", V6))
     threads = []
+    bound = {"udp": [], "http": []}
     for fam, host, srv_cls in binds:
+        # port 0: the harness reads the ports from the line printed below
         u = socket.socket(fam, socket.SOCK_DGRAM)
-        u.bind((host, a.port))
+        u.bind((host, 0))
         threads.append(threading.Thread(target=udp_loop, args=(u, fam), daemon=True))
-        srv = srv_cls((host, a.port), Handler)
+        srv = srv_cls((host, 0), Handler)
         threads.append(threading.Thread(target=srv.serve_forever, daemon=True))
+        for proto, port in (("udp", u.getsockname()[1]), ("http", srv.server_address[1])):
+            bound[proto].append("%s:%d" % ("[%s]" % host if ":" in host else host, port))
     for t in threads:
         t.start()
-    say("listening on port %d (udp+http%s)" % (a.port, ", ipv6 too" if a.v6 else ""))
+    say("ports udp=[%s] http=[%s]" % (", ".join(bound["udp"]), ", ".join(bound["http"])))
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
     parent = os.getppid()
