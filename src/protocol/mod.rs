@@ -1,6 +1,7 @@
 //! Wire formats. Each submodule turns one protocol's bytes into the tracker's own request types
 //! and writes its replies; none of them touches a socket or the swarm table.
 
+pub mod bep41;
 pub mod udp;
 
 /// A torrent's 20-byte info hash (a BitTorrent v2 hash is cut to 20 bytes by clients).
