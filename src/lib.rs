@@ -7,6 +7,7 @@ pub mod config;
 pub mod connection_id;
 pub mod http;
 pub mod notify;
+pub mod policy;
 pub mod privileges;
 pub mod protocol;
 pub mod settings;

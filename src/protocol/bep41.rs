@@ -233,7 +233,11 @@ mod tests {
     fn no_options_is_an_empty_url() {
         let mut buf = [0u8; 16];
         assert_eq!(url_data(&[], &mut buf), Ok(&[][..]));
-        assert_eq!(url_data(&[0, 2, 200], &mut buf), Ok(&[][..]), "stops at end");
+        assert_eq!(
+            url_data(&[0, 2, 200], &mut buf),
+            Ok(&[][..]),
+            "stops at end"
+        );
         assert_eq!(url_data(&[1, 1, 1], &mut buf), Ok(&[][..]), "only NOPs");
     }
 
@@ -310,7 +314,10 @@ mod tests {
             "unknown option truncated too"
         );
         let e = url_data(&[2, 5, b'/'], &mut buf).unwrap_err().to_string();
-        assert!(e.contains("0x02") && e.contains("needs 7 bytes, 3 left"), "{e}");
+        assert!(
+            e.contains("0x02") && e.contains("needs 7 bytes, 3 left"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -334,7 +341,11 @@ mod tests {
         let u = Url::split(b"/announce");
         assert_eq!((u.path, u.query), (&b"/announce"[..], &b""[..]));
         let u = Url::split(b"/a?b?c");
-        assert_eq!((u.path, u.query), (&b"/a"[..], &b"b?c"[..]), "first ? splits");
+        assert_eq!(
+            (u.path, u.query),
+            (&b"/a"[..], &b"b?c"[..]),
+            "first ? splits"
+        );
         let u = Url::split(b"");
         assert_eq!((u.path, u.query), (&b""[..], &b""[..]));
     }
@@ -342,7 +353,11 @@ mod tests {
     #[test]
     fn query_param_finds_raw_values() {
         let q = b"x=1&jwt=a.b%2Ec&empty=&flag&jwt=second";
-        assert_eq!(query_param(q, b"jwt"), Some(&b"a.b%2Ec"[..]), "first one, raw");
+        assert_eq!(
+            query_param(q, b"jwt"),
+            Some(&b"a.b%2Ec"[..]),
+            "first one, raw"
+        );
         assert_eq!(query_param(q, b"x"), Some(&b"1"[..]));
         assert_eq!(query_param(q, b"empty"), Some(&b""[..]));
         assert_eq!(query_param(q, b"flag"), Some(&b""[..]));
@@ -350,10 +365,26 @@ mod tests {
         assert_eq!(query_param(q, b"jwtx"), None);
         assert_eq!(query_param(q, b"missing"), None);
         assert_eq!(query_param(b"", b"jwt"), None);
-        assert_eq!(query_param(b"&&=", b""), Some(&b""[..]), "empty key, empty value");
-        assert_eq!(query_param(b"%6Awt=v", b"jwt"), Some(&b"v"[..]), "escaped key");
-        assert_eq!(query_param(b"%6=v&jwt=w", b"%6"), None, "bad escape never matches");
-        assert_eq!(query_param(b"a=b=c", b"a"), Some(&b"b=c"[..]), "first = splits");
+        assert_eq!(
+            query_param(b"&&=", b""),
+            Some(&b""[..]),
+            "empty key, empty value"
+        );
+        assert_eq!(
+            query_param(b"%6Awt=v", b"jwt"),
+            Some(&b"v"[..]),
+            "escaped key"
+        );
+        assert_eq!(
+            query_param(b"%6=v&jwt=w", b"%6"),
+            None,
+            "bad escape never matches"
+        );
+        assert_eq!(
+            query_param(b"a=b=c", b"a"),
+            Some(&b"b=c"[..]),
+            "first = splits"
+        );
         let u = Url::split(b"/announce?jwt=t");
         assert_eq!(u.param(b"jwt"), Some(&b"t"[..]));
     }
@@ -375,7 +406,10 @@ mod tests {
             percent_decode(b"%41bcdefghi", &mut buf),
             Err(Bep41Error::DecodedTooLong { capacity: 8 })
         );
-        assert_eq!(percent_decode(b"%41bcdefgh", &mut buf), Ok(&b"Abcdefgh"[..]));
+        assert_eq!(
+            percent_decode(b"%41bcdefgh", &mut buf),
+            Ok(&b"Abcdefgh"[..])
+        );
     }
 
     #[test]
