@@ -7,6 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 openssl genpkey -quiet -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out rsa.pem
+# The RSA public key as a PEM: what an HMAC key-confusion attacker would use as the secret.
+openssl pkey -in rsa.pem -pubout -out rsa.pub.pem
 openssl genpkey -quiet -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out p256.pem
 openssl genpkey -quiet -algorithm ED25519 -out ed25519.pem
 openssl genpkey -quiet -algorithm ED25519 -out ed25519-other.pem
@@ -34,4 +36,4 @@ cat > jwks.json <<JSON
   ]
 }
 JSON
-echo "wrote rsa.pem p256.pem ed25519.pem ed25519-other.pem jwks.json"
+echo "wrote rsa.pem rsa.pub.pem p256.pem ed25519.pem ed25519-other.pem jwks.json"
