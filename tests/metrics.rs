@@ -311,7 +311,10 @@ fn udp_traffic_is_counted_exactly_and_gauges_follow_the_swarm() {
     assert_eq!(r[3], 3, "error reply");
     let r = tally.ask(&c4, &scrape_packet(cid4, 9, &[]));
     assert_eq!(r[3], 3, "error reply");
-    let r = tally.ask(&c4, &announce_packet(cid4, 9, h0, 9, 0, EVENT_NONE, -1)[..50]);
+    let r = tally.ask(
+        &c4,
+        &announce_packet(cid4, 9, h0, 9, 0, EVENT_NONE, -1)[..50],
+    );
     assert_eq!(r[3], 3, "error reply");
     c4.send(b"hi!");
     tally.sent += 3;
@@ -452,7 +455,10 @@ fn health_answers_ok_and_the_endpoint_stops_with_the_tracker() {
     let mut ticks = [(beat(0), 0), (beat(1), 0), (beat(2), 0)];
     let deadline = Instant::now() + Duration::from_secs(5);
     while ticks.iter().any(|&(_, n)| n < 2) {
-        assert!(Instant::now() < deadline, "workers stopped ticking: {ticks:?}");
+        assert!(
+            Instant::now() < deadline,
+            "workers stopped ticking: {ticks:?}"
+        );
         for (w, (last, n)) in ticks.iter_mut().enumerate() {
             if beat(w) != *last {
                 (*last, *n) = (beat(w), *n + 1);
@@ -679,7 +685,11 @@ fn one_counting_rule_for_udp_and_http() {
     let t = start_tracker_http(2, "", FAST);
     let mut c = Client::new(v4(&t));
     let cid = c.connect();
-    let (udp, http, v4l) = (("protocol", "udp"), ("protocol", "http"), ("ip_version", "4"));
+    let (udp, http, v4l) = (
+        ("protocol", "udp"),
+        ("protocol", "http"),
+        ("ip_version", "4"),
+    );
     let requests = |p, a| key("hayate_requests_total", &[p, ("action", a), v4l]);
     let refused = |p| key("hayate_responses_total", &[p, ("action", "error"), v4l]);
     let why = |p, r| key("hayate_errors_total", &[p, ("reason", r)]);

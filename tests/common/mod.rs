@@ -77,9 +77,7 @@ pub fn client_per_worker(t: &Tracker, addr: SocketAddr) -> Vec<(Client, u64)> {
         // The worker counts before it replies; a relaxed read may lag by a moment.
         let deadline = std::time::Instant::now() + Duration::from_secs(2);
         let owner = loop {
-            let moved: Vec<usize> = (0..workers)
-                .filter(|&w| connects(w) != before[w])
-                .collect();
+            let moved: Vec<usize> = (0..workers).filter(|&w| connects(w) != before[w]).collect();
             match moved[..] {
                 [w] => break w,
                 [] if std::time::Instant::now() < deadline => std::thread::yield_now(),

@@ -83,10 +83,7 @@ impl Hayate {
             if self.child.as_mut().unwrap().try_wait().unwrap().is_some() {
                 // Its last lines may still be in the pipe: read to the end, then decide.
                 let log = self.finish_log();
-                return log
-                    .lines()
-                    .find(|l| l.contains(needle))
-                    .map(str::to_string);
+                return log.lines().find(|l| l.contains(needle)).map(str::to_string);
             }
             assert!(
                 Instant::now() < deadline,
@@ -109,16 +106,18 @@ impl Hayate {
         Some(
             list.split(", ")
                 .filter(|a| !a.is_empty())
-                .map(|a| a.parse().unwrap_or_else(|e| panic!("{a:?} in {line:?}: {e}")))
+                .map(|a| {
+                    a.parse()
+                        .unwrap_or_else(|e| panic!("{a:?} in {line:?}: {e}"))
+                })
                 .collect(),
         )
     }
 
     /// Waits for the "hayate serving" line and returns the UDP addresses it names.
     pub fn serving_udp(&mut self) -> Vec<SocketAddr> {
-        self.serving_udp_or_exit().unwrap_or_else(|| {
-            panic!("hayate exited without serving:\n{}", self.finish_log())
-        })
+        self.serving_udp_or_exit()
+            .unwrap_or_else(|| panic!("hayate exited without serving:\n{}", self.finish_log()))
     }
 
     /// Waits for the child to exit, boundedly (killing it and failing past `within`); returns
