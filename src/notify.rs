@@ -13,7 +13,13 @@ pub const STOPPING: &str = "STOPPING=1";
 /// Tells the service manager `state` (newline-separated `KEY=value` lines). Returns whether a
 /// manager was there to tell.
 pub fn notify(state: &str) -> io::Result<bool> {
-    let Some(target) = std::env::var_os("NOTIFY_SOCKET") else {
+    notify_to(std::env::var_os("NOTIFY_SOCKET").as_deref(), state)
+}
+
+/// `notify` with the socket named by `target` (`$NOTIFY_SOCKET`'s value; `None`: unset). Tests
+/// pass it here: setting the variable while other threads read the environment is unsound.
+fn notify_to(target: Option<&std::ffi::OsStr>, state: &str) -> io::Result<bool> {
+    let Some(target) = target else {
         return Ok(false);
     };
     let target = target.as_encoded_bytes();
@@ -61,7 +67,8 @@ pub fn tell(state: &str) {
 mod tests {
     use super::*;
 
-    // One test touches the environment, so tests running in parallel never race on it.
+    use std::ffi::OsStr;
+
     #[test]
     fn path_and_abstract_sockets_receive_the_state() {
         let dir = std::env::temp_dir().join(format!("hayate-notify-{}", std::process::id()));
@@ -73,8 +80,7 @@ mod tests {
             .set_read_timeout(Some(std::time::Duration::from_secs(2)))
             .unwrap();
         let mut buf = [0u8; 128];
-        std::env::set_var("NOTIFY_SOCKET", &path);
-        assert!(notify(READY).unwrap());
+        assert!(notify_to(Some(path.as_os_str()), READY).unwrap());
         let n = listener.recv(&mut buf).unwrap();
         assert_eq!(&buf[..n], b"READY=1");
 
@@ -85,16 +91,14 @@ mod tests {
         abstract_listener
             .set_read_timeout(Some(std::time::Duration::from_secs(2)))
             .unwrap();
-        std::env::set_var("NOTIFY_SOCKET", format!("@{name}"));
-        assert!(notify(&reloading()).unwrap());
+        let at_name = format!("@{name}");
+        assert!(notify_to(Some(OsStr::new(&at_name)), &reloading()).unwrap());
         let n = abstract_listener.recv(&mut buf).unwrap();
         let got = std::str::from_utf8(&buf[..n]).unwrap();
         assert!(got.starts_with("RELOADING=1\nMONOTONIC_USEC="), "{got}");
 
-        std::env::set_var("NOTIFY_SOCKET", "relative");
-        assert!(notify(READY).is_err());
-        std::env::remove_var("NOTIFY_SOCKET");
-        assert!(!notify(READY).unwrap());
+        assert!(notify_to(Some(OsStr::new("relative")), READY).is_err());
+        assert!(!notify_to(None, READY).unwrap());
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

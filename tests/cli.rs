@@ -3,8 +3,13 @@
 
 use std::io::Write;
 use std::net::UdpSocket;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
+
+#[path = "support/hayate_process.rs"]
+mod hayate_process;
+
+use hayate_process::Hayate;
 
 fn hayate() -> Command {
     Command::new(env!("CARGO_BIN_EXE_hayate"))
@@ -65,53 +70,37 @@ fn help_documents_the_options() {
 
 #[test]
 fn serves_then_stops_on_sigterm_within_a_second() {
-    let port = {
-        let probe = UdpSocket::bind("127.0.0.1:0").unwrap();
-        probe.local_addr().unwrap().port()
-    };
+    // Port 0: the tracker binds a free port and names it in its "hayate serving" line.
     let path = temp_config(
         "serve.toml",
-        &format!(
-            "[udp]\naddresses = [\"127.0.0.1:{port}\"]\n[workers]\ncount = 2\n\
-             [metrics]\naddress = \"127.0.0.1:0\"\n[http]\naddresses = []\n"
-        ),
+        "[udp]\naddresses = [\"127.0.0.1:0\"]\n[workers]\ncount = 2\n\
+         [metrics]\naddress = \"127.0.0.1:0\"\n[http]\naddresses = []\n",
     );
-    let mut child = hayate()
-        .arg("--config")
-        .arg(&path)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = Hayate::spawn(hayate().arg("--config").arg(&path).env("RUST_LOG", "info"));
+    let addrs = child.serving_udp();
+    assert_eq!(addrs.len(), 1, "{addrs:?}");
     let client = UdpSocket::bind("127.0.0.1:0").unwrap();
     client
-        .set_read_timeout(Some(Duration::from_millis(200)))
+        .set_read_timeout(Some(Duration::from_secs(2)))
         .unwrap();
     let mut connect = 0x41727101980u64.to_be_bytes().to_vec();
     connect.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 42]);
     let mut buf = [0u8; 64];
-    let mut answered = false;
-    for _ in 0..50 {
-        client.send_to(&connect, ("127.0.0.1", port)).unwrap();
-        if let Ok((16, _)) = client.recv_from(&mut buf) {
-            answered = true;
-            break;
-        }
-    }
-    assert!(answered, "tracker never answered a connect");
+    // Serving was logged once every worker serves: the first connect is answered.
+    client.send_to(&connect, addrs[0]).unwrap();
+    let (n, _) = client
+        .recv_from(&mut buf)
+        .expect("tracker answered a connect");
+    assert_eq!(n, 16);
     assert_eq!(&buf[4..8], &[0, 0, 0, 42]);
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    child.signal(libc::SIGTERM);
     let asked = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(asked.elapsed() < Duration::from_secs(3), "did not stop");
-        std::thread::sleep(Duration::from_millis(10));
-    };
+    let (status, log) = child.wait_exit(Duration::from_secs(3));
     assert!(
         asked.elapsed() < Duration::from_secs(1),
         "took {:?}",
         asked.elapsed()
     );
-    assert!(status.success(), "{status:?}");
+    assert!(status.success(), "{status:?}: {log}");
+    assert!(log.contains("stopped"), "{log}");
 }

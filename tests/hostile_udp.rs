@@ -6,7 +6,7 @@
 mod common;
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::*;
 use hayate_tracker::stats::ErrorReason;
@@ -54,6 +54,14 @@ impl Prober {
             self.sent.insert(txid, (packet.len(), expect));
         }
         self.good.connect();
+        self.sync();
+    }
+
+    /// Sends the bad client's own connect and collects every reply until its answer. One
+    /// worker handles that client's datagrams in order, so whatever it answers itself to
+    /// earlier packets arrives first; only replies from the owner of a forwarded request may
+    /// come later.
+    fn sync(&mut self) {
         self.sync_txid += 1;
         self.bad.send(&connect_packet(self.sync_txid));
         loop {
@@ -108,25 +116,33 @@ impl Prober {
         None
     }
 
-    /// Waits out stragglers, then checks every request that must be answered was, and no
-    /// request that must not be was.
+    /// Waits (boundedly) for every request that must be answered, then syncs once more so a
+    /// reply to a request that must not be answered would have arrived, and checks both.
     fn finish(mut self) {
-        self.bad
-            .socket
-            .set_read_timeout(Some(Duration::from_millis(300)))
-            .unwrap();
-        while let Some(d) = self.bad.recv_raw() {
-            self.take(&d);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let missing = self.sent.iter().find(|(txid, (_, expect))| {
+                !matches!(expect, Expect::Nothing | Expect::ErrorOrNothing)
+                    && !self.answered.contains_key(*txid)
+            });
+            let Some((_, &(len, expect))) = missing else {
+                break;
+            };
+            assert!(
+                Instant::now() < deadline,
+                "a {len}-byte request expecting {expect:?} got nothing"
+            );
+            if let Some(d) = self.bad.recv_raw() {
+                self.take(&d);
+            }
         }
+        self.sync();
         for (txid, (len, expect)) in &self.sent {
-            let answered = self.answered.contains_key(txid);
-            match expect {
-                Expect::Nothing => assert!(!answered, "a {len}-byte packet was answered"),
-                Expect::ErrorOrNothing => {}
-                _ => assert!(
-                    answered,
-                    "a {len}-byte request expecting {expect:?} got nothing"
-                ),
+            if *expect == Expect::Nothing {
+                assert!(
+                    !self.answered.contains_key(txid),
+                    "a {len}-byte packet was answered"
+                );
             }
         }
     }
@@ -297,6 +313,32 @@ fn errors(t: &Tracker, reason: ErrorReason) -> u64 {
         .sum()
 }
 
+/// Announces 300 new torrents spread over every shard from `c`; returns those stored, checking
+/// each refusal says "tracker is full".
+fn flood_of_torrents(c: &mut Client, cid: u64) -> Vec<[u8; 20]> {
+    let mut stored = Vec::new();
+    for n in 0..300u32 {
+        let mut hash = [0u8; 20];
+        // The high half of the first 8 bytes picks the shard: spread it.
+        hash[..4].copy_from_slice(&n.to_le_bytes());
+        hash[4..8].copy_from_slice(&n.wrapping_mul(0x9e37_79b9).to_le_bytes());
+        match c.announce(cid, hash, 1000, 1, EVENT_STARTED, -1) {
+            Reply::Announce { .. } => stored.push(hash),
+            Reply::Error { message, .. } => assert_eq!(message, "tracker is full"),
+            r => panic!("{r:?}"),
+        }
+    }
+    stored
+}
+
+fn on_shard(hashes: &[[u8; 20]], shard: usize, shards: usize) -> Vec<[u8; 20]> {
+    hashes
+        .iter()
+        .copied()
+        .filter(|h| hayate_tracker::swarm::shard_of(h, shards) == shard)
+        .collect()
+}
+
 #[test]
 fn a_flood_of_fake_torrents_stops_at_the_limit() {
     // Two workers share 10 torrents: 5 each.
@@ -306,32 +348,89 @@ fn a_flood_of_fake_torrents_stops_at_the_limit() {
     );
     let mut c = Client::new(v4(&t));
     let cid = c.connect();
-    let (mut stored, mut refused) = (0, 0);
-    for n in 0..300u32 {
-        let mut hash = [0u8; 20];
-        // The high half of the first 8 bytes picks the shard: spread it.
-        hash[..4].copy_from_slice(&n.to_le_bytes());
-        hash[4..8].copy_from_slice(&n.wrapping_mul(0x9e37_79b9).to_le_bytes());
-        match c.announce(cid, hash, 1000, 1, EVENT_STARTED, -1) {
-            Reply::Announce { .. } => stored += 1,
-            Reply::Error { message, .. } => {
-                assert_eq!(message, "tracker is full");
-                refused += 1;
-            }
-            r => panic!("{r:?}"),
-        }
-    }
-    assert!(stored <= 10, "{stored} torrents stored");
-    assert!(stored >= 8, "both shards fill: {stored}");
-    assert_eq!(refused, 300 - stored);
-    assert_eq!(errors(&t, ErrorReason::TrackerFull), refused as u64);
-    // A torrent already held is still served, and a stop makes room.
-    let held = hash_for_shard(0, 2, 0);
+    let stored = flood_of_torrents(&mut c, cid);
+    assert_eq!(stored.len(), 10, "the whole tracker holds max_torrents");
+    assert_eq!(on_shard(&stored, 0, 2).len(), 5);
+    assert_eq!(errors(&t, ErrorReason::TrackerFull), 290);
+
+    // A torrent already held is still served: a new peer joins it, and gets the first.
+    let held = on_shard(&stored, 0, 2)[0];
     let mut d = Client::bound(v4(&t), "127.0.0.4:0");
     let dcid = d.connect();
-    let _ = d.announce(dcid, held, 1, 1, EVENT_STARTED, -1);
+    match d.announce(dcid, held, 1, 1, EVENT_STARTED, -1) {
+        Reply::Announce {
+            leechers,
+            seeders,
+            peers,
+            ..
+        } => {
+            assert_eq!((leechers, seeders), (2, 0));
+            assert_eq!(peers, ["127.0.0.1:1000".parse().unwrap()]);
+        }
+        r => panic!("held torrent refused: {r:?}"),
+    }
+    // A new torrent of the same worker is refused while it is full.
+    let fresh = hash_for_shard(0, 2, 0xab);
+    let fresh2 = hash_for_shard(0, 2, 0xac);
+    match d.announce(dcid, fresh, 1, 1, EVENT_STARTED, -1) {
+        Reply::Error { message, .. } => assert_eq!(message, "tracker is full"),
+        r => panic!("{r:?}"),
+    }
+    // Its two peers stop, which drops the torrent and makes room for exactly one new one.
+    match d.announce(dcid, held, 1, 1, EVENT_STOPPED, -1) {
+        Reply::Announce {
+            leechers, seeders, ..
+        } => assert_eq!((leechers, seeders), (1, 0)),
+        r => panic!("{r:?}"),
+    }
+    match c.announce(cid, held, 1000, 1, EVENT_STOPPED, -1) {
+        Reply::Announce {
+            leechers, seeders, ..
+        } => assert_eq!((leechers, seeders), (0, 0)),
+        r => panic!("{r:?}"),
+    }
+    match d.announce(dcid, fresh, 1, 1, EVENT_STARTED, -1) {
+        Reply::Announce {
+            leechers,
+            seeders,
+            peers,
+            ..
+        } => {
+            assert_eq!((leechers, seeders), (1, 0));
+            assert!(peers.is_empty(), "{peers:?}");
+        }
+        r => panic!("the stop made no room: {r:?}"),
+    }
+    match d.announce(dcid, fresh2, 1, 1, EVENT_STARTED, -1) {
+        Reply::Error { message, .. } => assert_eq!(message, "tracker is full"),
+        r => panic!("{r:?}"),
+    }
+    assert_eq!(errors(&t, ErrorReason::TrackerFull), 292);
     // Scrapes keep working, whatever the table holds.
-    assert!(matches!(d.scrape(dcid, &[held]), Reply::Scrape { .. }));
+    let other = *stored.iter().find(|h| **h != held).unwrap();
+    match d.scrape(dcid, &[held, fresh, other]) {
+        Reply::Scrape { entries, .. } => {
+            assert_eq!(entries, [(0, 0, 0), (0, 0, 1), (0, 0, 1)]);
+        }
+        r => panic!("{r:?}"),
+    }
+    t.stop().unwrap();
+}
+
+#[test]
+fn an_odd_limit_over_two_workers_is_never_exceeded() {
+    // 7 over two workers: 4 and 3. Rounding each worker's part up would let 8 in.
+    let t = start_tracker(
+        2,
+        "[limits]\nmax_torrents = 7\nmax_peers_per_torrent = 1000\n",
+    );
+    let mut c = Client::new(v4(&t));
+    let cid = c.connect();
+    let stored = flood_of_torrents(&mut c, cid);
+    assert_eq!(stored.len(), 7, "the whole tracker holds max_torrents");
+    assert_eq!(on_shard(&stored, 0, 2).len(), 4);
+    assert_eq!(on_shard(&stored, 1, 2).len(), 3);
+    assert_eq!(errors(&t, ErrorReason::TrackerFull), 293);
     t.stop().unwrap();
 }
 

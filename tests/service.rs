@@ -3,15 +3,17 @@
 //! io_uring is forbidden.
 
 mod common;
+#[path = "support/hayate_process.rs"]
+mod hayate_process;
 
-use std::io::Read;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use common::*;
+use hayate_process::Hayate;
 use hayate_tracker::{Config, Tracker};
 
 const NOT_ALLOWED: &str = "torrent not allowed";
@@ -77,6 +79,9 @@ fn config_text(list: &Path, mode: &str, protocol: &str) -> String {
 #[test]
 fn access_list_reload_refuses_then_allows_without_losing_peers() {
     for backend in BACKENDS {
+        if skip_backend(backend) {
+            continue;
+        }
         let dir = temp_dir(&format!("reload-{backend}"));
         let list = dir.join("deny.txt");
         std::fs::write(&list, "# nothing denied yet\n").unwrap();
@@ -103,10 +108,8 @@ fn access_list_reload_refuses_then_allows_without_losing_peers() {
         // Deny x.
         std::fs::write(&list, format!("# refused\n{}\n", hex(&x))).unwrap();
         t.reload(&config).unwrap();
-        // Announces are refused from every worker (several source sockets land on both).
-        for _ in 0..4 {
-            let mut other = Client::new(v4(&t));
-            let cid = other.connect();
+        // Announces are refused by every worker: one client reaches each.
+        for (mut other, cid) in client_per_worker(&t, v4(&t)) {
             let e = udp_error(other.announce(cid, x, 201, 5, EVENT_STARTED, -1));
             assert_eq!(e, NOT_ALLOWED);
             assert_eq!(
@@ -209,15 +212,8 @@ fn a_bad_list_at_start_up_is_fatal_with_its_line() {
 
 // ---- The binary, as systemd or an operator runs it. ----
 
-fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A config file serving UDP on 127.0.0.1:`port` only, plus `extra`.
+/// A config file serving UDP on 127.0.0.1:`port` only (0: any free port, which the tracker's
+/// "hayate serving" log line names), plus `extra`.
 fn binary_config(dir: &Path, port: u16, extra: &str) -> PathBuf {
     let path = dir.join("config.toml");
     std::fs::write(
@@ -233,59 +229,16 @@ fn binary_config(dir: &Path, port: u16, extra: &str) -> PathBuf {
 
 fn hayate(config: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_hayate"));
-    c.arg("--config")
-        .arg(config)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+    c.arg("--config").arg(config).env("RUST_LOG", "info");
     c
 }
 
-/// Waits for the process to exit, boundedly; returns its status and stderr.
-fn wait_exit(mut child: Child, within: Duration) -> (std::process::ExitStatus, String) {
-    let asked = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if asked.elapsed() > within {
-            let _ = child.kill();
-            panic!("hayate did not exit within {within:?}");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
-    (status, err)
-}
-
-fn signal(child: &Child, sig: i32) {
-    // SAFETY: sends a signal to our own child.
-    assert_eq!(unsafe { libc::kill(child.id() as i32, sig) }, 0);
-}
-
-/// Sends connects until one is answered (the tracker may still be starting).
-fn wait_serving(port: u16) -> Client {
-    let c = Client::new(SocketAddr::from(([127, 0, 0, 1], port)));
-    c.socket
-        .set_read_timeout(Some(Duration::from_millis(100)))
-        .unwrap();
-    for _ in 0..100 {
-        c.send(&connect_packet(7));
-        if let Some(d) = c.recv_raw() {
-            assert!(matches!(decode(&d, true), Reply::Connect { .. }));
-            c.socket
-                .set_read_timeout(Some(Duration::from_secs(2)))
-                .unwrap();
-            return c;
-        }
-    }
-    panic!("the tracker never answered a connect");
+/// The one UDP address a `binary_config` tracker serves on, once it serves.
+fn serving_at(child: &mut Hayate) -> SocketAddr {
+    let addrs = child.serving_udp();
+    assert_eq!(addrs.len(), 1, "{addrs:?}");
+    assert_ne!(addrs[0].port(), 0, "the log names the port bound");
+    addrs[0]
 }
 
 fn notification(listener: &UnixDatagram) -> String {
@@ -301,10 +254,9 @@ fn notifies_systemd_and_reloads_on_sighup() {
     let dir = temp_dir("sighup");
     let list = dir.join("deny.txt");
     std::fs::write(&list, "").unwrap();
-    let port = free_udp_port();
     let config = binary_config(
         &dir,
-        port,
+        0,
         &format!(
             "[access_list]\nmode = \"deny\"\npath = \"{}\"\n",
             list.display()
@@ -315,20 +267,17 @@ fn notifies_systemd_and_reloads_on_sighup() {
     listener
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
-    let child = hayate(&config)
-        .env("NOTIFY_SOCKET", &socket_path)
-        .spawn()
-        .unwrap();
+    let mut child = Hayate::spawn(hayate(&config).env("NOTIFY_SOCKET", &socket_path));
     assert_eq!(notification(&listener), "READY=1");
     // Ready means serving: the very first connect is answered.
-    let mut c = Client::new(SocketAddr::from(([127, 0, 0, 1], port)));
+    let mut c = Client::new(serving_at(&mut child));
     let cid = c.connect();
     let x = [0x33; 20];
     udp_peers(c.announce(cid, x, 1000, 5, EVENT_STARTED, -1));
 
     let reload = |contents: String| {
         std::fs::write(&list, contents).unwrap();
-        signal(&child, libc::SIGHUP);
+        child.signal(libc::SIGHUP);
         let n = notification(&listener);
         assert!(n.starts_with("RELOADING=1\nMONOTONIC_USEC="), "{n}");
         assert_eq!(notification(&listener), "READY=1");
@@ -351,9 +300,9 @@ fn notifies_systemd_and_reloads_on_sighup() {
         "no peer lost"
     );
 
-    signal(&child, libc::SIGTERM);
+    child.signal(libc::SIGTERM);
     assert_eq!(notification(&listener), "STOPPING=1");
-    let (status, err) = wait_exit(child, Duration::from_secs(3));
+    let (status, err) = child.wait_exit(Duration::from_secs(3));
     assert!(status.success(), "{status:?}: {err}");
     assert!(
         err.contains("reload failed") && err.contains("deny.txt, line 1"),
@@ -369,13 +318,13 @@ fn a_bad_list_stops_the_binary_at_start_up() {
     std::fs::write(&list, "# ok\n\n0123\n").unwrap();
     let config = binary_config(
         &dir,
-        free_udp_port(),
+        0,
         &format!(
             "[access_list]\nmode = \"allow\"\npath = \"{}\"\n",
             list.display()
         ),
     );
-    let (status, err) = wait_exit(hayate(&config).spawn().unwrap(), Duration::from_secs(5));
+    let (status, err) = Hayate::spawn(&mut hayate(&config)).wait_exit(Duration::from_secs(5));
     assert_eq!(status.code(), Some(1), "{err}");
     assert!(err.contains("allow.txt, line 3"), "{err}");
     // --check-config reads the list too.
@@ -399,25 +348,44 @@ fn uids(pid: u32) -> String {
         .join(" ")
 }
 
+/// Starts a tracker on a port below 1024 (only root can bind one) that then drops to
+/// `nobody`. No fixed port is assumed free: each try is a different port from 1023 down, and a
+/// port someone else holds only moves on to the next.
+fn serving_on_a_privileged_port(dir: &Path) -> (Hayate, SocketAddr) {
+    let mut last = String::new();
+    for port in (1000..1024).rev() {
+        let config = binary_config(dir, port, "[privileges]\nuser = \"nobody\"\n");
+        let mut child = Hayate::spawn(&mut hayate(&config));
+        if let Some(addrs) = child.serving_udp_or_exit() {
+            assert_eq!(addrs, [SocketAddr::from(([127, 0, 0, 1], port))]);
+            return (child, addrs[0]);
+        }
+        let (status, err) = child.wait_exit(Duration::from_secs(5));
+        assert_eq!(status.code(), Some(1), "{err}");
+        assert!(
+            err.contains("in use"),
+            "failed on port {port}, and not because it is taken: {err}"
+        );
+        last = err;
+    }
+    panic!("every port from 1000 to 1023 was in use; the last try said:\n{last}");
+}
+
 #[test]
 fn drops_root_to_the_configured_user_after_binding() {
     let dir = temp_dir("privileges");
-    // A port below 1024 needs root to bind; the tracker binds it, then serves as nobody.
-    let port = 999;
-    let config = binary_config(&dir, port, "[privileges]\nuser = \"nobody\"\n");
-    let child = hayate(&config).spawn().unwrap();
     // SAFETY: geteuid cannot fail.
     if unsafe { libc::geteuid() } != 0 {
         // Not root: switching user is impossible, and hayate says so instead of serving.
-        let (status, err) = wait_exit(child, Duration::from_secs(5));
-        assert_eq!(status.code(), Some(1));
-        assert!(
-            err.contains("only root can") || err.contains("999"),
-            "{err}"
-        );
+        let config = binary_config(&dir, 0, "[privileges]\nuser = \"nobody\"\n");
+        let (status, err) = Hayate::spawn(&mut hayate(&config)).wait_exit(Duration::from_secs(5));
+        assert_eq!(status.code(), Some(1), "{err}");
+        assert!(err.contains("only root can"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
         return;
     }
-    let mut c = wait_serving(port);
+    let (child, at) = serving_on_a_privileged_port(&dir);
+    let mut c = Client::new(at);
     let nobody = {
         let out = Command::new("id").args(["-u", "nobody"]).output().unwrap();
         String::from_utf8(out.stdout).unwrap().trim().to_string()
@@ -425,8 +393,8 @@ fn drops_root_to_the_configured_user_after_binding() {
     assert_eq!(uids(child.id()), [nobody.as_str(); 4].join(" "));
     let cid = c.connect();
     udp_peers(c.announce(cid, [5; 20], 1000, 5, EVENT_STARTED, -1));
-    signal(&child, libc::SIGTERM);
-    let (status, err) = wait_exit(child, Duration::from_secs(3));
+    child.signal(libc::SIGTERM);
+    let (status, err) = child.wait_exit(Duration::from_secs(3));
     assert!(status.success(), "{err}");
     assert!(err.contains("dropped root privileges"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
@@ -496,20 +464,19 @@ fn forbid_io_uring(cmd: &mut Command) {
 #[test]
 fn without_io_uring_auto_falls_back_to_epoll_and_io_uring_refuses_to_start() {
     let dir = temp_dir("fallback");
-    let port = free_udp_port();
-    let config = binary_config(&dir, port, "");
+    let config = binary_config(&dir, 0, "");
     let mut cmd = hayate(&config);
     forbid_io_uring(&mut cmd);
-    let child = cmd.spawn().unwrap();
-    let mut c = wait_serving(port);
+    let mut child = Hayate::spawn(&mut cmd);
+    let mut c = Client::new(serving_at(&mut child));
     let cid = c.connect();
     for port in [1000, 1001] {
         udp_peers(c.announce(cid, [6; 20], port, 5, EVENT_STARTED, -1));
     }
     let (_, peers) = udp_peers(c.announce(cid, [6; 20], 1002, 5, EVENT_STARTED, -1));
     assert_eq!(peers.len(), 2);
-    signal(&child, libc::SIGTERM);
-    let (status, err) = wait_exit(child, Duration::from_secs(3));
+    child.signal(libc::SIGTERM);
+    let (status, err) = child.wait_exit(Duration::from_secs(3));
     assert!(status.success(), "{err}");
     assert!(
         err.contains("WARN") && err.contains("io_uring cannot be set up"),
@@ -518,14 +485,14 @@ fn without_io_uring_auto_falls_back_to_epoll_and_io_uring_refuses_to_start() {
     assert!(err.contains("io=\"epoll\""), "{err}");
 
     // Forced io_uring where there is none: a clear error, not a silent fallback.
-    let config = binary_config(&dir, port, "");
+    let config = binary_config(&dir, 0, "");
     let text = std::fs::read_to_string(&config)
         .unwrap()
         .replace("[http]", "backend = \"io_uring\"\n[http]");
     std::fs::write(&config, text).unwrap();
     let mut cmd = hayate(&config);
     forbid_io_uring(&mut cmd);
-    let (status, err) = wait_exit(cmd.spawn().unwrap(), Duration::from_secs(5));
+    let (status, err) = Hayate::spawn(&mut cmd).wait_exit(Duration::from_secs(5));
     assert_eq!(status.code(), Some(1), "{err}");
     assert!(err.contains("udp.backend"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);

@@ -122,6 +122,14 @@ pub enum ParseError {
     },
 }
 
+/// The action field of a packet long enough to hold a request header. A refused request is
+/// counted under the action it names, whether or not the rest of it parsed.
+pub fn header_action(packet: &[u8]) -> Option<u32> {
+    RequestHeader::ref_from_prefix(packet)
+        .ok()
+        .map(|(header, _)| header.action.get())
+}
+
 /// Parses one datagram. `max_scrape_hashes` bounds a scrape.
 pub fn parse_request(packet: &[u8], max_scrape_hashes: usize) -> Result<Request<'_>, ParseError> {
     let (header, body) =

@@ -40,7 +40,8 @@ impl Counter {
 }
 
 /// Request kinds, in BEP 15 action order. HTTP announce and scrape use the same names; HTTP has
-/// no connect, and `Error` counts requests refused before an action was known.
+/// no connect. A request is counted under the action it names even when it is refused, so
+/// `Error` only ever counts replies (error packets, `failure reason`s).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
     Connect = 0,

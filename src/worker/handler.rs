@@ -62,10 +62,12 @@ impl Handler {
         stats: Arc<CachePadded<WorkerStats>>,
     ) -> Self {
         let p = &config.protocol;
-        let shards = mailboxes.len().max(1);
-        // `limits.max_torrents` is for the whole tracker; torrents spread evenly over shards.
         let limits = Limits {
-            max_torrents: (config.limits.max_torrents as usize).div_ceil(shards),
+            max_torrents: shard_max_torrents(
+                config.limits.max_torrents as usize,
+                me,
+                mailboxes.len(),
+            ),
             max_peers_per_torrent: config.limits.max_peers_per_torrent as usize,
         };
         let mut shard = Shard::with_limits(config.cleaning.peer_lifetime_secs, limits);
@@ -150,7 +152,9 @@ impl Handler {
                 transaction_id,
                 message,
             }) => {
-                c.request(Action::Error, v);
+                // Counted under the action it names, as over HTTP a malformed request counts
+                // under its route: requests say what was asked, errors why it was refused.
+                c.request(named_action(packet), v);
                 let refusal = Refusal::Malformed(message.into());
                 return self.refuse(out, v, transaction_id, &refusal, packet.len());
             }
@@ -553,6 +557,24 @@ impl Handler {
     }
 }
 
+/// The action a BEP 15 request names; only announces and scrapes can be malformed.
+fn named_action(packet: &[u8]) -> Action {
+    match udp::header_action(packet) {
+        Some(udp::ACTION_CONNECT) => Action::Connect,
+        Some(udp::ACTION_SCRAPE) => Action::Scrape,
+        _ => Action::Announce,
+    }
+}
+
+/// Worker `me`'s part of `limits.max_torrents`, which bounds the whole tracker: the limit
+/// split as evenly as whole torrents allow, the remainder going one each to the lowest
+/// workers, so the parts add up to exactly `max` (rounding each part up would let the tracker
+/// exceed it by up to one torrent per worker).
+fn shard_max_torrents(max: usize, me: usize, shards: usize) -> usize {
+    let shards = shards.max(1);
+    max / shards + usize::from(me < max % shards)
+}
+
 fn http_peer<I: Family>(p: &Peer<I>) -> HttpPeer {
     HttpPeer {
         ip: p.ip.addr(),
@@ -664,5 +686,19 @@ mod tests {
             1,
             "only the first announce changed"
         );
+    }
+
+    #[test]
+    fn shard_limits_add_up_to_the_tracker_limit() {
+        for shards in 1..=9 {
+            for max in 1..=40 {
+                let parts: Vec<usize> = (0..shards)
+                    .map(|me| shard_max_torrents(max, me, shards))
+                    .collect();
+                assert_eq!(parts.iter().sum::<usize>(), max, "{max} over {shards}");
+                let (lo, hi) = (parts.iter().min().unwrap(), parts.iter().max().unwrap());
+                assert!(hi - lo <= 1, "{max} over {shards}: {parts:?}");
+            }
+        }
     }
 }

@@ -36,6 +36,64 @@ fn start_from(text: &str) -> Tracker {
     Tracker::start(config).expect("tracker starts")
 }
 
+/// Why this host cannot set up an io_uring (an old kernel, a seccomp profile that forbids it),
+/// or `None` where it can. Probed once per test binary with a small ring of our own, not the
+/// tracker's, so a tracker bug still fails its tests instead of skipping them.
+pub fn io_uring_unavailable() -> Option<String> {
+    static WHY: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    WHY.get_or_init(|| io_uring::IoUring::new(8).err().map(|e| e.to_string()))
+        .clone()
+}
+
+/// True (after printing why) when a test of `backend` must be skipped: io_uring asked for
+/// where the host has none.
+pub fn skip_backend(backend: &str) -> bool {
+    match (backend, io_uring_unavailable()) {
+        ("io_uring", Some(why)) => {
+            println!("skipped: io_uring unavailable: {why}");
+            true
+        }
+        _ => false,
+    }
+}
+
+/// One connected client per worker of `t` on `addr`, in worker order: (client, connection id).
+/// Which worker a socket reaches is the kernel's SO_REUSEPORT hash of its address, so sockets
+/// are opened until every worker's connect counter has moved for one (bounded).
+pub fn client_per_worker(t: &Tracker, addr: SocketAddr) -> Vec<(Client, u64)> {
+    use hayate_tracker::stats::{Action, IpVersion};
+    let workers = t.sources().workers.len();
+    let connects = |w: usize| {
+        t.sources().workers[w]
+            .udp
+            .snapshot()
+            .requests(Action::Connect, IpVersion::of(addr.ip()))
+    };
+    let mut found: Vec<Option<(Client, u64)>> = (0..workers).map(|_| None).collect();
+    for _ in 0..256 {
+        let before: Vec<u64> = (0..workers).map(connects).collect();
+        let mut c = Client::new(addr);
+        let cid = c.connect();
+        // The worker counts before it replies; a relaxed read may lag by a moment.
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        let owner = loop {
+            let moved: Vec<usize> = (0..workers).filter(|&w| connects(w) != before[w]).collect();
+            match moved[..] {
+                [w] => break w,
+                [] if std::time::Instant::now() < deadline => std::thread::yield_now(),
+                _ => panic!("one connect moved workers {moved:?}"),
+            }
+        };
+        if found[owner].is_none() {
+            found[owner] = Some((c, cid));
+        }
+        if found.iter().all(Option::is_some) {
+            return found.into_iter().map(Option::unwrap).collect();
+        }
+    }
+    panic!("256 sockets never reached every one of {workers} workers");
+}
+
 /// A tracker whose UDP workers run `backend` ("io_uring" or "epoll"); checks it got it.
 pub fn start_tracker_on(backend: &str, workers: u32, extra: &str) -> Tracker {
     let t = start_tracker_with_udp(workers, &format!("backend = \"{backend}\""), extra);
