@@ -32,9 +32,10 @@ fn seeds(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
         .unwrap_or_else(|e| panic!("corpus of fuzz target {target}: {}: {e}", dir.display()));
     let mut seeds: Vec<(PathBuf, Vec<u8>)> = entries
         .map(|e| {
-            let path = e.unwrap_or_else(|e| panic!("{}: {e}", dir.display())).path();
-            let bytes =
-                std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            let path = e
+                .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+                .path();
+            let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
             (path, bytes)
         })
         .collect();
@@ -99,13 +100,22 @@ fn http_bencode_seeds_hold() {
 fn handler_seeds_hold_and_reach_indexed_swarms_and_the_skew_boundary() {
     let reach = replay("handler", handler::run);
     let largest = reach.iter().map(|r| r.largest_torrent).max().unwrap_or(0);
-    assert!(largest > 32, "no seed grows a torrent past 32 peers ({largest})");
+    assert!(
+        largest > 32,
+        "no seed grows a torrent past 32 peers ({largest})"
+    );
     assert!(
         reach.iter().any(|r| r.regrown),
         "no seed grows a torrent past 32 peers, below 16 and past 32 again"
     );
-    assert!(reach.iter().any(|r| r.skew_accepted > 0), "no seed sends an id 1 s ahead");
-    assert!(reach.iter().any(|r| r.skew_refused > 0), "no seed sends an id 2 s ahead");
+    assert!(
+        reach.iter().any(|r| r.skew_accepted > 0),
+        "no seed sends an id 1 s ahead"
+    );
+    assert!(
+        reach.iter().any(|r| r.skew_refused > 0),
+        "no seed sends an id 2 s ahead"
+    );
 }
 
 fn announce(from: u8, id: Id, port: u16) -> Op {
@@ -171,7 +181,10 @@ fn handler_crowd_crosses_the_index_sizes_both_ways() {
         Op::Deliver,
     ];
     let reach: Reach = handler::run_ops(ops);
-    assert_eq!(reach.largest_torrent, 48, "limited to max_peers_per_torrent");
+    assert_eq!(
+        reach.largest_torrent, 48,
+        "limited to max_peers_per_torrent"
+    );
     assert!(reach.regrown, "{reach:?}");
 }
 

@@ -106,16 +106,32 @@ fn check_near_valid(p: &[u8], expect: Expect, max: usize) -> Result<bool, TestCa
         Ok(_) => Expect::Parsed,
     };
     prop_assert_eq!(kind, expect, "{:?}", got);
-    if let Err(ParseError::Invalid { transaction_id, message }) = got {
+    if let Err(ParseError::Invalid {
+        transaction_id,
+        message,
+    }) = got
+    {
         prop_assert_eq!(transaction_id.to_be_bytes(), [p[12], p[13], p[14], p[15]]);
         prop_assert!(!message.is_empty());
         let mut out = [0u8; 512];
         let n = udp::write_error(&mut out, transaction_id, message, p.len());
-        prop_assert!(n <= p.len(), "error reply of {} bytes to {} bytes", n, p.len());
-        prop_assert_eq!(n, (8 + message.len()).min(p.len()), "cut to the request, no shorter");
+        prop_assert!(
+            n <= p.len(),
+            "error reply of {} bytes to {} bytes",
+            n,
+            p.len()
+        );
+        prop_assert_eq!(
+            n,
+            (8 + message.len()).min(p.len()),
+            "cut to the request, no shorter"
+        );
         prop_assert_eq!(
             decode(&out[..n], true),
-            Reply::Error { txid: transaction_id, message: message[..n - 8].to_string() }
+            Reply::Error {
+                txid: transaction_id,
+                message: message[..n - 8].to_string()
+            }
         );
         return Ok(true);
     }

@@ -131,10 +131,8 @@ fn grow(hash: u8, v6: bool) -> impl Strategy<Value = Vec<Op>> {
 /// Stops every peer of the family in the torrent but up to 12 (address, port) pairs: below half
 /// of the index size, whatever the churn added.
 fn shrink(hash: u8, v6: bool) -> impl Strategy<Value = Vec<Op>> {
-    let kept = prop::collection::btree_set(
-        (prop::sample::select(family(v6)), 1..=WAVE_PORTS),
-        0..12,
-    );
+    let kept =
+        prop::collection::btree_set((prop::sample::select(family(v6)), 1..=WAVE_PORTS), 0..12);
     kept.prop_map(move |kept| {
         let mut stops = Vec::new();
         for &ip in family(v6) {
