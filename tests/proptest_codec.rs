@@ -1,7 +1,9 @@
 //! Property tests of the BEP 15 codec: requests written by an independent encoder (the test
 //! client's) parse back to what was written, with or without BEP 41 options; every truncation
 //! is refused, never misread; and every reply the writers produce decodes back (with the test
-//! client's decoder) to what was written. Error replies never outgrow their limit.
+//! client's decoder) to what was written. Error replies never outgrow their limit, checked on
+//! near-valid requests (a real header of each action, then cut, bad fields or bad counts) that
+//! the parser must refuse: random bytes reach a refusal about 3 times in 2^32.
 
 mod common;
 
@@ -11,6 +13,7 @@ use common::{announce_packet, connect_packet, decode, scrape_packet, Reply};
 use hayate_tracker::protocol::udp::{self, ParseError, Request};
 use hayate_tracker::protocol::{AnnounceEvent, SwarmCounts};
 use proptest::prelude::*;
+use proptest::test_runner::{Config, TestRunner};
 
 fn event_of(code: u32) -> AnnounceEvent {
     match code {
@@ -19,6 +22,143 @@ fn event_of(code: u32) -> AnnounceEvent {
         2 => AnnounceEvent::Started,
         _ => AnnounceEvent::Stopped,
     }
+}
+
+/// What the parser must make of a near-valid request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Expect {
+    /// Refused with an error reply carrying the request's transaction id.
+    Refused,
+    /// Not a tracker request: dropped unanswered.
+    Dropped,
+    /// A request: parsed.
+    Parsed,
+}
+
+/// Requests shaped like real ones gone wrong (most of them refused), with what the parser must
+/// do with each, and the scrape limit to parse them with.
+fn near_valid() -> impl Strategy<Value = (Vec<u8>, Expect, usize)> {
+    let txid = any::<u32>();
+    let garbage = || prop::collection::vec(any::<u8>(), 0..64);
+    prop_oneof![
+        // An announce cut anywhere past the header: too short.
+        3 => (any::<u64>(), txid, any::<[u8; 20]>(), 1u16.., 0u32..4, udp::HEADER_LEN..udp::ANNOUNCE_LEN)
+            .prop_map(|(cid, txid, hash, port, event, cut)| {
+                let mut p = announce_packet(cid, txid, hash, port, 0, event, -1);
+                p.truncate(cut);
+                (p, Expect::Refused, 74)
+            }),
+        // A whole announce with an unknown event or port 0, then BEP 41 bytes or garbage.
+        2 => (any::<u64>(), txid, 4u32.., garbage())
+            .prop_map(|(cid, txid, event, tail)| {
+                let mut p = announce_packet(cid, txid, [7; 20], 6881, 1, event, 50);
+                p.extend_from_slice(&tail);
+                (p, Expect::Refused, 74)
+            }),
+        2 => (any::<u64>(), txid, 0u32..4, garbage())
+            .prop_map(|(cid, txid, event, tail)| {
+                let mut p = announce_packet(cid, txid, [7; 20], 0, 1, event, 50);
+                p.extend_from_slice(&tail);
+                (p, Expect::Refused, 74)
+            }),
+        // A scrape naming no whole hash, or more than the limit.
+        2 => (any::<u64>(), txid, 0usize..20, 1usize..=74)
+            .prop_map(|(cid, txid, partial, max)| {
+                let mut p = scrape_packet(cid, txid, &[]);
+                p.extend(std::iter::repeat_n(0x5a, partial));
+                (p, Expect::Refused, max)
+            }),
+        3 => (any::<u64>(), txid, 1usize..=74, 1usize..8, 0usize..20)
+            .prop_map(|(cid, txid, max, over, partial)| {
+                let hashes: Vec<[u8; 20]> = (0..max + over).map(|i| [i as u8; 20]).collect();
+                let mut p = scrape_packet(cid, txid, &hashes);
+                p.extend(std::iter::repeat_n(0x5a, partial));
+                (p, Expect::Refused, max)
+            }),
+        // Not refused: a connect without the protocol id and actions past scrape are dropped;
+        // an announce with trailing garbage (BEP 41 options) is parsed.
+        1 => (any::<u64>(), txid).prop_filter_map("the protocol id", |(cid, txid)| {
+            let mut p = connect_packet(txid);
+            p[..8].copy_from_slice(&cid.to_be_bytes());
+            (cid != udp::PROTOCOL_ID).then_some((p, Expect::Dropped, 74))
+        }),
+        1 => (any::<u64>(), txid, 3u32.., garbage()).prop_map(|(cid, txid, action, tail)| {
+            let mut p = announce_packet(cid, txid, [7; 20], 6881, 1, 2, 50);
+            p[8..12].copy_from_slice(&action.to_be_bytes());
+            p.extend_from_slice(&tail);
+            (p, Expect::Dropped, 74)
+        }),
+        1 => (any::<u64>(), txid, garbage()).prop_map(|(cid, txid, tail)| {
+            let mut p = announce_packet(cid, txid, [7; 20], 6881, 1, 2, 50);
+            p.extend_from_slice(&tail);
+            (p, Expect::Parsed, 74)
+        }),
+    ]
+}
+
+/// Checks one near-valid request: the parser does what it must, and a refusal's error reply
+/// echoes the transaction id and never outgrows the request. Says whether it was refused.
+fn check_near_valid(p: &[u8], expect: Expect, max: usize) -> Result<bool, TestCaseError> {
+    let got = udp::parse_request(p, max);
+    let kind = match &got {
+        Err(ParseError::Invalid { .. }) => Expect::Refused,
+        Err(ParseError::NotTracker) => Expect::Dropped,
+        Ok(_) => Expect::Parsed,
+    };
+    prop_assert_eq!(kind, expect, "{:?}", got);
+    if let Err(ParseError::Invalid {
+        transaction_id,
+        message,
+    }) = got
+    {
+        prop_assert_eq!(transaction_id.to_be_bytes(), [p[12], p[13], p[14], p[15]]);
+        prop_assert!(!message.is_empty());
+        let mut out = [0u8; 512];
+        let n = udp::write_error(&mut out, transaction_id, message, p.len());
+        prop_assert!(
+            n <= p.len(),
+            "error reply of {} bytes to {} bytes",
+            n,
+            p.len()
+        );
+        prop_assert_eq!(
+            n,
+            (8 + message.len()).min(p.len()),
+            "cut to the request, no shorter"
+        );
+        prop_assert_eq!(
+            decode(&out[..n], true),
+            Reply::Error {
+                txid: transaction_id,
+                message: message[..n - 8].to_string()
+            }
+        );
+        return Ok(true);
+    }
+    Ok(false)
+}
+
+/// Near-valid requests: each lands where it must, and most (counted) are refused, so the
+/// no-amplification check runs on almost every case.
+#[test]
+fn near_valid_requests_are_refused_without_amplification() {
+    let mut runner = TestRunner::new(Config::default());
+    let cases = runner.config().cases as usize;
+    let refused = std::cell::Cell::new(0);
+    let result = runner.run(&near_valid(), |(p, expect, max)| {
+        if check_near_valid(&p, expect, max)? {
+            refused.set(refused.get() + 1);
+        }
+        Ok(())
+    });
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+    let refused = refused.get();
+    assert!(
+        refused * 3 >= cases * 2,
+        "only {refused} of {cases} near-valid requests reached the refusal"
+    );
 }
 
 proptest! {

@@ -8,6 +8,11 @@
 //! - a reply never holds the announcer, never more than `want` peers, exactly as many as there
 //!   are to give, only peers of the announcer's family, only leechers to a seeder;
 //! - past a limit the announce is refused, hands out nothing and changes nothing.
+//!
+//! Peer sets are indexed past `INDEX_AT` (32) peers and the index is dropped when stops take a
+//! set below 16. The wave generator grows one set past 32, churns it (role changes, stops,
+//! clock steps, sweeps), stops it down below 16 and grows it past 32 again; the test counts
+//! the cases that made that round trip and fails if too few did.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -15,8 +20,13 @@ use std::net::IpAddr;
 use hayate_tracker::protocol::{Announce, AnnounceEvent, SwarmCounts};
 use hayate_tracker::swarm::{Limits, Refused, Shard};
 use proptest::prelude::*;
+use proptest::test_runner::{Config, TestRunner};
 
 const LIFETIME: u32 = 100;
+
+/// `INDEX_AT` of src/swarm/peers.rs (private there): a peer set past this many peers is indexed,
+/// and its index dropped when stops take it below half.
+const INDEX_AT: usize = 32;
 
 /// Sources: IPv4, IPv6, and IPv4-mapped IPv6 (the same peers as IPv4 ones).
 const IPS: [&str; 6] = [
@@ -53,7 +63,12 @@ fn event() -> impl Strategy<Value = AnnounceEvent> {
 
 /// Operations over `hashes` torrents and `ports` ports per address.
 fn ops(hashes: u8, ports: u16) -> impl Strategy<Value = Vec<Op>> {
-    let op = prop_oneof![
+    prop::collection::vec(op(hashes, ports), 1..150)
+}
+
+/// One operation over `hashes` torrents and `ports` ports per address.
+fn op(hashes: u8, ports: u16) -> impl Strategy<Value = Op> {
+    prop_oneof![
         12 => (0..hashes, 0..IPS.len(), 1..=ports, any::<bool>(), event(), 0usize..12).prop_map(
             |(hash, ip, port, seeder, event, want)| Op::Announce {
                 hash,
@@ -66,8 +81,97 @@ fn ops(hashes: u8, ports: u16) -> impl Strategy<Value = Vec<Op>> {
         ),
         2 => (0u32..80).prop_map(Op::Advance),
         1 => Just(Op::Sweep),
-    ];
-    prop::collection::vec(op, 1..150)
+    ]
+}
+
+/// Ports the waves use per address: a grown set holds up to 65 of them.
+const WAVE_PORTS: u16 = 70;
+
+/// The addresses of a family, one per distinct peer IP (an IPv4-mapped one stands for its IPv4).
+fn family(v6: bool) -> &'static [usize] {
+    if v6 {
+        &[2, 3]
+    } else {
+        &[0, 1, 5]
+    }
+}
+
+/// 33 to 45 new peers from one address of the family, each a seeder or a leecher: past the
+/// index size in one go.
+fn grow(hash: u8, v6: bool) -> impl Strategy<Value = Vec<Op>> {
+    let arrivals = prop::collection::vec(
+        (
+            any::<bool>(),
+            prop_oneof![
+                Just(AnnounceEvent::Started),
+                Just(AnnounceEvent::None),
+                Just(AnnounceEvent::Completed)
+            ],
+            0usize..50,
+        ),
+        INDEX_AT + 1..=INDEX_AT + 13,
+    );
+    (prop::sample::select(family(v6)), 1u16..=20, arrivals).prop_map(
+        move |(ip, first, arrivals)| {
+            (first..)
+                .zip(arrivals)
+                .map(|(port, (seeder, event, want))| Op::Announce {
+                    hash,
+                    ip,
+                    port,
+                    seeder,
+                    event,
+                    want,
+                })
+                .collect()
+        },
+    )
+}
+
+/// Stops every peer of the family in the torrent but up to 12 (address, port) pairs: below half
+/// of the index size, whatever the churn added.
+fn shrink(hash: u8, v6: bool) -> impl Strategy<Value = Vec<Op>> {
+    let kept =
+        prop::collection::btree_set((prop::sample::select(family(v6)), 1..=WAVE_PORTS), 0..12);
+    kept.prop_map(move |kept| {
+        let mut stops = Vec::new();
+        for &ip in family(v6) {
+            for port in 1..=WAVE_PORTS {
+                if !kept.contains(&(ip, port)) {
+                    stops.push(Op::Announce {
+                        hash,
+                        ip,
+                        port,
+                        seeder: false,
+                        event: AnnounceEvent::Stopped,
+                        want: 0,
+                    });
+                }
+            }
+        }
+        stops
+    })
+}
+
+/// Role changes, stops, re-announces, clock steps and sweeps over the waves' torrents.
+fn churn() -> impl Strategy<Value = Vec<Op>> {
+    prop::collection::vec(op(2, WAVE_PORTS), 0..30)
+}
+
+/// Grow, churn, shrink, churn, grow, churn: one torrent's set of one family indexed, dropped
+/// and indexed again.
+fn waves() -> impl Strategy<Value = Vec<Op>> {
+    (0u8..2, any::<bool>()).prop_flat_map(|(hash, v6)| {
+        (
+            grow(hash, v6),
+            churn(),
+            shrink(hash, v6),
+            churn(),
+            grow(hash, v6),
+            churn(),
+        )
+            .prop_map(|(a, b, c, d, e, f)| [a, b, c, d, e, f].concat())
+    })
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -136,12 +240,31 @@ fn info_hash(h: u8) -> [u8; 20] {
     x
 }
 
-fn run(ops: Vec<Op>, limits: Limits) -> Result<(), TestCaseError> {
+/// Where a peer set (torrent, family) stands on the way indexed → dropped → indexed again.
+#[derive(Debug, Default, Clone, Copy)]
+struct SetTrip {
+    /// 0: never past 32 peers; 1: was; 2: then stopped from 16 or more to below 16; 3: then
+    /// past 32 again.
+    phase: u8,
+    len: usize,
+}
+
+/// Runs `ops` against the shard and the model; returns how many peer sets made the round trip
+/// past the index size, below 16 by stops, and past it again.
+fn run(ops: Vec<Op>, limits: Limits) -> Result<usize, TestCaseError> {
     let mut shard = Shard::with_limits(LIFETIME, limits);
     let mut model = Model::default();
     let mut now = 1_000u32;
     let mut hashes_seen = Vec::new();
+    let mut trips: BTreeMap<(u8, bool), SetTrip> = BTreeMap::new();
     for op in ops {
+        let stop = matches!(
+            op,
+            Op::Announce {
+                event: AnnounceEvent::Stopped,
+                ..
+            }
+        );
         match op {
             Op::Announce {
                 hash,
@@ -258,22 +381,28 @@ fn run(ops: Vec<Op>, limits: Limits) -> Result<(), TestCaseError> {
             let c = shard.counts(&info_hash(h));
             prop_assert_eq!(c, model.counts(h), "counts of torrent {}", h);
             prop_assert!((c.seeders + c.leechers) as usize <= limits.max_peers_per_torrent);
+            for v6 in [false, true] {
+                let len = model
+                    .torrent(h)
+                    .filter(|((ip, _), _)| ip.is_ipv6() == v6)
+                    .count();
+                let t = trips.entry((h, v6)).or_default();
+                t.phase = match t.phase {
+                    0 | 2 if len > INDEX_AT => t.phase + 1,
+                    1 if stop && t.len >= INDEX_AT / 2 && len < INDEX_AT / 2 => 2,
+                    phase => phase,
+                };
+                t.len = len;
+            }
         }
     }
-    Ok(())
+    Ok(trips.values().filter(|t| t.phase == 3).count())
 }
 
 proptest! {
     /// Many small torrents, no limits.
     #[test]
     fn shard_matches_model(ops in ops(6, 4)) {
-        run(ops, Limits::NONE)?;
-    }
-
-    /// Few torrents with many peers each, so peer sets cross the size where they are indexed
-    /// and back.
-    #[test]
-    fn large_swarms_match_model(ops in ops(2, 40)) {
         run(ops, Limits::NONE)?;
     }
 
@@ -286,4 +415,63 @@ proptest! {
     ) {
         run(ops, Limits { max_torrents, max_peers_per_torrent })?;
     }
+}
+
+/// Waves over indexed peer sets, with and without a per-torrent limit they run into: the shard
+/// matches the model, and most cases take a set past the index size, below 16 by stops and past
+/// it again (counted, so a generator that stops reaching there fails).
+#[test]
+fn indexed_swarms_match_model() {
+    let limits = prop_oneof![
+        Just(Limits::NONE),
+        (INDEX_AT + 2..3 * INDEX_AT).prop_map(|max_peers_per_torrent| Limits {
+            max_torrents: 2,
+            max_peers_per_torrent,
+        }),
+    ];
+    let mut runner = TestRunner::new(Config::default());
+    let cases = runner.config().cases as usize;
+    let round_trips = std::cell::Cell::new(0);
+    let result = runner.run(&(waves(), limits), |(ops, limits)| {
+        if run(ops, limits)? > 0 {
+            round_trips.set(round_trips.get() + 1);
+        }
+        Ok(())
+    });
+    let round_trips = round_trips.get();
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+    assert!(
+        round_trips * 2 >= cases,
+        "only {round_trips} of {cases} cases took a peer set past {INDEX_AT} peers, below {} \
+         by stops and past {INDEX_AT} again",
+        INDEX_AT / 2
+    );
+}
+
+/// One spelled-out round trip over an IPv4 set: 40 leechers, a dozen turned seeders, stops down
+/// to 10, 40 more, then most of the first ones expire in a sweep.
+#[test]
+fn a_set_is_indexed_dropped_and_indexed_again() {
+    let announce = |port: u16, seeder: bool, event: AnnounceEvent| Op::Announce {
+        hash: 0,
+        ip: 0,
+        port,
+        seeder,
+        event,
+        want: 20,
+    };
+    let mut ops: Vec<Op> = (1..=40)
+        .map(|p| announce(p, false, AnnounceEvent::Started))
+        .collect();
+    ops.extend((1..=12).map(|p| announce(p, true, AnnounceEvent::Completed)));
+    ops.push(Op::Advance(50));
+    ops.extend((5..=34).map(|p| announce(p, p % 2 == 0, AnnounceEvent::Stopped)));
+    ops.extend((41..=80).map(|p| announce(p, p % 3 == 0, AnnounceEvent::None)));
+    ops.push(Op::Advance(60));
+    ops.push(Op::Sweep);
+    ops.extend((41..=70).map(|p| announce(p, false, AnnounceEvent::Stopped)));
+    let round_trips = run(ops, Limits::NONE).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(round_trips, 1);
 }
