@@ -525,6 +525,98 @@ mod tests {
             .unwrap();
         assert_eq!(got, 0, "an IPv6 announcer gets no IPv4 peers");
         assert_eq!(c.leechers, 2, "counts span both families");
+        // Seeders too: two IPv4 and three IPv6 ones.
+        for port in 10..12 {
+            put(&mut s, [1; 4], announce(1, port, 0, AnnounceEvent::None));
+        }
+        for port in 10..13 {
+            let c = s
+                .announce(
+                    [7; 16],
+                    &announce(1, port, 0, AnnounceEvent::None),
+                    0,
+                    0,
+                    |_| {},
+                )
+                .unwrap();
+            assert_eq!(c.seeders, 2 + u32::from(port - 9));
+        }
+        assert_eq!(s.counts(&[1; 20]), counts(5, 2, 0));
+        s.check_invariants();
+        // The IPv6 set goes once its last peer stops; the torrent stays for its IPv4 peers.
+        for (ip, port) in [([0u8; 16], 2), ([7; 16], 10), ([7; 16], 11), ([7; 16], 12)] {
+            s.announce(
+                ip,
+                &announce(1, port, 0, AnnounceEvent::Stopped),
+                0,
+                0,
+                |_| {},
+            )
+            .unwrap();
+        }
+        let t = &s.torrents[&[1u8; 20]];
+        assert!(t.v6.is_none(), "an empty IPv6 set is kept");
+        assert_eq!(s.counts(&[1; 20]), counts(2, 1, 0));
+        s.check_invariants();
+    }
+
+    fn counts(seeders: u32, leechers: u32, downloaded: u32) -> SwarmCounts {
+        SwarmCounts {
+            seeders,
+            leechers,
+            downloaded,
+        }
+    }
+
+    #[test]
+    fn refusals_say_why_and_fit_an_error_reply() {
+        // What a refused client reads: over UDP the error text is cut to the request's
+        // length, so it must fit whole after the 8-byte error header of a 98-byte announce.
+        for (refused, text) in [
+            (Refused::TrackerFull, "tracker is full"),
+            (Refused::TorrentFull, "torrent is full"),
+        ] {
+            assert_eq!(refused.message(), text);
+            assert_eq!(refused.to_string(), text);
+            assert!(text.len() <= crate::protocol::udp::ANNOUNCE_LEN - 8);
+        }
+    }
+
+    #[test]
+    fn sweep_counts_peers_of_both_families() {
+        let mut s = Shard::new(100);
+        put(&mut s, [1; 4], announce(1, 1, 0, AnnounceEvent::None));
+        for port in 1..=3 {
+            s.announce(
+                [2; 16],
+                &announce(1, port, 5, AnnounceEvent::None),
+                0,
+                0,
+                |_| {},
+            )
+            .unwrap();
+        }
+        s.announce(
+            [3; 16],
+            &announce(2, 1, 5, AnnounceEvent::None),
+            0,
+            0,
+            |_| {},
+        )
+        .unwrap();
+        assert_eq!(s.totals(), totals(2, 1, 4));
+        assert_eq!(s.sweep(99), 0);
+        assert_eq!(s.sweep(100), 5, "one IPv4 and four IPv6 peers went");
+        assert_eq!(s.totals(), ShardTotals::default());
+        s.check_invariants();
+    }
+
+    fn totals(torrents: usize, seeders: usize, leechers: usize) -> ShardTotals {
+        ShardTotals {
+            torrents,
+            seeders,
+            leechers,
+        }
     }
 
     #[test]
