@@ -611,6 +611,37 @@ mod tests {
         s.check_invariants();
     }
 
+    #[test]
+    fn check_invariants_notices_a_corrupt_shard() {
+        // The proptests and fuzz targets lean on this check: it must fail on a broken shard.
+        let panics = |s: &Shard| {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| s.check_invariants())).is_err()
+        };
+        let sound = || {
+            let mut s = Shard::new(100);
+            put(&mut s, [1; 4], announce(1, 1, 0, AnnounceEvent::None));
+            s.announce(
+                [2; 16],
+                &announce(1, 2, 5, AnnounceEvent::None),
+                0,
+                0,
+                |_| {},
+            )
+            .unwrap();
+            s
+        };
+        assert!(!panics(&sound()));
+        let mut s = sound();
+        s.leechers += 1;
+        assert!(panics(&s), "a drifted running total passed");
+        let mut s = sound();
+        s.torrents.insert([9; 20], Torrent::default());
+        assert!(panics(&s), "an empty torrent passed");
+        let mut s = sound();
+        s.torrents.get_mut(&[1; 20]).unwrap().v6 = Some(Box::default());
+        assert!(panics(&s), "an empty IPv6 set passed");
+    }
+
     fn totals(torrents: usize, seeders: usize, leechers: usize) -> ShardTotals {
         ShardTotals {
             torrents,
