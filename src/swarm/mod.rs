@@ -612,6 +612,38 @@ mod tests {
     }
 
     #[test]
+    fn sweep_keeps_running_totals_when_part_of_a_swarm_expires() {
+        let mut s = Shard::new(100);
+        // Torrent 1: two leechers and a seeder due at 100, a leecher and a seeder due at 150.
+        for (port, left, now) in [(1, 5, 0), (2, 5, 0), (3, 5, 50), (4, 0, 0), (5, 0, 50)] {
+            s.announce(
+                [1; 4],
+                &announce(1, port, left, AnnounceEvent::None),
+                0,
+                now,
+                |_| {},
+            )
+            .unwrap();
+        }
+        // Torrent 2: a leecher and a seeder due at 150.
+        for (port, left) in [(1, 5), (2, 0)] {
+            s.announce(
+                [2; 4],
+                &announce(2, port, left, AnnounceEvent::None),
+                0,
+                50,
+                |_| {},
+            )
+            .unwrap();
+        }
+        assert_eq!(s.totals(), totals(2, 3, 4));
+        assert_eq!(s.sweep(100), 3);
+        assert_eq!(s.totals(), totals(2, 2, 2));
+        assert_eq!(s.counts(&[1; 20]), counts(1, 1, 0));
+        s.check_invariants();
+    }
+
+    #[test]
     fn check_invariants_notices_a_corrupt_shard() {
         // The proptests and fuzz targets lean on this check: it must fail on a broken shard.
         let panics = |s: &Shard| {
