@@ -462,7 +462,13 @@ mod tests {
         assert_eq!((set.seeders(), set.leechers()), (3, 3));
         assert_eq!(set.expire(500, &hs), 4, "expires <= now goes");
         assert_eq!((set.seeders(), set.leechers()), (1, 1));
-        assert!(set.peers().iter().all(|p| p.expires == 501));
+        let mut left: Vec<(u32, u32)> = set
+            .peers()
+            .iter()
+            .map(|p| (u32::from_be_bytes(p.ip), p.expires))
+            .collect();
+        left.sort_unstable();
+        assert_eq!(left, [(2, 501), (12, 501)], "the peers due at 501 stay");
         assert!(set.contains(peer(2).key(), &hs) && set.contains(peer(12).key(), &hs));
         set.check_invariants(&hs);
         assert_eq!(set.expire(500, &hs), 0, "a second sweep finds nothing");
