@@ -112,6 +112,26 @@ mod tests {
     }
 
     #[test]
+    fn one_second_of_skew_is_allowed_two_are_not() {
+        // A worker whose clock read is a second behind the one that made the id accepts it.
+        let c = ids();
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        assert_eq!(c.check(c.make(ip, 1001), ip, 1000), Ok(()));
+        assert_eq!(
+            c.check(c.make(ip, 1002), ip, 1000),
+            Err(ConnectionIdError::FromTheFuture)
+        );
+        // At the end of the clock nothing wraps into the future or the past.
+        assert_eq!(c.check(c.make(ip, u32::MAX), ip, u32::MAX), Ok(()));
+        assert_eq!(c.check(c.make(ip, u32::MAX), ip, u32::MAX - 1), Ok(()));
+        assert_eq!(c.check(c.make(ip, 0), ip, 120), Ok(()));
+        assert_eq!(
+            c.check(c.make(ip, 0), ip, 121),
+            Err(ConnectionIdError::Expired)
+        );
+    }
+
+    #[test]
     fn far_future_refused() {
         let c = ids();
         let ip: IpAddr = "192.0.2.1".parse().unwrap();

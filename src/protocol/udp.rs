@@ -405,27 +405,6 @@ mod tests {
     }
 
     #[test]
-    fn replies_have_bep15_layout() {
-        let mut out = [0u8; 128];
-        let counts = SwarmCounts {
-            seeders: 3,
-            leechers: 4,
-            downloaded: 5,
-        };
-        assert_eq!(write_announce_header(&mut out, 9, 1800, counts), 20);
-        assert_eq!(
-            &out[..20],
-            &[0, 0, 0, 1, 0, 0, 0, 9, 0, 0, 7, 8, 0, 0, 0, 4, 0, 0, 0, 3]
-        );
-        assert_eq!(write_peer(&mut out, &[127, 0, 0, 1], 6881), 6);
-        assert_eq!(&out[..6], &[127, 0, 0, 1, 0x1a, 0xe1]);
-        assert_eq!(write_peer(&mut out, &[0u8; 16], 1), 18);
-        assert_eq!(write_scrape_header(&mut out, 9), 8);
-        assert_eq!(write_scrape_entry(&mut out[8..], counts), 12);
-        assert_eq!(&out[8..20], &[0, 0, 0, 3, 0, 0, 0, 5, 0, 0, 0, 4]);
-    }
-
-    #[test]
     fn error_reply_never_exceeds_the_limit() {
         let mut out = [0u8; 128];
         let n = write_error(&mut out, 42, "invalid connection id", 200);
@@ -434,5 +413,152 @@ mod tests {
         assert_eq!(write_error(&mut out, 42, "invalid connection id", 16), 16);
         assert_eq!(&out[8..16], b"invalid ");
         assert_eq!(write_error(&mut out, 42, "x", 7), 0);
+    }
+
+    /// `bytes` written at `offset` of `packet`, which grows to hold them.
+    fn put_at(packet: &mut Vec<u8>, offset: usize, bytes: &[u8]) {
+        if packet.len() < offset + bytes.len() {
+            packet.resize(offset + bytes.len(), 0);
+        }
+        packet[offset..offset + bytes.len()].copy_from_slice(bytes);
+    }
+
+    #[test]
+    fn announce_fields_are_read_at_their_bep15_offsets() {
+        // Built from the offsets of BEP 15's table, not from this module's layout, with every
+        // byte distinct so a shifted or mis-ordered field reads as another value.
+        let info_hash: [u8; 20] = std::array::from_fn(|i| i as u8 + 1);
+        let peer_id: [u8; 20] = std::array::from_fn(|i| i as u8 + 101);
+        for (code, event) in [
+            (0u32, AnnounceEvent::None),
+            (1, AnnounceEvent::Completed),
+            (2, AnnounceEvent::Started),
+            (3, AnnounceEvent::Stopped),
+        ] {
+            let mut p = Vec::new();
+            put_at(&mut p, 0, &0x1122_3344_5566_7788u64.to_be_bytes()); // connection_id
+            put_at(&mut p, 8, &ACTION_ANNOUNCE.to_be_bytes());
+            put_at(&mut p, 12, &0xa1a2_a3a4u32.to_be_bytes()); // transaction_id
+            put_at(&mut p, 16, &info_hash);
+            put_at(&mut p, 36, &peer_id);
+            put_at(&mut p, 56, &0xb1b2_b3b4_b5b6_b7b8u64.to_be_bytes()); // downloaded
+            put_at(&mut p, 64, &0xc1c2_c3c4_c5c6_c7c8u64.to_be_bytes()); // left
+            put_at(&mut p, 72, &0xd1d2_d3d4_d5d6_d7d8u64.to_be_bytes()); // uploaded
+            put_at(&mut p, 80, &code.to_be_bytes());
+            put_at(&mut p, 84, &0xe1e2_e3e4u32.to_be_bytes()); // ip
+            put_at(&mut p, 88, &0xf1f2_f3f4u32.to_be_bytes()); // key
+            put_at(&mut p, 92, &(-2_000_000_000i32).to_be_bytes()); // num_want
+            put_at(&mut p, 96, &0x1ae1u16.to_be_bytes()); // port
+            assert_eq!(p.len(), ANNOUNCE_LEN);
+            assert_eq!(
+                parse_request(&p, 74),
+                Ok(Request::Announce {
+                    connection_id: 0x1122_3344_5566_7788,
+                    transaction_id: 0xa1a2_a3a4,
+                    announce: Announce {
+                        info_hash,
+                        peer_id,
+                        port: 0x1ae1,
+                        left: 0xc1c2_c3c4_c5c6_c7c8,
+                        event,
+                        num_want: -2_000_000_000,
+                    },
+                }),
+                "event code {code}"
+            );
+        }
+    }
+
+    #[test]
+    fn scrape_takes_exactly_its_limit() {
+        let mut p = header(7, ACTION_SCRAPE, 3);
+        for i in 0..3u8 {
+            p.extend_from_slice(&[i; 20]);
+        }
+        match parse_request(&p, 3) {
+            Ok(Request::Scrape {
+                connection_id,
+                transaction_id,
+                info_hashes,
+            }) => {
+                assert_eq!((connection_id, transaction_id), (7, 3));
+                assert_eq!(info_hashes, &[[0u8; 20], [1; 20], [2; 20]]);
+            }
+            other => panic!("three hashes with a limit of three: {other:?}"),
+        }
+        assert_eq!(
+            parse_request(&p, 2),
+            Err(ParseError::Invalid {
+                transaction_id: 3,
+                message: "too many info hashes in one scrape"
+            })
+        );
+    }
+
+    #[test]
+    fn replies_have_bep15_offsets() {
+        // Every reply field at its BEP 15 offset, with distinct bytes per field.
+        let mut out = [0u8; 64];
+        assert_eq!(
+            write_connect(&mut out, 0xa1a2_a3a4, 0x1122_3344_5566_7788),
+            16
+        );
+        assert_eq!(
+            out[..16],
+            [0, 0, 0, 0, 0xa1, 0xa2, 0xa3, 0xa4, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88]
+        );
+        let counts = SwarmCounts {
+            seeders: 0xc1c2_c3c4,
+            leechers: 0xd1d2_d3d4,
+            downloaded: 0xe1e2_e3e4,
+        };
+        assert_eq!(
+            write_announce_header(&mut out, 0xa1a2_a3a4, 0xb1b2_b3b4, counts),
+            ANNOUNCE_REPLY_HEADER_LEN
+        );
+        assert_eq!(out[..4], ACTION_ANNOUNCE.to_be_bytes());
+        assert_eq!(out[4..8], [0xa1, 0xa2, 0xa3, 0xa4]);
+        assert_eq!(out[8..12], [0xb1, 0xb2, 0xb3, 0xb4], "interval");
+        assert_eq!(out[12..16], [0xd1, 0xd2, 0xd3, 0xd4], "leechers");
+        assert_eq!(out[16..20], [0xc1, 0xc2, 0xc3, 0xc4], "seeders");
+        let mut peer = [0xffu8; 8];
+        assert_eq!(write_peer(&mut peer, &[127, 0, 0, 1], 0x1ae1), PEER_V4_LEN);
+        assert_eq!(peer, [127, 0, 0, 1, 0x1a, 0xe1, 0xff, 0xff]);
+        let v6: [u8; 16] = std::array::from_fn(|i| i as u8 + 1);
+        let mut peer = [0xffu8; 20];
+        assert_eq!(write_peer(&mut peer, &v6, 0x1ae1), PEER_V6_LEN);
+        assert_eq!(peer[..16], v6);
+        assert_eq!(
+            peer[16..],
+            [0x1a, 0xe1, 0xff, 0xff],
+            "port, then nothing written"
+        );
+        assert_eq!(
+            write_scrape_header(&mut out, 0xa1a2_a3a4),
+            SCRAPE_REPLY_HEADER_LEN
+        );
+        assert_eq!(out[..8], [0, 0, 0, 2, 0xa1, 0xa2, 0xa3, 0xa4]);
+        assert_eq!(write_scrape_entry(&mut out, counts), SCRAPE_ENTRY_LEN);
+        assert_eq!(out[..4], [0xc1, 0xc2, 0xc3, 0xc4], "seeders");
+        assert_eq!(out[4..8], [0xe1, 0xe2, 0xe3, 0xe4], "completed");
+        assert_eq!(out[8..12], [0xd1, 0xd2, 0xd3, 0xd4], "leechers");
+    }
+
+    #[test]
+    fn error_reply_is_cut_at_its_limit_exactly() {
+        let mut out = [0xffu8; 32];
+        // Room for the header only: the header, no text.
+        assert_eq!(write_error(&mut out, 0xa1a2_a3a4, "nope", 8), 8);
+        assert_eq!(out[..8], [0, 0, 0, 3, 0xa1, 0xa2, 0xa3, 0xa4]);
+        assert_eq!(out[8], 0xff, "no text past the limit");
+        // One byte short of a header: nothing at all.
+        assert_eq!(write_error(&mut out, 1, "nope", 7), 0);
+        // Room for part of the text.
+        assert_eq!(write_error(&mut out, 1, "nope", 10), 10);
+        assert_eq!(&out[8..10], b"no");
+        // The buffer bounds the reply as much as the limit does.
+        let mut small = [0u8; 12];
+        assert_eq!(write_error(&mut small, 1, "a longer text", 100), 12);
+        assert_eq!(&small[8..], b"a lo");
     }
 }

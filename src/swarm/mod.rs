@@ -690,6 +690,161 @@ mod tests {
             .unwrap();
         assert_eq!(got, 0, "an IPv6 announcer gets no IPv4 peers");
         assert_eq!(c.leechers, 2, "counts span both families");
+        // Seeders too: two IPv4 and three IPv6 ones.
+        for port in 10..12 {
+            put(&mut s, [1; 4], announce(1, port, 0, AnnounceEvent::None));
+        }
+        for port in 10..13 {
+            let c = s
+                .announce(
+                    [7; 16],
+                    &announce(1, port, 0, AnnounceEvent::None),
+                    0,
+                    0,
+                    |_| {},
+                )
+                .unwrap();
+            assert_eq!(c.seeders, 2 + u32::from(port - 9));
+        }
+        assert_eq!(s.counts(&[1; 20]), counts(5, 2, 0));
+        s.check_invariants();
+        // The IPv6 set goes once its last peer stops; the torrent stays for its IPv4 peers.
+        for (ip, port) in [([0u8; 16], 2), ([7; 16], 10), ([7; 16], 11), ([7; 16], 12)] {
+            s.announce(
+                ip,
+                &announce(1, port, 0, AnnounceEvent::Stopped),
+                0,
+                0,
+                |_| {},
+            )
+            .unwrap();
+        }
+        let t = &s.torrents[&[1u8; 20]];
+        assert!(t.v6.is_none(), "an empty IPv6 set is kept");
+        assert_eq!(s.counts(&[1; 20]), counts(2, 1, 0));
+        s.check_invariants();
+    }
+
+    fn counts(seeders: u32, leechers: u32, downloaded: u32) -> SwarmCounts {
+        SwarmCounts {
+            seeders,
+            leechers,
+            downloaded,
+        }
+    }
+
+    #[test]
+    fn refusals_say_why_and_fit_an_error_reply() {
+        // What a refused client reads: over UDP the error text is cut to the request's
+        // length, so it must fit whole after the 8-byte error header of a 98-byte announce.
+        for (refused, text) in [
+            (Refused::TrackerFull, "tracker is full"),
+            (Refused::TorrentFull, "torrent is full"),
+        ] {
+            assert_eq!(refused.message(), text);
+            assert_eq!(refused.to_string(), text);
+            assert!(text.len() <= crate::protocol::udp::ANNOUNCE_LEN - 8);
+        }
+    }
+
+    #[test]
+    fn sweep_counts_peers_of_both_families() {
+        let mut s = Shard::new(100);
+        put(&mut s, [1; 4], announce(1, 1, 0, AnnounceEvent::None));
+        for port in 1..=3 {
+            s.announce(
+                [2; 16],
+                &announce(1, port, 5, AnnounceEvent::None),
+                0,
+                0,
+                |_| {},
+            )
+            .unwrap();
+        }
+        s.announce(
+            [3; 16],
+            &announce(2, 1, 5, AnnounceEvent::None),
+            0,
+            0,
+            |_| {},
+        )
+        .unwrap();
+        assert_eq!(s.totals(), totals(2, 1, 4));
+        assert_eq!(s.sweep(99), 0);
+        assert_eq!(s.sweep(100), 5, "one IPv4 and four IPv6 peers went");
+        assert_eq!(s.totals(), ShardTotals::default());
+        s.check_invariants();
+    }
+
+    #[test]
+    fn sweep_keeps_running_totals_when_part_of_a_swarm_expires() {
+        let mut s = Shard::new(100);
+        // Torrent 1: two leechers and a seeder due at 100, a leecher and a seeder due at 150.
+        for (port, left, now) in [(1, 5, 0), (2, 5, 0), (3, 5, 50), (4, 0, 0), (5, 0, 50)] {
+            s.announce(
+                [1; 4],
+                &announce(1, port, left, AnnounceEvent::None),
+                0,
+                now,
+                |_| {},
+            )
+            .unwrap();
+        }
+        // Torrent 2: a leecher and a seeder due at 150.
+        for (port, left) in [(1, 5), (2, 0)] {
+            s.announce(
+                [2; 4],
+                &announce(2, port, left, AnnounceEvent::None),
+                0,
+                50,
+                |_| {},
+            )
+            .unwrap();
+        }
+        assert_eq!(s.totals(), totals(2, 3, 4));
+        assert_eq!(s.sweep(100), 3);
+        assert_eq!(s.totals(), totals(2, 2, 2));
+        assert_eq!(s.counts(&[1; 20]), counts(1, 1, 0));
+        s.check_invariants();
+    }
+
+    #[test]
+    fn check_invariants_notices_a_corrupt_shard() {
+        // The proptests and fuzz targets lean on this check: it must fail on a broken shard.
+        let panics = |s: &Shard| {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| s.check_invariants())).is_err()
+        };
+        let sound = || {
+            let mut s = Shard::new(100);
+            put(&mut s, [1; 4], announce(1, 1, 0, AnnounceEvent::None));
+            s.announce(
+                [2; 16],
+                &announce(1, 2, 5, AnnounceEvent::None),
+                0,
+                0,
+                |_| {},
+            )
+            .unwrap();
+            s
+        };
+        assert!(!panics(&sound()));
+        let mut s = sound();
+        s.leechers += 1;
+        assert!(panics(&s), "a drifted running total passed");
+        let mut s = sound();
+        s.torrents.insert([9; 20], Torrent::default());
+        assert!(panics(&s), "an empty torrent passed");
+        let mut s = sound();
+        s.torrents.get_mut(&[1; 20]).unwrap().v6 = Some(Box::default());
+        assert!(panics(&s), "an empty IPv6 set passed");
+    }
+
+    fn totals(torrents: usize, seeders: usize, leechers: usize) -> ShardTotals {
+        ShardTotals {
+            torrents,
+            seeders,
+            leechers,
+        }
     }
 
     #[test]

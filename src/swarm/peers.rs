@@ -40,7 +40,8 @@ impl PeerIp for [u8; 16] {
 /// copy to evict somebody else).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Peer<I> {
-    /// Second (process clock) after which the peer is dropped.
+    /// Second (process clock) from which the peer is gone: a sweep at `now >= expires` drops
+    /// it, so a peer stored with `expires = t + lifetime` lives exactly `lifetime` seconds.
     pub expires: u32,
     pub ip: I,
     pub port: u16,
@@ -328,18 +329,38 @@ mod tests {
             let seeders = (0..n).filter(|i| i % 3 == 0).count();
             assert_eq!(set.seeders(), seeders);
             assert_eq!(set.len(), n as usize);
-            // Every leecher becomes a seeder and back.
+            // Every leecher becomes a seeder, each saying what it was.
             for i in 0..n {
-                assert_ne!(set.upsert(peer(i), true, &hs), Previous::Absent);
+                let was = if i % 3 == 0 {
+                    Previous::Seeder
+                } else {
+                    Previous::Leecher
+                };
+                assert_eq!(set.upsert(peer(i), true, &hs), was);
                 set.check_invariants(&hs);
             }
             assert_eq!(set.seeders(), n as usize);
+            // And back: the odd ones become leechers again.
+            for i in (1..n).step_by(2) {
+                assert_eq!(set.upsert(peer(i), false, &hs), Previous::Seeder);
+                set.check_invariants(&hs);
+            }
+            assert_eq!(set.seeders(), n.div_ceil(2) as usize);
+            assert_eq!(set.leechers(), (n / 2) as usize);
             for i in (0..n).step_by(2) {
                 assert_eq!(set.remove(peer(i).key(), &hs), Previous::Seeder);
                 assert_eq!(set.remove(peer(i).key(), &hs), Previous::Absent);
                 set.check_invariants(&hs);
             }
             assert_eq!(set.len(), (n / 2) as usize);
+            assert_eq!(set.seeders(), 0);
+            for i in (1..n).step_by(2) {
+                assert!(set.contains(peer(i).key(), &hs));
+                assert_eq!(set.remove(peer(i).key(), &hs), Previous::Leecher);
+                assert!(!set.contains(peer(i).key(), &hs));
+                set.check_invariants(&hs);
+            }
+            assert!(set.is_empty());
         }
     }
 
@@ -376,5 +397,206 @@ mod tests {
         let n = set.select(peer(5).key(), false, 3, &mut rng, |p| got.push(*p));
         assert_eq!(n, 3);
         assert_eq!(got.len(), 3);
+    }
+
+    /// Peers `0..n`, every third a seeder.
+    fn set_of(n: u32, hs: &ahash::RandomState) -> PeerSet<[u8; 4]> {
+        let mut set = PeerSet::default();
+        for i in 0..n {
+            set.upsert(peer(i), i % 3 == 0, hs);
+        }
+        set
+    }
+
+    #[test]
+    fn storage_grows_one_peer_at_a_time_up_to_four_then_doubles() {
+        // The per-torrent memory promised in the module doc: nothing for an empty set, room
+        // for exactly the peers held while small, doubling past four.
+        let hs = ahash::RandomState::new();
+        let mut set = PeerSet::default();
+        assert_eq!(set.peers.capacity(), 0, "an empty set allocates nothing");
+        for i in 0..70u32 {
+            set.upsert(peer(i), i % 3 == 0, &hs);
+            let n = i as usize + 1;
+            let want = if n <= 4 { n } else { n.next_power_of_two() };
+            assert_eq!(set.peers.capacity(), want, "room for {n} peers");
+            // A re-announce of a held peer never grows the set.
+            set.upsert(peer(i / 2), false, &hs);
+            assert_eq!(set.peers.capacity(), want, "room after a re-announce");
+        }
+    }
+
+    #[test]
+    fn index_is_built_past_index_at_and_dropped_below_half() {
+        let hs = ahash::RandomState::new();
+        let at = INDEX_AT as u32;
+        let mut set = set_of(at, &hs);
+        assert!(set.index.is_none(), "{at} peers are searched linearly");
+        set.upsert(peer(at), false, &hs);
+        assert!(set.index.is_some(), "peer {} builds the index", at + 1);
+        set.check_invariants(&hs);
+        // Removals keep it down to half (no rebuild churn around the threshold)...
+        let mut next = 0;
+        while set.len() > INDEX_AT / 2 {
+            set.remove(peer(next).key(), &hs);
+            next += 1;
+            assert!(set.index.is_some(), "index dropped at {} peers", set.len());
+            set.check_invariants(&hs);
+        }
+        // ...and drop it below half.
+        set.remove(peer(next).key(), &hs);
+        assert_eq!(set.len(), INDEX_AT / 2 - 1);
+        assert!(set.index.is_none(), "index kept at {} peers", set.len());
+        set.check_invariants(&hs);
+        assert!(!set.contains(peer(next).key(), &hs));
+        assert!(set.contains(peer(at).key(), &hs));
+    }
+
+    #[test]
+    fn expiry_drops_a_peer_at_its_expiry_second_and_keeps_roles() {
+        // A peer is gone from the second its `expires` names (see `Peer::expires`).
+        let hs = ahash::RandomState::new();
+        let mut set = PeerSet::default();
+        for (i, expires) in [499u32, 500, 501].into_iter().enumerate() {
+            let base = peer(i as u32);
+            set.upsert(Peer { expires, ..base }, true, &hs);
+            let leecher = peer(10 + i as u32);
+            set.upsert(Peer { expires, ..leecher }, false, &hs);
+        }
+        assert_eq!(set.expire(498, &hs), 0, "nothing is due yet");
+        assert_eq!((set.seeders(), set.leechers()), (3, 3));
+        assert_eq!(set.expire(500, &hs), 4, "expires <= now goes");
+        assert_eq!((set.seeders(), set.leechers()), (1, 1));
+        let mut left: Vec<(u32, u32)> = set
+            .peers()
+            .iter()
+            .map(|p| (u32::from_be_bytes(p.ip), p.expires))
+            .collect();
+        left.sort_unstable();
+        assert_eq!(left, [(2, 501), (12, 501)], "the peers due at 501 stay");
+        assert!(set.contains(peer(2).key(), &hs) && set.contains(peer(12).key(), &hs));
+        set.check_invariants(&hs);
+        assert_eq!(set.expire(500, &hs), 0, "a second sweep finds nothing");
+        assert_eq!(set.expire(501, &hs), 2);
+        assert!(set.is_empty());
+        assert_eq!(
+            set.peers.capacity(),
+            0,
+            "an emptied set gives its memory back"
+        );
+    }
+
+    #[test]
+    fn expiry_rebuilds_the_index_only_past_index_at() {
+        // After an expiry the set is as if filled anew: indexed only past INDEX_AT peers.
+        let hs = ahash::RandomState::new();
+        let at = INDEX_AT as u32;
+        for (kept, indexed) in [(at + 1, true), (at, false)] {
+            let mut set = PeerSet::default();
+            for i in 0..at + 10 {
+                // expires = 1 for the first `kept` peers, 0 for the rest.
+                let expires = u32::from(i < kept);
+                set.upsert(Peer { expires, ..peer(i) }, i % 2 == 0, &hs);
+            }
+            assert!(set.index.is_some());
+            assert_eq!(set.expire(0, &hs), (at + 10 - kept) as usize);
+            assert_eq!(set.index.is_some(), indexed, "index after expiry to {kept}");
+            set.check_invariants(&hs);
+        }
+    }
+
+    #[test]
+    fn expiry_gives_memory_back_only_past_four_times_the_need() {
+        // 64 slots (from 33..=64 peers); shrinking to fit happens only when more than four
+        // times the survivors' room is held, so a set that shrinks a little keeps its room.
+        let hs = ahash::RandomState::new();
+        for (kept, capacity) in [(16u32, 64), (15, 15), (1, 1)] {
+            let mut set = PeerSet::default();
+            for i in 0..64 {
+                set.upsert(
+                    Peer {
+                        expires: u32::from(i < kept),
+                        ..peer(i)
+                    },
+                    false,
+                    &hs,
+                );
+            }
+            assert_eq!(set.peers.capacity(), 64);
+            set.expire(0, &hs);
+            assert_eq!(set.len(), kept as usize);
+            assert_eq!(set.peers.capacity(), capacity, "room for {kept} survivors");
+        }
+    }
+
+    #[test]
+    fn select_hands_out_exactly_what_is_asked() {
+        let hs = ahash::RandomState::new();
+        let mut set = PeerSet::default();
+        for i in 0..10 {
+            set.upsert(peer(i), i < 4, &hs);
+        }
+        let me = peer(5).key();
+        for seed in 0..20 {
+            let mut rng = fastrand::Rng::with_seed(seed);
+            let mut called = 0;
+            assert_eq!(set.select(me, false, 0, &mut rng, |_| called += 1), 0);
+            assert_eq!(called, 0, "numwant 0 hands out nothing");
+            for (for_seeder, want, expect) in [(false, 100, 9), (true, 100, 5), (false, 4, 4)] {
+                let mut got = Vec::new();
+                let n = set.select(me, for_seeder, want, &mut rng, |p| got.push(p.key()));
+                assert_eq!(
+                    n, expect,
+                    "seed {seed}, for seeder {for_seeder}, want {want}"
+                );
+                assert_eq!(got.len(), expect);
+                assert!(!got.contains(&me), "the announcer got itself");
+                got.sort_unstable();
+                got.dedup();
+                assert_eq!(got.len(), expect, "a peer handed out twice");
+                if for_seeder {
+                    assert!(
+                        got.iter().all(|k| u32::from_be_bytes(k.0) >= 4),
+                        "a seeder got a seeder"
+                    );
+                }
+            }
+        }
+        // A seeder in a swarm of seeders gets nobody.
+        let mut seeders = PeerSet::default();
+        for i in 0..3 {
+            seeders.upsert(peer(i), true, &hs);
+        }
+        let mut rng = fastrand::Rng::with_seed(1);
+        assert_eq!(seeders.select(me, true, 50, &mut rng, |_| {}), 0);
+        assert_eq!(seeders.select(me, false, 50, &mut rng, |_| {}), 3);
+    }
+
+    #[test]
+    fn check_invariants_notices_a_corrupt_set() {
+        // The proptests and fuzz targets lean on this check: it must fail on a broken set.
+        let hs = ahash::RandomState::new();
+        let panics = |set: PeerSet<[u8; 4]>| {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| set.check_invariants(&hs)))
+                .is_err()
+        };
+        for n in [5, 40] {
+            let mut set = set_of(n, &hs);
+            set.seeders = n + 1;
+            assert!(panics(set), "more seeders than peers passed ({n} peers)");
+            // A peer moved without its index entry (or, unindexed, a key held twice).
+            let mut set = set_of(n, &hs);
+            let first = set.peers[0];
+            set.peers[1] = first;
+            assert!(panics(set), "a misplaced peer passed ({n} peers)");
+            assert!(!panics(set_of(n, &hs)), "a sound set failed");
+        }
+    }
+
+    #[test]
+    fn octets_are_the_stored_address() {
+        assert_eq!(PeerIp::octets(&[192u8, 0, 2, 1]), &[192, 0, 2, 1]);
+        let v6: [u8; 16] = std::array::from_fn(|i| i as u8);
+        assert_eq!(v6.octets(), &v6);
     }
 }
