@@ -98,7 +98,11 @@ fn steady_state_allocates_nothing_on(backend: &str) {
         assert_eq!(exchange(&socket, &packets, n), n, "every request answered");
     }
     let after = counting_alloc::allocations();
-    println!("{backend}: {} requests, {} allocations", 20 * n, after - before);
+    println!(
+        "{backend}: {} requests, {} allocations",
+        20 * n,
+        after - before
+    );
     assert_eq!(
         after - before,
         0,

@@ -150,7 +150,11 @@ fn every_truncation_and_oversized_datagram_is_answered_or_dropped_and_counted_ex
         Duration::from_secs(5),
     );
     let want = [
-        ("hayate_errors_total", udp("not_tracker").to_vec(), not_tracker),
+        (
+            "hayate_errors_total",
+            udp("not_tracker").to_vec(),
+            not_tracker,
+        ),
         ("hayate_errors_total", udp("malformed").to_vec(), malformed),
         (
             "hayate_requests_total",
@@ -183,8 +187,15 @@ fn every_truncation_and_oversized_datagram_is_answered_or_dropped_and_counted_ex
             "{name}{labels:?}"
         );
     }
-    for reason in ["connection_id_invalid", "send_buffers_full", "receive_failed"] {
-        assert_eq!(sample(&page, "hayate_errors_total", &udp(reason)), Some(0.0));
+    for reason in [
+        "connection_id_invalid",
+        "send_buffers_full",
+        "receive_failed",
+    ] {
+        assert_eq!(
+            sample(&page, "hayate_errors_total", &udp(reason)),
+            Some(0.0)
+        );
     }
     // Still serving.
     c.connect();
@@ -199,7 +210,11 @@ fn a_datagram_longer_than_a_receive_buffer_is_dropped_and_counted_on_both_loops(
         // A valid connect at the front: a loop that answered the cut start would reply to it.
         for len in [2100, 9000, 65_507] {
             c.send(&padded_connect(5, len));
-            assert_eq!(replies_before_sync(&mut c), vec![], "{backend}: {len} bytes");
+            assert_eq!(
+                replies_before_sync(&mut c),
+                vec![],
+                "{backend}: {len} bytes"
+            );
         }
         let page = wait_sample(
             t.metrics_address().unwrap(),

@@ -351,26 +351,28 @@ pub fn sample(page: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
     want.sort();
-    page.lines().filter(|l| !l.starts_with('#')).find_map(|line| {
-        let (series, value) = line.rsplit_once(' ')?;
-        let (metric, mut got) = match series.split_once('{') {
-            Some((metric, rest)) => {
-                let inner = rest.strip_suffix('}')?;
-                let pairs: Option<Vec<(String, String)>> = inner
-                    .split("\",")
-                    .filter(|p| !p.is_empty())
-                    .map(|p| {
-                        let (k, v) = p.split_once("=\"")?;
-                        Some((k.to_string(), v.trim_end_matches('"').to_string()))
-                    })
-                    .collect();
-                (metric, pairs?)
-            }
-            None => (series, Vec::new()),
-        };
-        got.sort();
-        (metric == name && got == want).then(|| value.parse().ok())?
-    })
+    page.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (metric, mut got) = match series.split_once('{') {
+                Some((metric, rest)) => {
+                    let inner = rest.strip_suffix('}')?;
+                    let pairs: Option<Vec<(String, String)>> = inner
+                        .split("\",")
+                        .filter(|p| !p.is_empty())
+                        .map(|p| {
+                            let (k, v) = p.split_once("=\"")?;
+                            Some((k.to_string(), v.trim_end_matches('"').to_string()))
+                        })
+                        .collect();
+                    (metric, pairs?)
+                }
+                None => (series, Vec::new()),
+            };
+            got.sort();
+            (metric == name && got == want).then(|| value.parse().ok())?
+        })
 }
 
 /// Polls the `/metrics` page at `addr` until `name{labels}` reads `want`, for at most
@@ -476,7 +478,11 @@ pub fn http_scrape(addr: SocketAddr, hashes: &[[u8; 20]], hash: &[u8; 20]) -> (u
         let (_, rest) = entry.split_once(key).expect("a scrape field");
         rest[1..rest.find('e').unwrap()].parse().unwrap()
     };
-    (int("8:complete"), int("10:downloaded"), int("10:incomplete"))
+    (
+        int("8:complete"),
+        int("10:downloaded"),
+        int("10:incomplete"),
+    )
 }
 
 /// The status and raw body of a GET, for replies that carry binary data.
@@ -504,4 +510,19 @@ pub fn http_get_bytes(addr: SocketAddr, path: &str) -> (u16, Vec<u8>) {
         .and_then(|s| s.parse().ok())
         .expect("a status code");
     (status, raw[at + 4..].to_vec())
+}
+
+/// A tracker on exactly `text` (TOML), plus an ephemeral metrics port unless it has `[metrics]`.
+pub fn start_tracker_toml(text: &str) -> Tracker {
+    start_from(text)
+}
+
+/// The source address of the next datagram `c` receives, with its decoded reply.
+pub fn recv_with_source(c: &Client) -> (SocketAddr, Reply) {
+    let mut buf = [0u8; 8192];
+    let (n, from) = c
+        .socket
+        .recv_from(&mut buf)
+        .expect("tracker answered within the timeout");
+    (from, decode(&buf[..n], c.tracker.is_ipv4()))
 }
