@@ -526,3 +526,178 @@ pub fn recv_with_source(c: &Client) -> (SocketAddr, Reply) {
         .expect("tracker answered within the timeout");
     (from, decode(&buf[..n], c.tracker.is_ipv4()))
 }
+
+/// The `hayate` binary running on a config file, its stderr collected as it comes, and the
+/// addresses it reported binding (so its config can use port 0). Killed when dropped, so a
+/// failing test leaves no tracker behind.
+pub struct Daemon {
+    child: Option<std::process::Child>,
+    log: std::sync::Arc<std::sync::Mutex<String>>,
+    pub udp: Vec<SocketAddr>,
+    pub http: Vec<SocketAddr>,
+    pub metrics: Option<SocketAddr>,
+}
+
+/// The addresses in `field=[a, b]` or `field=Some(a)` of a log line.
+fn logged_addresses(line: &str, field: &str) -> Vec<SocketAddr> {
+    let Some((_, rest)) = line.split_once(&format!(" {field}=")) else {
+        return Vec::new();
+    };
+    let (open, close) = if rest.starts_with("Some(") {
+        ("Some(", ')')
+    } else {
+        ("[", ']')
+    };
+    let Some(rest) = rest.strip_prefix(open) else {
+        return Vec::new();
+    };
+    // IPv6 addresses carry brackets of their own: the list ends at the first unmatched one.
+    let mut depth = 0;
+    let end = rest
+        .char_indices()
+        .find(|&(_, ch)| match ch {
+            '[' => {
+                depth += 1;
+                false
+            }
+            ']' if depth > 0 => {
+                depth -= 1;
+                false
+            }
+            c => c == close && depth == 0,
+        })
+        .map(|(i, _)| i)
+        .expect("a closed address list");
+    rest[..end]
+        .split(", ")
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse().expect("a logged socket address"))
+        .collect()
+}
+
+impl Daemon {
+    /// Starts `cmd` (the binary with its arguments) and waits, at most 10 s, for its
+    /// "hayate serving" line.
+    pub fn start(mut cmd: std::process::Command) -> Daemon {
+        use std::io::BufRead;
+        cmd.env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        let mut child = cmd.spawn().expect("start the hayate binary");
+        let stderr = child.stderr.take().unwrap();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let sink = log.clone();
+        // Ends at end of file, when the process is gone.
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { return };
+                let mut log = sink.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        let mut d = Daemon {
+            child: Some(child),
+            log,
+            udp: Vec::new(),
+            http: Vec::new(),
+            metrics: None,
+        };
+        let serving = d.wait_log("hayate serving", 1, Duration::from_secs(10));
+        let line = serving
+            .lines()
+            .find(|l| l.contains("hayate serving"))
+            .unwrap()
+            .to_string();
+        d.udp = logged_addresses(&line, "udp");
+        d.http = logged_addresses(&line, "http");
+        d.metrics = logged_addresses(&line, "metrics").first().copied();
+        d
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// Everything the process wrote to stderr so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Waits until `needle` appears `times` times in the log; panics with the log after
+    /// `within`, or if the process exits first. Returns the log.
+    pub fn wait_log(&mut self, needle: &str, times: usize, within: Duration) -> String {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            let log = self.log();
+            if log.matches(needle).count() >= times {
+                return log;
+            }
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("hayate exited ({status}) before logging {needle:?}:\n{log}");
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no {needle:?} ({times}x) within {within:?}:\n{log}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: sends a signal to our own child, which has not been reaped yet.
+        assert_eq!(unsafe { libc::kill(self.pid() as i32, sig) }, 0);
+    }
+
+    /// Waits, at most `within`, for the process to exit; returns its status and whole log.
+    pub fn wait_exit(mut self, within: Duration) -> (std::process::ExitStatus, String) {
+        let deadline = std::time::Instant::now() + within;
+        let mut child = self.child.take().unwrap();
+        let status = loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break s;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("hayate did not exit within {within:?}:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        // The reader thread reaches end of file once the process is gone; give it a moment.
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        while std::sync::Arc::strong_count(&self.log) > 1 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        (status, self.log())
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// The `hayate` binary with `--config path`.
+pub fn hayate_with_config(path: &std::path::Path) -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_hayate"));
+    c.arg("--config").arg(path);
+    c
+}
+
+/// A fresh directory for one test's files, named after the test and this process.
+pub fn test_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("hayate-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// 40 hex digits, as access lists name info hashes.
+pub fn hex(h: &[u8; 20]) -> String {
+    h.iter().map(|b| format!("{b:02x}")).collect()
+}
