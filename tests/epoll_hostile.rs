@@ -41,7 +41,7 @@ fn udp(reason: &str) -> [(&'static str, &str); 2] {
     [("protocol", "udp"), ("reason", reason)]
 }
 
-fn requests<'a>(action: &'a str) -> [(&'static str, &'a str); 3] {
+fn requests(action: &str) -> [(&'static str, &str); 3] {
     [("protocol", "udp"), ("action", action), ("ip_version", "4")]
 }
 
