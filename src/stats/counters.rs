@@ -97,7 +97,8 @@ impl IpVersion {
 /// Why a request failed or a packet was lost.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorReason {
-    /// Not a tracker request at all; dropped unanswered.
+    /// Not a tracker request at all, or a datagram longer than a receive buffer (2 KiB, more
+    /// than any tracker request); dropped unanswered.
     NotTracker = 0,
     /// A tracker request that could not be parsed or broke a limit; answered with an error.
     Malformed = 1,

@@ -233,6 +233,17 @@ impl EpollLoop {
         let Some(client) = sockaddr::from_storage(&self.recv_names[k]) else {
             return;
         };
+        let len = (self.recv_msgs[k].msg_len as usize).min(RECV_BUF_LEN);
+        if self.recv_msgs[k].msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
+            // Longer than a receive buffer, so longer than any tracker request: what was read
+            // is only its start, and answering that as if it were whole would be wrong. The
+            // bytes counted are those read, as the io_uring loop (which cannot learn the real
+            // length) counts them.
+            let udp = &self.handler.stats.udp;
+            udp.received(len);
+            udp.error(ErrorReason::NotTracker);
+            return;
+        }
         if self.free.is_empty() {
             self.flush();
         }
@@ -240,7 +251,6 @@ impl EpollLoop {
             self.handler.stats.udp.error(ErrorReason::SendBuffersFull);
             return;
         };
-        let len = (self.recv_msgs[k].msg_len as usize).min(RECV_BUF_LEN);
         let packet = &self.recv_bufs[k * RECV_BUF_LEN..k * RECV_BUF_LEN + len];
         let at = slot as usize * self.send_buf_len;
         let out = &mut self.send_bufs[at..at + self.send_buf_len];

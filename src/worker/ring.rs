@@ -242,6 +242,14 @@ impl RingLoop {
         let Some(client) = name_to_addr(msg.name_data()) else {
             return;
         };
+        if msg.is_payload_truncated() {
+            // Longer than a receive buffer, so longer than any tracker request: the payload is
+            // only its start, and answering that as if it were whole would be wrong.
+            let udp = &self.handler.stats.udp;
+            udp.received(msg.payload_data().len());
+            udp.error(ErrorReason::NotTracker);
+            return;
+        }
         let Some(s) = self.send.free.pop() else {
             self.handler.stats.udp.error(ErrorReason::SendBuffersFull);
             return;

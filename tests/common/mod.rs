@@ -400,3 +400,362 @@ pub fn metrics_text(t: &Tracker) -> String {
     assert_eq!(status, 200, "{body}");
     body
 }
+
+/// The value of the sample `name{labels}` on a Prometheus text page: the labels must be exactly
+/// the sample's (in any order). `None` if the page has no such sample.
+pub fn sample(page: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let mut want: Vec<(String, String)> = labels
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    want.sort();
+    page.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (metric, mut got) = match series.split_once('{') {
+                Some((metric, rest)) => {
+                    let inner = rest.strip_suffix('}')?;
+                    let pairs: Option<Vec<(String, String)>> = inner
+                        .split("\",")
+                        .filter(|p| !p.is_empty())
+                        .map(|p| {
+                            let (k, v) = p.split_once("=\"")?;
+                            Some((k.to_string(), v.trim_end_matches('"').to_string()))
+                        })
+                        .collect();
+                    (metric, pairs?)
+                }
+                None => (series, Vec::new()),
+            };
+            got.sort();
+            (metric == name && got == want).then(|| value.parse().ok())?
+        })
+}
+
+/// Polls the `/metrics` page at `addr` until `name{labels}` reads `want`, for at most
+/// `within`; panics with the last value seen otherwise. Returns the page that matched.
+pub fn wait_sample(
+    addr: SocketAddr,
+    name: &str,
+    labels: &[(&str, &str)],
+    want: f64,
+    within: Duration,
+) -> String {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let (status, _, page) = http_get(addr, "/metrics", None);
+        assert_eq!(status, 200, "{page}");
+        let got = sample(&page, name, labels);
+        if got == Some(want) {
+            return page;
+        }
+        if std::time::Instant::now() > deadline {
+            panic!("{name}{labels:?} is {got:?}, not {want}, after {within:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// TOML for a metrics endpoint on an ephemeral port that gathers every 100 ms (the minimum),
+/// so tests see counts soon after the traffic.
+pub const FAST_METRICS: &str = "[metrics]\naddress = \"127.0.0.1:0\"\ninterval_ms = 100\n";
+
+/// As `start_tracker_http`, with the UDP workers on `backend` ("io_uring" or "epoll").
+pub fn start_tracker_http_on(backend: &str, workers: u32, extra: &str) -> Tracker {
+    let t = start_from(&format!(
+        "[udp]\naddresses = [\"127.0.0.1:0\", \"[::1]:0\"]\nbackend = \"{backend}\"\n\
+         [http]\naddresses = [\"127.0.0.1:0\", \"[::1]:0\"]\n\
+         [workers]\ncount = {workers}\n{extra}"
+    ));
+    assert_eq!(t.backend(), backend);
+    t
+}
+
+/// Every byte percent-escaped, as an info hash goes in a query string.
+pub fn url_escape(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("%{b:02x}")).collect()
+}
+
+/// An HTTP announce of `hash` for peer port `port` (peer id derived from the port), with the
+/// peer list in dictionary form without peer ids, so the body is plain text; `extra` is more
+/// query parameters ("&numwant=3"). Returns the status and the body.
+pub fn http_announce(
+    addr: SocketAddr,
+    hash: &[u8; 20],
+    port: u16,
+    left: u64,
+    extra: &str,
+) -> (u16, String) {
+    let path = format!(
+        "/announce?info_hash={}&peer_id=-HT0001-{port:012}&port={port}&left={left}\
+         &compact=0&no_peer_id=1{extra}",
+        url_escape(hash)
+    );
+    let (status, _, body) = http_get(addr, &path, None);
+    (status, body)
+}
+
+/// The peers of an HTTP announce body in dictionary form, sorted.
+pub fn http_dict_peers(body: &str) -> Vec<SocketAddr> {
+    let mut peers: Vec<SocketAddr> = body
+        .split("2:ip")
+        .skip(1)
+        .map(|rest| {
+            let (len, rest) = rest.split_once(':').expect("ip length");
+            let len: usize = len.parse().expect("ip length is a number");
+            let ip: std::net::IpAddr = rest[..len].parse().expect("an IP address");
+            let port = rest[len..]
+                .split_once("4:porti")
+                .and_then(|(_, p)| p.split_once('e'))
+                .and_then(|(p, _)| p.parse().ok())
+                .expect("a port");
+            SocketAddr::new(ip, port)
+        })
+        .collect();
+    peers.sort();
+    peers
+}
+
+/// (complete, downloaded, incomplete) of `hash` in an HTTP scrape of `hashes`.
+pub fn http_scrape(addr: SocketAddr, hashes: &[[u8; 20]], hash: &[u8; 20]) -> (u64, u64, u64) {
+    let query: Vec<String> = hashes
+        .iter()
+        .map(|h| format!("info_hash={}", url_escape(h)))
+        .collect();
+    let path = format!("/scrape?{}", query.join("&"));
+    // The body holds raw hashes; read it as bytes to find this one's entry.
+    let (status, body) = http_get_bytes(addr, &path);
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let at = body
+        .windows(20)
+        .position(|w| w == hash)
+        .expect("the scraped hash is in the reply");
+    let entry = String::from_utf8_lossy(&body[at + 20..]).into_owned();
+    let int = |key: &str| -> u64 {
+        let (_, rest) = entry.split_once(key).expect("a scrape field");
+        rest[1..rest.find('e').unwrap()].parse().unwrap()
+    };
+    (
+        int("8:complete"),
+        int("10:downloaded"),
+        int("10:incomplete"),
+    )
+}
+
+/// The status and raw body of a GET, for replies that carry binary data.
+pub fn http_get_bytes(addr: SocketAddr, path: &str) -> (u16, Vec<u8>) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+        .expect("connect to the HTTP endpoint");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).expect("read the HTTP answer");
+    let at = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a head and a body");
+    let status = String::from_utf8_lossy(&raw[..at])
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("a status code");
+    (status, raw[at + 4..].to_vec())
+}
+
+/// A tracker on exactly `text` (TOML), plus an ephemeral metrics port unless it has `[metrics]`.
+pub fn start_tracker_toml(text: &str) -> Tracker {
+    start_from(text)
+}
+
+/// The source address of the next datagram `c` receives, with its decoded reply.
+pub fn recv_with_source(c: &Client) -> (SocketAddr, Reply) {
+    let mut buf = [0u8; 8192];
+    let (n, from) = c
+        .socket
+        .recv_from(&mut buf)
+        .expect("tracker answered within the timeout");
+    (from, decode(&buf[..n], c.tracker.is_ipv4()))
+}
+
+/// The `hayate` binary running on a config file, its stderr collected as it comes, and the
+/// addresses it reported binding (so its config can use port 0). Killed when dropped, so a
+/// failing test leaves no tracker behind.
+pub struct Daemon {
+    child: Option<std::process::Child>,
+    log: std::sync::Arc<std::sync::Mutex<String>>,
+    pub udp: Vec<SocketAddr>,
+    pub http: Vec<SocketAddr>,
+    pub metrics: Option<SocketAddr>,
+}
+
+/// The addresses in `field=[a, b]` or `field=Some(a)` of a log line.
+fn logged_addresses(line: &str, field: &str) -> Vec<SocketAddr> {
+    let Some((_, rest)) = line.split_once(&format!(" {field}=")) else {
+        return Vec::new();
+    };
+    let (open, close) = if rest.starts_with("Some(") {
+        ("Some(", ')')
+    } else {
+        ("[", ']')
+    };
+    let Some(rest) = rest.strip_prefix(open) else {
+        return Vec::new();
+    };
+    // IPv6 addresses carry brackets of their own: the list ends at the first unmatched one.
+    let mut depth = 0;
+    let end = rest
+        .char_indices()
+        .find(|&(_, ch)| match ch {
+            '[' => {
+                depth += 1;
+                false
+            }
+            ']' if depth > 0 => {
+                depth -= 1;
+                false
+            }
+            c => c == close && depth == 0,
+        })
+        .map(|(i, _)| i)
+        .expect("a closed address list");
+    rest[..end]
+        .split(", ")
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse().expect("a logged socket address"))
+        .collect()
+}
+
+impl Daemon {
+    /// Starts `cmd` (the binary with its arguments) and waits, at most 10 s, for its
+    /// "hayate serving" line.
+    pub fn start(mut cmd: std::process::Command) -> Daemon {
+        use std::io::BufRead;
+        cmd.env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        let mut child = cmd.spawn().expect("start the hayate binary");
+        let stderr = child.stderr.take().unwrap();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let sink = log.clone();
+        // Ends at end of file, when the process is gone.
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { return };
+                let mut log = sink.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        let mut d = Daemon {
+            child: Some(child),
+            log,
+            udp: Vec::new(),
+            http: Vec::new(),
+            metrics: None,
+        };
+        let serving = d.wait_log("hayate serving", 1, Duration::from_secs(10));
+        let line = serving
+            .lines()
+            .find(|l| l.contains("hayate serving"))
+            .unwrap()
+            .to_string();
+        d.udp = logged_addresses(&line, "udp");
+        d.http = logged_addresses(&line, "http");
+        d.metrics = logged_addresses(&line, "metrics").first().copied();
+        d
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// Everything the process wrote to stderr so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Waits until `needle` appears `times` times in the log; panics with the log after
+    /// `within`, or if the process exits first. Returns the log.
+    pub fn wait_log(&mut self, needle: &str, times: usize, within: Duration) -> String {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            let log = self.log();
+            if log.matches(needle).count() >= times {
+                return log;
+            }
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("hayate exited ({status}) before logging {needle:?}:\n{log}");
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no {needle:?} ({times}x) within {within:?}:\n{log}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: sends a signal to our own child, which has not been reaped yet.
+        assert_eq!(unsafe { libc::kill(self.pid() as i32, sig) }, 0);
+    }
+
+    /// Waits, at most `within`, for the process to exit; returns its status and whole log.
+    pub fn wait_exit(mut self, within: Duration) -> (std::process::ExitStatus, String) {
+        let deadline = std::time::Instant::now() + within;
+        let mut child = self.child.take().unwrap();
+        let status = loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break s;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("hayate did not exit within {within:?}:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        // The reader thread reaches end of file once the process is gone; give it a moment.
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        while std::sync::Arc::strong_count(&self.log) > 1 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        (status, self.log())
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// The `hayate` binary with `--config path`.
+pub fn hayate_with_config(path: &std::path::Path) -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_hayate"));
+    c.arg("--config").arg(path);
+    c
+}
+
+/// A fresh directory for one test's files, named after the test and this process.
+pub fn test_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("hayate-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// 40 hex digits, as access lists name info hashes.
+pub fn hex(h: &[u8; 20]) -> String {
+    h.iter().map(|b| format!("{b:02x}")).collect()
+}
