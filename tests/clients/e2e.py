@@ -1285,6 +1285,10 @@ def expect_refusal(ctx, what, send, proto, reason, message):
     ctx.allowed[key] = ctx.allowed.get(key, 0) + 1
 
 
+# A refusal for a missing token must say so (not merely mention the token).
+NO_TOKEN_MESSAGE = r"(no|without|missing|required).*(jwt|token)|(jwt|token).*(required|missing)"
+
+
 def send_refusals(ctx, case, payload):
     """The case's `refusals`, in order (see HOOK_CASES)."""
     ih = payload["info_hash"]
@@ -1302,7 +1306,7 @@ def send_refusals(ctx, case, payload):
         if name == "udp-no-token":
             expect_refusal(ctx, "UDP announce without a token (98 bytes, no URL data)",
                            lambda: udp_announce(host, udp_port, ih, pid, 2, 1, port),
-                           "udp", r"jwt", r"jwt|token")
+                           "udp", r"jwt", NO_TOKEN_MESSAGE)
         elif name == "udp-other-hash":
             data = b"/announce?jwt=" + other_hash_token().encode()
             expect_refusal(ctx, "UDP announce with a valid token for another info hash",
@@ -1313,7 +1317,7 @@ def send_refusals(ctx, case, payload):
             url = ctx.tracker.url("http", case.fam)
             expect_refusal(ctx, "HTTP announce without jwt=",
                            lambda: http_announce(url, ih, pid, port, 1, "started"),
-                           "http", r"jwt", r"jwt|token")
+                           "http", r"jwt", NO_TOKEN_MESSAGE)
         elif name == "http-other-hash":
             url = ctx.tracker.url("http", case.fam) + "?jwt=" + other_hash_token()
             expect_refusal(ctx, "HTTP announce with a valid token for another info hash",
