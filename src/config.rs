@@ -22,6 +22,8 @@ pub struct Config {
     pub log: LogConfig,
     pub limits: LimitsConfig,
     pub access_list: AccessListConfig,
+    pub client_list: crate::policy::client_list::ClientListConfig,
+    pub jwt: crate::policy::jwt::JwtConfig,
     pub privileges: PrivilegesConfig,
 }
 

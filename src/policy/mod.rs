@@ -7,6 +7,8 @@
 //! announce is refused, each with its message and metric.
 
 pub mod access_list;
+pub mod client_list;
+pub mod jwt;
 mod pipeline;
 pub mod refusal;
 
@@ -17,6 +19,8 @@ use arc_swap::ArcSwap;
 
 use crate::config::Config;
 use access_list::{AccessList, AccessListError};
+use client_list::{ClientList, ClientListError};
+use jwt::{JwtError, Verifier};
 
 pub use pipeline::{Change, PeerChange, Pipeline, PostHook};
 pub use refusal::Refusal;
@@ -46,6 +50,9 @@ pub struct Shaping {
 #[derive(Debug, Clone)]
 pub struct Policy {
     pub access: AccessList,
+    pub clients: ClientList,
+    /// The token check, when `[jwt] mode = "required"`.
+    pub jwt: Option<Arc<Verifier>>,
     pub shaping: Shaping,
 }
 
@@ -57,14 +64,21 @@ pub type SharedPolicy = Arc<ArcSwap<Policy>>;
 pub enum PolicyError {
     #[error(transparent)]
     AccessList(#[from] AccessListError),
+    #[error(transparent)]
+    ClientList(#[from] ClientListError),
+    #[error(transparent)]
+    Jwt(#[from] JwtError),
 }
 
 impl Policy {
-    /// The configuration's policy with the access list already read.
+    /// The configuration's policy with the access list already read, and no client list or
+    /// token check (see [`Policy::load`]).
     pub fn new(config: &Config, access: AccessList) -> Policy {
         let p = &config.protocol;
         Policy {
             access,
+            clients: ClientList::off(),
+            jwt: None,
             shaping: Shaping {
                 announce_interval_secs: p.announce_interval_secs,
                 min_interval_secs: p.min_interval_secs,
@@ -81,7 +95,11 @@ impl Policy {
     pub fn load(config: &Config) -> Result<Policy, PolicyError> {
         let access =
             AccessList::load(config.access_list.mode, Path::new(&config.access_list.path))?;
-        Ok(Policy::new(config, access))
+        Ok(Policy {
+            clients: ClientList::load(&config.client_list)?,
+            jwt: Verifier::load(&config.jwt)?.map(Arc::new),
+            ..Policy::new(config, access)
+        })
     }
 
     /// Wraps a policy for sharing between threads.

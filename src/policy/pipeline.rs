@@ -10,8 +10,10 @@ use std::sync::Arc;
 
 use arc_swap::Cache;
 
+use crate::protocol::bep41;
 use crate::protocol::{AnnounceRequest, InfoHash, PeerId};
 
+use super::jwt::{JwtRefusal, TokenCache, DEFAULT_CACHE_ENTRIES, MAX_TOKEN_LEN};
 use super::{Policy, Refusal, SharedPolicy};
 
 /// What an announce did to its peer's entry in the swarm.
@@ -52,14 +54,23 @@ pub struct Pipeline {
     policy: Cache<SharedPolicy, Arc<Policy>>,
     rng: fastrand::Rng,
     post: Vec<Box<dyn PostHook>>,
+    /// Tokens this worker verified, so a re-announce costs a lookup, not a signature check.
+    tokens: TokenCache,
+    /// Where a token is percent-decoded (preallocated: the hot path allocates nothing).
+    token: Box<[u8; MAX_TOKEN_LEN]>,
 }
 
 impl Pipeline {
     pub fn new(policy: SharedPolicy) -> Self {
+        let mut rng = fastrand::Rng::new();
+        // The key only has to be unknown to clients; the generator is seeded from the OS.
+        let key = rng.u128(..).to_le_bytes();
         Self {
             policy: Cache::new(policy),
-            rng: fastrand::Rng::new(),
+            rng,
             post: Vec::new(),
+            tokens: TokenCache::with_key(key, DEFAULT_CACHE_ENTRIES),
+            token: Box::new([0; MAX_TOKEN_LEN]),
         }
     }
 
@@ -69,11 +80,24 @@ impl Pipeline {
         self.policy.load()
     }
 
-    /// The pre-hooks, in their fixed order. The first that refuses decides.
+    /// The pre-hooks, in their fixed order: torrent approval (the access list), client
+    /// approval (peer id prefixes), JWT approval. The first that refuses decides. A hook that
+    /// is off costs a branch.
     pub fn admit(&mut self, r: &AnnounceRequest<'_>) -> Result<(), Refusal> {
         let policy = self.policy.load();
         if !policy.access.allows(&r.announce.info_hash) {
             return Err(Refusal::TorrentNotAllowed);
+        }
+        if !policy.clients.allows(&r.announce.peer_id) {
+            return Err(Refusal::ClientNotAllowed);
+        }
+        if let Some(verifier) = &policy.jwt {
+            let raw = bep41::query_param(r.query, b"jwt").unwrap_or(&[]);
+            let token = bep41::percent_decode(raw, &mut self.token[..])
+                .map_err(|_| Refusal::Jwt(JwtRefusal::Malformed))?;
+            verifier
+                .check(token, &r.announce.info_hash, unix_now(), &mut self.tokens)
+                .map_err(Refusal::Jwt)?;
         }
         Ok(())
     }
@@ -131,4 +155,11 @@ impl Pipeline {
     pub fn has_post_hooks(&self) -> bool {
         !self.post.is_empty()
     }
+}
+
+/// Seconds since 1970 (a vDSO clock read, no system call), for token expiry.
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }

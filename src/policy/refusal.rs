@@ -9,6 +9,8 @@ use crate::stats::ErrorReason;
 use crate::swarm::Refused;
 
 use super::access_list::REFUSED_MESSAGE;
+use super::client_list::REFUSED_MESSAGE as CLIENT_REFUSED;
+use super::jwt::JwtRefusal;
 
 /// Why a request is refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,6 +21,10 @@ pub enum Refusal {
     ConnectionId(ConnectionIdError),
     /// The access list refuses the torrent.
     TorrentNotAllowed,
+    /// The client list refuses the announcer's peer id.
+    ClientNotAllowed,
+    /// `[jwt] mode = "required"` and the announce's token is missing or not good.
+    Jwt(JwtRefusal),
     /// The swarm is at a limit.
     Full(Refused),
     /// The owning worker could not take or finish the request in time (HTTP).
@@ -36,6 +42,8 @@ impl Refusal {
             Refusal::ConnectionId(ConnectionIdError::Expired) => "connection id expired",
             Refusal::ConnectionId(_) => "invalid connection id",
             Refusal::TorrentNotAllowed => REFUSED_MESSAGE,
+            Refusal::ClientNotAllowed => CLIENT_REFUSED,
+            Refusal::Jwt(j) => j.message(),
             Refusal::Full(r) => r.message(),
             Refusal::Busy => BUSY_MESSAGE,
         }
@@ -48,6 +56,8 @@ impl Refusal {
             Refusal::ConnectionId(ConnectionIdError::Expired) => ErrorReason::ConnectionIdExpired,
             Refusal::ConnectionId(_) => ErrorReason::ConnectionIdInvalid,
             Refusal::TorrentNotAllowed => ErrorReason::TorrentNotAllowed,
+            Refusal::ClientNotAllowed => ErrorReason::ClientNotAllowed,
+            Refusal::Jwt(_) => ErrorReason::JwtRefused,
             Refusal::Full(Refused::TrackerFull) => ErrorReason::TrackerFull,
             Refusal::Full(Refused::TorrentFull) => ErrorReason::TorrentFull,
             Refusal::Busy => ErrorReason::WorkerTimeout,
@@ -84,6 +94,8 @@ mod tests {
             Refusal::ConnectionId(ConnectionIdError::Forged),
             Refusal::ConnectionId(ConnectionIdError::Expired),
             Refusal::TorrentNotAllowed,
+            Refusal::ClientNotAllowed,
+            Refusal::Jwt(JwtRefusal::Expired),
             Refusal::Full(Refused::TrackerFull),
             Refusal::Full(Refused::TorrentFull),
             Refusal::Busy,
@@ -94,6 +106,9 @@ mod tests {
             // A BEP 15 error reply carries 8 header bytes and must not outgrow the 98-byte
             // announce it answers.
             assert!(r.message().len() <= 90, "{r:?}");
+        }
+        for j in JwtRefusal::ALL {
+            assert!(Refusal::Jwt(j).message().len() <= 90, "{j:?}");
         }
         assert_eq!(
             Refusal::ConnectionId(ConnectionIdError::FromTheFuture).reason(),

@@ -1,6 +1,7 @@
 //! Wire formats. Each submodule turns one protocol's bytes into the tracker's own request types
 //! and writes its replies; none of them touches a socket or the swarm table.
 
+pub mod bep41;
 pub mod udp;
 
 use std::net::IpAddr;

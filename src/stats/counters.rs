@@ -122,10 +122,14 @@ pub enum ErrorReason {
     TorrentNotAllowed = 11,
     /// The owning worker did not answer an HTTP request within `http.worker_timeout_ms`.
     WorkerTimeout = 12,
+    /// An announce from a client the client list refuses; answered "client not allowed".
+    ClientNotAllowed = 13,
+    /// An announce without a valid JWT while `[jwt] mode = "required"`.
+    JwtRefused = 14,
 }
 
 impl ErrorReason {
-    pub const COUNT: usize = 13;
+    pub const COUNT: usize = 15;
     pub const ALL: [ErrorReason; Self::COUNT] = [
         ErrorReason::NotTracker,
         ErrorReason::Malformed,
@@ -140,6 +144,8 @@ impl ErrorReason {
         ErrorReason::ReceiveBuffersFull,
         ErrorReason::TorrentNotAllowed,
         ErrorReason::WorkerTimeout,
+        ErrorReason::ClientNotAllowed,
+        ErrorReason::JwtRefused,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -157,6 +163,8 @@ impl ErrorReason {
             ErrorReason::ReceiveBuffersFull => "receive_buffers_full",
             ErrorReason::TorrentNotAllowed => "torrent_not_allowed",
             ErrorReason::WorkerTimeout => "worker_timeout",
+            ErrorReason::ClientNotAllowed => "client_not_allowed",
+            ErrorReason::JwtRefused => "jwt_refused",
         }
     }
 }

@@ -19,6 +19,7 @@ use crate::mesh::{
 };
 use crate::policy::access_list::AccessList;
 use crate::policy::{Change, PeerChange, Pipeline, Policy, Refusal, SharedPolicy};
+use crate::protocol::bep41::{self, Url, URL_CAPACITY};
 use crate::protocol::udp::{self, ParseError, Request};
 use crate::protocol::{Announce, AnnounceEvent, AnnounceRequest, SwarmCounts, Transport};
 use crate::stats::{Action, ErrorReason, Forward, IpVersion, WorkerStats};
@@ -44,6 +45,8 @@ pub struct Handler {
     mesh: Mesh,
     /// The hooks and their live policy (access list, intervals, numwant, ...).
     pipeline: Pipeline,
+    /// Where a UDP announce's BEP 41 URL data is gathered for the hooks.
+    url: Box<[u8; URL_CAPACITY]>,
     max_scrape_hashes: usize,
     sweep_every: u32,
     /// When the next expiry sweep is due (process clock, seconds); set by the first tick.
@@ -76,6 +79,7 @@ impl Handler {
             mesh: Mesh::new(mailboxes),
             // Serves every torrent until the tracker shares its live policy (`share_policy`).
             pipeline: Pipeline::new(Policy::new(config, AccessList::off()).shared()),
+            url: Box::new([0; URL_CAPACITY]),
             max_scrape_hashes: p.max_scrape_hashes as usize,
             sweep_every: config.cleaning.sweep_interval_secs,
             next_sweep: None,
@@ -165,18 +169,25 @@ impl Handler {
                 connection_id,
                 transaction_id,
                 announce,
-                options: _,
+                options,
             } => {
                 c.request(Action::Announce, v);
                 if let Err(e) = self.ids.check(connection_id, ip, now) {
                     return self.refuse(out, v, transaction_id, &e.into(), packet.len());
                 }
+                let url = match bep41::url_data(options, &mut self.url[..]) {
+                    Ok(url) => Url::split(url),
+                    Err(_) => {
+                        let refusal = Refusal::Malformed("malformed BEP 41 options".into());
+                        return self.refuse(out, v, transaction_id, &refusal, packet.len());
+                    }
+                };
                 let request = AnnounceRequest {
                     announce,
                     ip,
                     transport: Transport::Udp,
-                    path: &[],
-                    query: &[],
+                    path: url.path,
+                    query: url.query,
                 };
                 // The pre-hooks run where the datagram landed: a refusal costs no forward,
                 // and the request's URL data never has to cross threads.
