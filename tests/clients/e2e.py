@@ -1285,6 +1285,8 @@ def expect_refusal(ctx, what, send, proto, reason, message):
     ctx.allowed[key] = ctx.allowed.get(key, 0) + 1
 
 
+# hayate counts every token refusal under one reason; the message tells them apart.
+JWT_REASON = r"^jwt_refused$"
 # A refusal for a missing token must say so (not merely mention the token).
 NO_TOKEN_MESSAGE = r"(no|without|missing|required).*(jwt|token)|(jwt|token).*(required|missing)"
 
@@ -1306,23 +1308,23 @@ def send_refusals(ctx, case, payload):
         if name == "udp-no-token":
             expect_refusal(ctx, "UDP announce without a token (98 bytes, no URL data)",
                            lambda: udp_announce(host, udp_port, ih, pid, 2, 1, port),
-                           "udp", r"jwt", NO_TOKEN_MESSAGE)
+                           "udp", JWT_REASON, NO_TOKEN_MESSAGE)
         elif name == "udp-other-hash":
             data = b"/announce?jwt=" + other_hash_token().encode()
             expect_refusal(ctx, "UDP announce with a valid token for another info hash",
                            lambda: udp_announce(host, udp_port, ih, pid, 2, 1, port,
                                                 url_data=data),
-                           "udp", r"jwt", r"hash")
+                           "udp", JWT_REASON, r"hash")
         elif name == "http-no-token":
             url = ctx.tracker.url("http", case.fam)
             expect_refusal(ctx, "HTTP announce without jwt=",
                            lambda: http_announce(url, ih, pid, port, 1, "started"),
-                           "http", r"jwt", NO_TOKEN_MESSAGE)
+                           "http", JWT_REASON, NO_TOKEN_MESSAGE)
         elif name == "http-other-hash":
             url = ctx.tracker.url("http", case.fam) + "?jwt=" + other_hash_token()
             expect_refusal(ctx, "HTTP announce with a valid token for another info hash",
                            lambda: http_announce(url, ih, pid, port, 1, "started"),
-                           "http", r"jwt", r"hash")
+                           "http", JWT_REASON, r"hash")
         elif name == "udp-denied-client":
             denied = DENIED_PREFIX.encode() + os.urandom(20 - len(DENIED_PREFIX))
             expect_refusal(ctx, "UDP announce with peer_id %r..." % DENIED_PREFIX,
@@ -1403,6 +1405,11 @@ def _on_term(signum, frame):
     raise KeyboardInterrupt()
 
 
+def short_url(url):
+    """An announce URL for the log, its token cut short."""
+    return re.sub(r"(jwt=[^&]{12})[^&]+", r"\1...", url)
+
+
 def start_client(ctx, case_dir, client_name, role, proto, fam, payload, procs, tag=None):
     workdir = os.path.join(case_dir, (tag or role) + "-" + client_name)
     data_dir = os.path.join(workdir, "data")
@@ -1425,7 +1432,8 @@ def start_client(ctx, case_dir, client_name, role, proto, fam, payload, procs, t
              cwd=workdir, env=child_env(workdir), extra_logs=extra_logs)
     procs.append(p)
     log("  started %s %s (%s, peer address %s port %d, pid %d)"
-        % (tag or role, client_name, payload["announce"][url], ep.ip, ep.port, p.p.pid))
+        % (tag or role, client_name, short_url(payload["announce"][url]), ep.ip, ep.port,
+           p.p.pid))
     return p, ep
 
 
