@@ -168,6 +168,54 @@ def write_torrent(path, info, announce):
         f.write(bencode(meta))
 
 
+# --------------------------------------------------------------------------- JWT tokens
+
+JWT_KEY_DIR = os.path.normpath(os.path.join(os.path.dirname(THIS), "..", "data", "jwt"))
+JWT_KEY_FILES = {"RS256": "rsa.pem", "ES256": "p256.pem", "EdDSA": "ed25519.pem"}
+# libtorrent sends a udp:// URL's path and query as ONE BEP 41 URL-data option and cuts it to
+# 255 bytes (udp_tracker_connection.cpp: `std::min(request_string.size(), 255)`), so a token
+# it carries must fit in 255 bytes with its path.
+LIBTORRENT_URL_DATA_MAX = 255
+
+
+class TokenSigner:
+    """Signs announce tokens (JWS) with the committed test keys in tests/data/jwt. Each key's
+    `kid` is looked up in jwks.json by its public half, so regenerated keys (make.sh) or
+    renamed kids need no change here. Needs PyJWT and cryptography (install.sh)."""
+
+    def __init__(self, key_dir):
+        import jwt
+        from jwt.algorithms import get_default_algorithms
+        from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+        self.jwt = jwt
+        self.jwks_path = os.path.join(key_dir, "jwks.json")
+        with open(self.jwks_path) as f:
+            published = json.load(f)["keys"]
+        algorithms = get_default_algorithms()
+        self.keys = {}
+        for alg, name in JWT_KEY_FILES.items():
+            with open(os.path.join(key_dir, name), "rb") as f:
+                private = load_pem_private_key(f.read(), password=None)
+            public = json.loads(algorithms[alg].to_jwk(private.public_key()))
+            fields = [k for k in ("kty", "crv", "n", "e", "x", "y") if k in public]
+            kids = [k.get("kid") for k in published
+                    if all(k.get(f) == public[f] for f in fields)]
+            if len(kids) != 1 or not kids[0]:
+                raise ValueError("%s: the public half of %s (%s) is in %d entries with a kid, "
+                                 "want exactly 1" % (self.jwks_path, name, alg, len(kids)))
+            self.keys[alg] = (private, kids[0])
+
+    def sign(self, alg, info_hash, issuer, audience, lifetime=3600):
+        """A token for `info_hash` (claim `infohash`: 40 hex digits), valid from now on for
+        `lifetime` seconds. No `nbf` and no `typ`: libtorrent's 255 bytes (see
+        LIBTORRENT_URL_DATA_MAX) leave no room for them."""
+        private, kid = self.keys[alg]
+        claims = {"iss": issuer, "aud": audience, "exp": int(time.time()) + lifetime,
+                  "infohash": info_hash.hex()}
+        return self.jwt.encode(claims, private, algorithm=alg, headers={"kid": kid, "typ": None})
+
+
 # --------------------------------------------------------------------------- net helpers
 
 def have_ipv6():
@@ -264,6 +312,14 @@ class TrackerError(Exception):
     pass
 
 
+class TrackerRefusal(TrackerError):
+    """The tracker answered with an error: a BEP 15 error packet or a bencoded failure reason."""
+
+    def __init__(self, message):
+        super().__init__("tracker error: %r" % message)
+        self.message = message
+
+
 def _udp_exchange(sock, addr, packet, tid, want_action, timeout):
     sock.settimeout(timeout)
     sock.sendto(packet, addr)
@@ -275,7 +331,7 @@ def _udp_exchange(sock, addr, packet, tid, want_action, timeout):
         if rtid != tid:
             continue  # stray answer to an earlier retry
         if action == 3:
-            raise TrackerError("tracker error: %r" % data[8:])
+            raise TrackerRefusal(data[8:].decode("utf-8", "replace"))
         if action != want_action:
             raise TrackerError("action %d, wanted %d: %s" % (action, want_action, data.hex()))
         return data
@@ -312,8 +368,20 @@ def udp_scrape(host, port, info_hashes, tries=3, timeout=1.0):
     raise TrackerError("UDP scrape of %s:%d failed: %r" % (host, port, last))
 
 
-def udp_announce(host, port, info_hash, peer_id, event, left, my_port, timeout=1.0, tries=3):
-    """BEP 15 announce; returns (interval, leechers, seeders, [(ip, port)])."""
+def bep41_options(url_data):
+    """BEP 41 URL-data options carrying `url_data` (path and query), in pieces of at most
+    255 bytes as one option allows (libtorrent splits the same way); none for b""."""
+    out = b""
+    for i in range(0, len(url_data), 255):
+        piece = url_data[i:i + 255]
+        out += struct.pack(">BB", 2, len(piece)) + piece
+    return out
+
+
+def udp_announce(host, port, info_hash, peer_id, event, left, my_port, timeout=1.0, tries=3,
+                 url_data=b""):
+    """BEP 15 announce (98 bytes, then `url_data` as BEP 41 options); returns (interval,
+    leechers, seeders, [(ip, port)]). A refusal raises TrackerRefusal at once (no retry)."""
     fam = socket.AF_INET6 if ":" in host else socket.AF_INET
     addr = (host, port)
     last = None
@@ -324,6 +392,8 @@ def udp_announce(host, port, info_hash, peer_id, event, left, my_port, timeout=1
             tid = random.getrandbits(32)
             pkt = struct.pack(">QII20s20sQQQIIIiH", conn, 1, tid, info_hash, peer_id, 0, left, 0,
                               event, 0, random.getrandbits(32), 50, my_port)
+            assert len(pkt) == 98
+            pkt += bep41_options(url_data)
             data = _udp_exchange(s, addr, pkt, tid, 1, timeout)
             if len(data) < 20:
                 raise TrackerError("announce response too short: %s" % data.hex())
@@ -338,6 +408,8 @@ def udp_announce(host, port, info_hash, peer_id, event, left, my_port, timeout=1
                 ip = socket.inet_ntop(fam, body[i:i + size - 2])
                 peers.append((ip, struct.unpack(">H", body[i + size - 2:i + size])[0]))
             return interval, leechers, seeders, peers
+        except TrackerRefusal:
+            raise
         except (socket.timeout, OSError, TrackerError) as e:
             last = e
         finally:
@@ -391,6 +463,34 @@ def http_scrape(base, info_hash, timeout=3.0):
         return e.code, e.read()
 
 
+def http_announce(announce_url, info_hash, peer_id, port, left, event, timeout=3.0):
+    """BEP 3 GET announce to `announce_url` (which may carry a query, e.g. `?jwt=`, that the
+    parameters are appended to with `&`, as clients do); returns the decoded reply dict.
+    A `failure reason` raises TrackerRefusal."""
+    params = [("info_hash", info_hash), ("peer_id", peer_id), ("port", str(port).encode()),
+              ("uploaded", b"0"), ("downloaded", b"0"), ("left", str(left).encode()),
+              ("compact", b"1"), ("event", event.encode())]
+    query = "&".join("%s=%s" % (k, urllib.parse.quote_from_bytes(v, safe="")) for k, v in params)
+    url = announce_url + ("&" if "?" in announce_url else "?") + query
+    try:
+        with _no_proxy_opener.open(url, timeout=timeout) as r:
+            status, body = r.status, r.read()
+    except urllib.error.HTTPError as e:
+        status, body = e.code, e.read()
+    try:
+        d = bdecode(body)
+    except ValueError as e:
+        raise TrackerError("HTTP announce: status %d, body not bencode (%s): %r"
+                           % (status, e, body[:200]))
+    if not isinstance(d, dict):
+        raise TrackerError("HTTP announce: status %d, reply not a dict: %r" % (status, body[:200]))
+    if b"failure reason" in d:
+        raise TrackerRefusal(d[b"failure reason"].decode("utf-8", "replace"))
+    if status != 200:
+        raise TrackerError("HTTP announce: status %d: %r" % (status, body[:200]))
+    return d
+
+
 def host_of(fam):
     return "127.0.0.1" if fam == "4" else "::1"
 
@@ -442,6 +542,14 @@ class Proc:
             except subprocess.TimeoutExpired:
                 continue
         self.logf.close()
+
+
+def read_text(path):
+    try:
+        with open(path, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
 
 
 def tail(path, lines=40, start=0):
@@ -568,6 +676,19 @@ class Aria2:
         return cmd, [alog]
 
     @staticmethod
+    def first_dial(text, seeder):
+        """Where aria2's debug log first dials the seeder's announced address (or None)."""
+        host = seeder.ip
+        return re.search(r"(?:Checkout peer|Connecting to) (?:%s|\[%s\]):%d\b"
+                         % (re.escape(host), re.escape(host), seeder.port), text)
+
+    @staticmethod
+    def dialled(ep, seeder):
+        """Whether aria2 ever dialled the seeder (from its debug log)."""
+        return Aria2.first_dial(read_text(os.path.join(ep.workdir, "aria2.log")),
+                                seeder) is not None
+
+    @staticmethod
     def check_peer_source(ep, seeder):
         """Why aria2's debug log does not show the seeder coming from the tracker (None if
         it does): a tracker reply must be processed before aria2 first dials the seeder at
@@ -585,8 +706,7 @@ class Aria2:
             return "its DHT exchanged messages, so the peer may not be the tracker's: %s" % dht[:3]
         reply = re.search(r"Now processing (?:UDP )?tracker response", text)
         host = seeder.ip
-        dial = re.search(r"(?:Checkout peer|Connecting to) (?:%s|\[%s\]):%d\b"
-                         % (re.escape(host), re.escape(host), seeder.port), text)
+        dial = Aria2.first_dial(text, seeder)
         if not dial:
             return "never dialled the seeder at %s:%d (see %s)" % (host, seeder.port, path)
         if not reply or reply.start() > dial.start():
@@ -653,11 +773,15 @@ class Ctorrent:
 # --------------------------------------------------------------------------- cases
 
 class Case:
-    def __init__(self, name, fam, seed, leech):
+    def __init__(self, name, fam, seed, leech, setup=None, **opts):
         self.name = name
         self.fam = fam
         self.seed = seed  # (client name, proto)
         self.leech = leech
+        # None: the plain tracker every ordinary case shares; else a key of TRACKER_SETUPS, the
+        # tracker of its own (with its hooks configured) the case runs against
+        self.setup = setup
+        self.opts = opts
 
     @property
     def protos(self):
@@ -709,6 +833,35 @@ MIXED = [  # (family, seeder proto, seeder, leecher proto, leecher)
 ]
 
 
+# Cases of the announce pipeline's hooks, each against a tracker with that hook on (see
+# TRACKER_SETUPS). Options:
+#   token: (algorithm, issuer, audience) of the token in the torrents' announce URLs;
+#   udp_path: the path of the udp:// announce URL (default /announce);
+#   probe_token: algorithm of the token in the harness's own probe announce;
+#   refusals: requests the harness sends first, each of which the tracker must refuse;
+#   denied: (client, proto) started before the leecher, which the tracker must refuse.
+JWT_ISSUER = "https://issuer.example"
+JWT_AUDIENCE = "hayate"
+# The one-letter issuer and audience and the path `/` are what makes an EdDSA token fit
+# libtorrent's 255 bytes of UDP URL data exactly (see LIBTORRENT_URL_DATA_MAX): with
+# "/announce?jwt=", or JWT_ISSUER, it would be cut and refused.
+JWT_SHORT_ISSUER = "i"
+JWT_SHORT_AUDIENCE = "h"
+DENIED_PREFIX = "A2-"  # aria2 1.36's peer_id is "A2-1-36-0-" and 10 random bytes
+HOOK_CASES = [
+    Case("jwt-udp4-libtorrent-seed-libtorrent-leech", "4", ("libtorrent", "udp"),
+         ("libtorrent", "udp"), setup="jwt-short",
+         token=("EdDSA", JWT_SHORT_ISSUER, JWT_SHORT_AUDIENCE), udp_path="/",
+         probe_token="RS256", refusals=["udp-no-token", "udp-other-hash"]),
+    Case("jwt-http4-libtorrent-seed-aria2-leech", "4", ("libtorrent", "http"),
+         ("aria2", "http"), setup="jwt", token=("RS256", JWT_ISSUER, JWT_AUDIENCE),
+         probe_token="ES256", refusals=["http-no-token", "http-other-hash"]),
+    Case("clientlist-deny-http4-libtorrent-seed-libtorrent-leech-aria2-refused", "4",
+         ("libtorrent", "http"), ("libtorrent", "http"), setup="clientlist",
+         refusals=["udp-denied-client"], denied=("aria2", "http")),
+]
+
+
 def case_name(proto, fam, s, l):
     return "%s%s-%s-seed-%s-leech" % (proto, fam, s, l)
 
@@ -735,7 +888,7 @@ def all_cases(all_pairs=False):
         if all_pairs or (can(s, "seed", sp, fam) and can(l, "leech", lp, fam)):
             cases.append(Case("mixed%s-%s-%s-seed-%s-%s-leech" % (fam, sp, s, lp, l),
                               fam, (s, sp), (l, lp)))
-    return cases
+    return cases + HOOK_CASES
 
 
 # Cases run by default: each client in each role it can take, in each protocol and
@@ -774,7 +927,7 @@ DEFAULT = [
     "mixed6-udp-libtorrent-seed-http-aria2-leech",
     "mixed6-http-transmission-seed-udp-libtorrent-leech",
     "mixed6-udp-rtorrent-seed-http-libtorrent-leech",
-]
+] + [c.name for c in HOOK_CASES]
 
 
 def select_cases(args):
@@ -828,8 +981,11 @@ class Tracker:
     gets a port from the run's PortBlock and one more try on another port if it exits at
     start (a bind failure)."""
 
-    def __init__(self, kind, binary, workdir, want_http, want_v6, info_hashes, log_level, ports):
+    def __init__(self, kind, binary, workdir, want_http, want_v6, info_hashes, log_level, ports,
+                 setup=None, extra_config=""):
         self.kind = kind
+        self.setup = setup  # None, or the TRACKER_SETUPS key this tracker was started for
+        self.extra_config = extra_config  # TOML sections appended to hayate's config
         self.binary = binary
         self.workdir = workdir
         self.want_http = want_http
@@ -840,7 +996,8 @@ class Tracker:
         self.ports = {}  # (proto, fam) -> port, once known
         self.metrics_port = None
         self.marks = 0  # metrics marker datagrams sent (see error_counts)
-        self.log_path = os.path.join(workdir, "tracker.log")
+        self.suffix = "-" + setup if setup else ""
+        self.log_path = os.path.join(workdir, "tracker%s.log" % self.suffix)
         self.proc = None
         self.fixed_port = None
 
@@ -862,7 +1019,7 @@ class Tracker:
         env = child_env(os.environ.get("HOME", self.workdir))
         fams = ["4", "6"] if self.want_v6 else ["4"]
         if self.kind == "hayate":
-            cfg = os.path.join(self.workdir, "hayate.toml")
+            cfg = os.path.join(self.workdir, "hayate%s.toml" % self.suffix)
             any_port = ", ".join('"%s:0"' % url_host(f) for f in fams)
             sections = hayate_sections(self.binary)
             text = "[udp]\naddresses = [%s]\n" % any_port
@@ -877,6 +1034,8 @@ class Tracker:
             if sections is not None and "metrics" in sections:
                 # a snapshot every 100 ms, so the per-case error check waits little
                 text += '\n[metrics]\naddress = "127.0.0.1:0"\ninterval_ms = 100\n'
+            if self.extra_config:
+                text += "\n" + self.extra_config
             with open(cfg, "w") as f:
                 f.write(text)
             log("tracker config %s:\n%s" % (cfg, text.rstrip()))
@@ -1006,7 +1165,7 @@ class Tracker:
         except (OSError, TrackerError) as e:
             log("metrics: %s" % e)
             return
-        path = os.path.join(self.workdir, "metrics.txt")
+        path = os.path.join(self.workdir, "metrics%s.txt" % self.suffix)
         with open(path, "w") as f:
             f.write(text)
         errs = [l for l in text.splitlines()
@@ -1029,6 +1188,205 @@ def parse_errors(text):
     return out
 
 
+# --------------------------------------------------------------------------- hook cases
+
+def toml_str(text):
+    return json.dumps(text)  # a JSON string is a valid TOML basic string for these values
+
+
+def jwt_section(ctx, issuer, audience):
+    return ('[jwt]\nmode = "required"\njwks_path = %s\nissuer = %s\naudience = %s\n'
+            % (toml_str(ctx.signer.jwks_path), toml_str(issuer), toml_str(audience)))
+
+
+# What each hook case's tracker adds to the config (hayate only).
+TRACKER_SETUPS = {
+    "jwt-short": lambda ctx: jwt_section(ctx, JWT_SHORT_ISSUER, JWT_SHORT_AUDIENCE),
+    "jwt": lambda ctx: jwt_section(ctx, JWT_ISSUER, JWT_AUDIENCE),
+    "clientlist": lambda ctx: '[client_list]\nmode = "deny"\nprefixes = [%s]\n'
+                              % toml_str(DENIED_PREFIX),
+}
+
+
+def announce_url(ctx, case, payload, proto, fam):
+    """The announce URL in the case's torrent for proto/fam: the tracker's, with the case's
+    path and `?jwt=` token if it has one."""
+    url = ctx.tracker.url(proto, fam)
+    if "token" not in case.opts:
+        return url
+    if proto == "udp" and "udp_path" in case.opts:
+        url = url[:-len("/announce")] + case.opts["udp_path"]
+    return url + "?jwt=" + payload["token"]
+
+
+def url_data(url):
+    """What a client sends as BEP 41 URL data for a udp:// URL: its path and query."""
+    parts = urllib.parse.urlsplit(url)
+    return (parts.path + ("?" + parts.query if parts.query else "")).encode()
+
+
+def probe_url_data(ctx, case, payload):
+    """BEP 41 URL data of the harness's probe announce: a token of its own algorithm when the
+    case has tokens (longer than one option, so the tracker must join the options)."""
+    if "token" not in case.opts:
+        return b""
+    _, issuer, audience = case.opts["token"]
+    token = ctx.signer.sign(case.opts["probe_token"], payload["info_hash"], issuer, audience)
+    return b"/announce?jwt=" + token.encode()
+
+
+def read_errors(ctx):
+    """hayate_errors_total now (see Tracker.error_counts); the marker datagram it sends is
+    added to what the running case may count."""
+    counts = ctx.tracker.error_counts()
+    if counts is None:
+        raise CaseFailed("hook cases need hayate's metrics endpoint")
+    key = ("udp", "not_tracker")
+    ctx.allowed[key] = ctx.allowed.get(key, 0) + 1
+    return counts
+
+
+def rises(before, after):
+    """Counters that rose between two readings, without the later reading's marker."""
+    out = {}
+    for key in set(before) | set(after):
+        n = after.get(key, 0) - before.get(key, 0) - (key == ("udp", "not_tracker"))
+        if n:
+            out[key] = n
+    return out
+
+
+def expect_refusal(ctx, what, send, proto, reason, message):
+    """Sends one request the tracker must refuse: `send()` must raise TrackerRefusal with a
+    message matching `message` (regex, any case), and hayate_errors_total must rise by
+    exactly one, for `proto` under a reason matching `reason` (regex). That one is then
+    allowed in the case's error check."""
+    before = read_errors(ctx)
+    try:
+        got = send()
+    except TrackerRefusal as e:
+        msg = e.message
+    except TrackerError as e:
+        raise CaseFailed("%s: no answer: %s" % (what, e))
+    else:
+        raise CaseFailed("%s: accepted (%r); it must be refused" % (what, got))
+    after = read_errors(ctx)
+    grew = rises(before, after)
+    log("  %s: refused with %r, counted as %s" % (what, msg, grew))
+    if not re.search(message, msg, re.I):
+        raise CaseFailed("%s: refused with %r, which does not say /%s/" % (what, msg, message))
+    if len(grew) != 1 or list(grew.values()) != [1]:
+        raise CaseFailed("%s: hayate_errors_total must rise by exactly one, rose by %s"
+                         % (what, grew or "nothing"))
+    key = next(iter(grew))
+    if key[0] != proto or not re.search(reason, key[1]):
+        raise CaseFailed('%s: counted as {protocol="%s",reason="%s"}, expected protocol %s and '
+                         "a reason matching /%s/" % ((what,) + key + (proto, reason)))
+    ctx.allowed[key] = ctx.allowed.get(key, 0) + 1
+
+
+# hayate counts every token refusal under one reason; the message tells them apart.
+JWT_REASON = r"^jwt_refused$"
+# A refusal for a missing token must say so (not merely mention the token).
+NO_TOKEN_MESSAGE = r"(no|without|missing|required).*(jwt|token)|(jwt|token).*(required|missing)"
+
+
+def send_refusals(ctx, case, payload):
+    """The case's `refusals`, in order (see HOOK_CASES)."""
+    ih = payload["info_hash"]
+    host = host_of(case.fam)
+    udp_port = ctx.tracker.port("udp", case.fam)
+    port = ctx.ports.take()
+    pid = b"-E2E000-" + os.urandom(12)
+    other = os.urandom(20)
+
+    def other_hash_token():
+        alg, issuer, audience = case.opts["token"]
+        return ctx.signer.sign(alg, other, issuer, audience)
+
+    for name in case.opts.get("refusals", []):
+        if name == "udp-no-token":
+            expect_refusal(ctx, "UDP announce without a token (98 bytes, no URL data)",
+                           lambda: udp_announce(host, udp_port, ih, pid, 2, 1, port),
+                           "udp", JWT_REASON, NO_TOKEN_MESSAGE)
+        elif name == "udp-other-hash":
+            data = b"/announce?jwt=" + other_hash_token().encode()
+            expect_refusal(ctx, "UDP announce with a valid token for another info hash",
+                           lambda: udp_announce(host, udp_port, ih, pid, 2, 1, port,
+                                                url_data=data),
+                           "udp", JWT_REASON, r"hash")
+        elif name == "http-no-token":
+            url = ctx.tracker.url("http", case.fam)
+            expect_refusal(ctx, "HTTP announce without jwt=",
+                           lambda: http_announce(url, ih, pid, port, 1, "started"),
+                           "http", JWT_REASON, NO_TOKEN_MESSAGE)
+        elif name == "http-other-hash":
+            url = ctx.tracker.url("http", case.fam) + "?jwt=" + other_hash_token()
+            expect_refusal(ctx, "HTTP announce with a valid token for another info hash",
+                           lambda: http_announce(url, ih, pid, port, 1, "started"),
+                           "http", JWT_REASON, r"hash")
+        elif name == "udp-denied-client":
+            denied = DENIED_PREFIX.encode() + os.urandom(20 - len(DENIED_PREFIX))
+            expect_refusal(ctx, "UDP announce with peer_id %r..." % DENIED_PREFIX,
+                           lambda: udp_announce(host, udp_port, ih, denied, 2, 1, port),
+                           "udp", r"^client_not_allowed$", r"client not allowed")
+        else:
+            raise ValueError(name)
+
+
+def refuse_denied_client(ctx, case, case_dir, payload, procs, sep, scrape):
+    """Starts the case's `denied` client as a leecher while the seeder is in the swarm and
+    checks that the tracker refused it: hayate_errors_total{reason="client_not_allowed"}
+    rises for its protocol, its log shows the tracker's "client not allowed", the swarm
+    stays the seeder alone, and it never dials the seeder nor gets the file. It is stopped
+    again before the allowed leecher starts; its refusals are allowed in the error check."""
+    client, proto = case.opts["denied"]
+    key = (proto, "client_not_allowed")
+    before = read_errors(ctx)
+    p, ep = start_client(ctx, case_dir, client, "leech", proto, case.fam, payload, procs,
+                         tag="denied")
+    logs = [p.log_path] + p.extra_logs
+    until = time.monotonic() + 20
+    said = counted = False
+    while not (said and counted):
+        if time.monotonic() >= until:
+            raise CaseFailed("denied %s: within 20 s, refusal counted: %s, its log shows the "
+                             "refusal: %s" % (client, counted, said))
+        if p.poll() is not None:
+            break  # it may give up on a refused torrent; what it logged is still checked
+        time.sleep(0.3)
+        said = any("client not allowed" in read_text(path) for path in logs)
+        try:
+            counted = parse_errors(ctx.tracker.metrics_text()).get(key, 0) > before.get(key, 0)
+        except OSError:
+            counted = False
+    time.sleep(2)  # time it would need to dial a peer had it been given one
+    counts = scrape()
+    file_done = os.path.exists(ep.file) and sha256_file(ep.file) == payload["sha256"]
+    dialled = ctx.clients[client].dialled(ep, sep)
+    p.stop()
+    after = read_errors(ctx)
+    grew = rises(before, after)
+    log("  denied %s: tracker counted %s; swarm seeders=%d downloaded=%d leechers=%d"
+        % ((client, grew) + counts))
+    if not any("client not allowed" in read_text(path) for path in logs):
+        raise CaseFailed("denied %s: its logs (%s) never show the tracker's \"client not "
+                         "allowed\"" % (client, ", ".join(logs)))
+    if grew.get(key, 0) < 1 or set(grew) != {key}:
+        raise CaseFailed('denied %s: expected only hayate_errors_total{protocol="%s",'
+                         'reason="client_not_allowed"} to rise, got %s' % ((client,) + key[:1]
+                                                                          + (grew,)))
+    if counts != (1, 0, 0):
+        raise CaseFailed("denied %s: the swarm must be the seeder alone while it runs "
+                         "(seeders=1 downloaded=0 leechers=0), got %s" % (client, counts))
+    if dialled:
+        raise CaseFailed("denied %s dialled the seeder %s:%d: it got peers" % (client, sep.ip,
+                                                                               sep.port))
+    if file_done:
+        raise CaseFailed("denied %s got the whole file" % client)
+    ctx.allowed[key] = ctx.allowed.get(key, 0) + grew[key]
+
+
 # --------------------------------------------------------------------------- running a case
 
 class CaseFailed(Exception):
@@ -1047,8 +1405,13 @@ def _on_term(signum, frame):
     raise KeyboardInterrupt()
 
 
-def start_client(ctx, case_dir, client_name, role, proto, fam, payload, procs):
-    workdir = os.path.join(case_dir, role + "-" + client_name)
+def short_url(url):
+    """An announce URL for the log, its token cut short."""
+    return re.sub(r"(jwt=[^&]{12})[^&]+", r"\1...", url)
+
+
+def start_client(ctx, case_dir, client_name, role, proto, fam, payload, procs, tag=None):
+    workdir = os.path.join(case_dir, (tag or role) + "-" + client_name)
     data_dir = os.path.join(workdir, "data")
     os.makedirs(data_dir, exist_ok=True)
     if role == "seed":
@@ -1069,7 +1432,8 @@ def start_client(ctx, case_dir, client_name, role, proto, fam, payload, procs):
              cwd=workdir, env=child_env(workdir), extra_logs=extra_logs)
     procs.append(p)
     log("  started %s %s (%s, peer address %s port %d, pid %d)"
-        % (role, client_name, url, ep.ip, ep.port, p.p.pid))
+        % (tag or role, client_name, short_url(payload["announce"][url]), ep.ip, ep.port,
+           p.p.pid))
     return p, ep
 
 
@@ -1098,6 +1462,8 @@ def expected_errors(ctx, case):
     datagram of the reading after it (see Tracker.error_counts), plus each client's known
     quirks (`expected_errors` on its class, with the reason there)."""
     want = {("udp", "not_tracker"): 1}
+    for key, n in getattr(ctx, "allowed", {}).items():  # what the case itself provoked
+        want[key] = want.get(key, 0) + n
     for client in {case.seed[0], case.leech[0]}:
         for key, n in getattr(ctx.clients[client], "expected_errors", {}).items():
             want[key] = want.get(key, 0) + n
@@ -1129,6 +1495,7 @@ def run_case(ctx, case):
     procs = []
     tracker_off = ctx.tracker.log_offset()
     t0 = time.monotonic()
+    ctx.allowed = {}  # errors the case provokes on purpose (see expect_refusal)
 
     def left():
         return deadline - time.monotonic()
@@ -1137,7 +1504,18 @@ def run_case(ctx, case):
         if ctx.tracker.proc.poll() is not None:
             raise CaseFailed("tracker exited with code %s" % ctx.tracker.proc.poll())
 
+    def scrape():
+        return tuple(udp_scrape(scrape_host, scrape_port, [ih])[0])
+
     try:
+        for client, proto in (case.seed, case.leech):
+            data = url_data(payload["announce"][ctx.tracker.url(proto, case.fam)])
+            if client == "libtorrent" and proto == "udp" \
+                    and len(data) > LIBTORRENT_URL_DATA_MAX:
+                raise CaseFailed("libtorrent would cut the %d bytes of URL data %r... to %d: "
+                                 "the token cannot reach the tracker"
+                                 % (len(data), data[:40], LIBTORRENT_URL_DATA_MAX))
+        send_refusals(ctx, case, payload)
         seeder, sep = start_client(ctx, case_dir, case.seed[0], "seed", case.seed[1], case.fam,
                                    payload, procs)
         # Wait until the tracker knows a seeder, so the leecher's first announce gets it.
@@ -1171,12 +1549,15 @@ def run_case(ctx, case):
         pid = b"-E2E000-" + os.urandom(12)
         probe_port = ctx.ports.take()
         try:
-            iv, nl, ns, peers = udp_announce(scrape_host, scrape_port, ih, pid, 2, 1, probe_port)
-            udp_announce(scrape_host, scrape_port, ih, pid, 3, 1, probe_port)
+            data = probe_url_data(ctx, case, payload)
+            iv, nl, ns, peers = udp_announce(scrape_host, scrape_port, ih, pid, 2, 1, probe_port,
+                                             url_data=data)
+            udp_announce(scrape_host, scrape_port, ih, pid, 3, 1, probe_port, url_data=data)
         except TrackerError as e:
             raise CaseFailed("probe announce failed: %s" % e)
-        log("  probe announce: interval=%d leechers=%d seeders=%d peers=%s (seeder is %s:%d)"
-            % (iv, nl, ns, " ".join("%s:%d" % p for p in peers) or "-", sep.ip, sep.port))
+        log("  probe announce%s: interval=%d leechers=%d seeders=%d peers=%s (seeder is %s:%d)"
+            % ((" (%d bytes of URL data)" % len(data) if data else "", iv, nl, ns,
+                " ".join("%s:%d" % p for p in peers) or "-", sep.ip, sep.port)))
         if not any(same_peer(p, (sep.ip, sep.port)) for p in peers):
             raise CaseFailed("probe announce: the tracker's peer list %s lacks the seeder %s:%d"
                              % ([("%s:%d" % p) for p in peers], sep.ip, sep.port))
@@ -1184,6 +1565,8 @@ def run_case(ctx, case):
             raise CaseFailed("probe announce: swarm of seeders=%d leechers=%d, expected the "
                              "seeder and the probe (2 peers)" % (ns, nl))
 
+        if "denied" in case.opts:
+            refuse_denied_client(ctx, case, case_dir, payload, procs, sep, scrape)
         leecher, lep = start_client(ctx, case_dir, case.leech[0], "leech", case.leech[1],
                                     case.fam, payload, procs)
         t1 = time.monotonic()
@@ -1306,6 +1689,9 @@ def main(argv):
     ap.add_argument("--lt-python", default=sys.executable,
                     help="python that has the libtorrent module (default: this one)")
     ap.add_argument("--log-level", default="info", help="RUST_LOG for hayate if unset")
+    ap.add_argument("--jwt-keys", default=JWT_KEY_DIR,
+                    help="directory with jwks.json and the private keys that sign the jwt-* "
+                         "cases' tokens (default: tests/data/jwt)")
     ap.add_argument("--same-ip", action="store_true",
                     help="IPv4 clients all on 127.0.0.1 (default: seeder 127.0.0.2, leecher "
                          "127.0.0.3)")
@@ -1317,6 +1703,12 @@ def main(argv):
         if v6:
             log("opentracker (Debian build) is IPv4 only: leaving out %d IPv6 case(s)" % len(v6))
             cases = [c for c in cases if c.fam != "6"]
+    if args.tracker_kind != "hayate":
+        hooks = [c for c in cases if c.setup]
+        if hooks:
+            log("the hook cases need hayate's [jwt] and [client_list]: leaving out %d case(s)"
+                % len(hooks))
+            cases = [c for c in cases if not c.setup]
     if not HAVE_V6:
         v6 = [c for c in cases if c.fam == "6"]
         if v6:
@@ -1350,6 +1742,19 @@ def main(argv):
                 "tests/clients/.venv/bin/python" % args.lt_python)
             log("0 passed, %d failed" % len(cases))
             return 1
+    signer = None
+    if any("token" in c.opts for c in cases):
+        try:
+            signer = TokenSigner(args.jwt_keys)
+        except ImportError as e:
+            log("python %s cannot sign tokens (%s); run tests/clients/install.sh and use "
+                "tests/clients/.venv/bin/python" % (sys.executable, e))
+            log("0 passed, %d failed" % len(cases))
+            return 1
+        except (OSError, ValueError, KeyError) as e:
+            log("cannot read the JWT test keys in %s: %s" % (args.jwt_keys, e))
+            log("0 passed, %d failed" % len(cases))
+            return 1
 
     ctx = Ctx()
     ctx.timeout = args.timeout_per_case
@@ -1359,8 +1764,7 @@ def main(argv):
     ctx.clients = {"libtorrent": Libtorrent(args.lt_python), "transmission": Transmission(),
                    "aria2": Aria2(), "rtorrent": Rtorrent(), "ctorrent": Ctorrent()}
     ctx.ports = PortBlock()
-    want_http = any("http" in c.protos for c in cases)
-    want_v6 = any(c.fam == "6" for c in cases)
+    ctx.signer = signer
     log("work directory %s" % ctx.workdir)
 
     # every case gets its own random payload, hence its own swarm
@@ -1374,42 +1778,81 @@ def main(argv):
         info, ih = make_info(path, name)
         ctx.payloads[c.name] = {"path": path, "name": name, "size": PAYLOAD_SIZE,
                                 "sha256": sha256_file(path), "info_hash": ih, "info": info,
-                                "dir": d, "torrents": {}}
+                                "dir": d, "torrents": {}, "announce": {}}
 
-    ctx.tracker = Tracker(args.tracker_kind, args.tracker_bin, ctx.workdir, want_http,
-                          want_v6, [p["info_hash"] for p in ctx.payloads.values()],
-                          args.log_level, ctx.ports)
+    # One tracker per setup: the plain one for the ordinary cases, one of its own for each hook
+    # case's configuration (TRACKER_SETUPS), each started, used and stopped in turn.
+    setups = []
+    for c in cases:
+        if c.setup not in setups:
+            setups.append(c.setup)
     passed = failed = 0
     results = []
     t_start = time.monotonic()
     signal.signal(signal.SIGALRM, _on_alarm)
     signal.signal(signal.SIGTERM, _on_term)
+    for setup in setups:
+        group = [c for c in cases if c.setup == setup]
+        ctx.tracker = Tracker(
+            args.tracker_kind, args.tracker_bin, ctx.workdir,
+            any("http" in c.protos for c in group), any(c.fam == "6" for c in group),
+            [ctx.payloads[c.name]["info_hash"] for c in group], args.log_level, ctx.ports,
+            setup=setup, extra_config=TRACKER_SETUPS[setup](ctx) if setup else "")
+        p, f, stop = run_setup(ctx, args, group, results)
+        passed += p
+        failed += f
+        if stop:
+            failed += len(cases) - len(results)
+            break
+    if not args.keep and not args.workdir and failed == 0:
+        shutil.rmtree(ctx.workdir, ignore_errors=True)
+    elif failed:
+        log("logs kept in %s" % ctx.workdir)
+    log("")
+    log("total %.0fs against %s" % (time.monotonic() - t_start, args.tracker_kind))
+    for name, ok in results:
+        log("%s %s" % ("PASS" if ok else "FAIL", name))
+    log("%d passed, %d failed" % (passed, failed))
+    return 0 if failed == 0 else 1
+
+
+def run_setup(ctx, args, cases, results):
+    """Starts ctx.tracker, runs `cases` against it, stops it. Returns (passed, failed, stop):
+    stop when the run must end here (interrupted); the cases it did not run are then not yet
+    counted."""
+    passed = failed = 0
+    setup = ctx.tracker.setup
     try:
         try:
             ctx.tracker.start(time.monotonic() + 15)
             errors_before = ctx.tracker.error_counts()
         except TrackerError as e:
-            log("tracker did not come up: %s" % e)
+            log("tracker%s did not come up: %s" % (" for " + setup if setup else "", e))
             log("---- tracker log %s" % ctx.tracker.log_path)
             log(tail(ctx.tracker.log_path, 80))
-            failed = len(cases)
-            log("0 passed, %d failed" % failed)
-            return 1
-        log("tracker (%s) answers on %s%s" % (
-            args.tracker_kind,
+            for c in cases:
+                results.append((c.name, False))
+            return 0, len(cases), False
+        log("tracker (%s%s) answers on %s%s" % (
+            args.tracker_kind, ", " + setup if setup else "",
             ", ".join("%s%s port %d" % (p, f, n) for (p, f), n in sorted(ctx.tracker.ports.items())),
             ", metrics port %d" % ctx.tracker.metrics_port if ctx.tracker.metrics_port else ""))
         if errors_before is None and args.tracker_kind == "hayate":
             log("warning: no metrics endpoint: the tracker's error counters go unchecked")
         # the torrents name the tracker's actual ports, known only now
-        for p in ctx.payloads.values():
+        for c in cases:
+            p = ctx.payloads[c.name]
+            if "token" in c.opts:
+                alg, issuer, audience = c.opts["token"]
+                p["token"] = ctx.signer.sign(alg, p["info_hash"], issuer, audience)
             for (proto, fam) in ctx.tracker.ports:
                 url = ctx.tracker.url(proto, fam)
                 t = os.path.join(p["dir"], "%s%s.torrent" % (proto, fam))
-                write_torrent(t, p["info"], url)
+                p["announce"][url] = announce_url(ctx, c, p, proto, fam)
+                write_torrent(t, p["info"], p["announce"][url])
                 p["torrents"][url] = t
 
-        for c in cases:
+        for i, c in enumerate(cases):
             log("=== %s" % c.name)
             signal.alarm(int(ctx.timeout) + 30)  # hard bound, above the soft one in run_case
             try:
@@ -1419,8 +1862,7 @@ def main(argv):
             except KeyboardInterrupt:
                 signal.alarm(0)
                 log("interrupted during %s" % c.name)
-                failed += len(cases) - len(results)
-                break
+                return passed, failed, True
             finally:
                 signal.alarm(0)
             # Every error the tracker counted during the case (its clients are stopped by
@@ -1449,25 +1891,17 @@ def main(argv):
                 log("tracker died (exit code %s); failing the remaining cases"
                     % ctx.tracker.proc.poll())
                 log(tail(ctx.tracker.log_path, 80))
-                rest = len(cases) - len(results)
-                failed += rest
+                for rest in cases[i + 1:]:
+                    results.append((rest.name, False))
+                    failed += 1
                 break
+        return passed, failed, False
     finally:
         try:
             ctx.tracker.report_metrics()
         except Exception as e:  # informational only
             log("metrics: %r" % e)
         ctx.tracker.stop()
-        if not args.keep and not args.workdir and failed == 0:
-            shutil.rmtree(ctx.workdir, ignore_errors=True)
-        elif failed:
-            log("logs kept in %s" % ctx.workdir)
-    log("")
-    log("total %.0fs against %s" % (time.monotonic() - t_start, args.tracker_kind))
-    for name, ok in results:
-        log("%s %s" % ("PASS" if ok else "FAIL", name))
-    log("%d passed, %d failed" % (passed, failed))
-    return 0 if failed == 0 else 1
 
 
 # --------------------------------------------------------------------------- mini tracker

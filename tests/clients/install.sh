@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the real BitTorrent clients used by tests/clients/e2e.py and a Python venv with
-# libtorrent at tests/clients/.venv.  Idempotent and non-interactive; re-runs are fast.
+# libtorrent, PyJWT and cryptography at tests/clients/.venv.  Idempotent and non-interactive; re-runs are fast.
 # Set E2E_WITH_OPENTRACKER=1 to also install Debian's opentracker (for comparison runs).
 set -euo pipefail
 
@@ -36,11 +36,18 @@ fi
 # whatever python3 comes first on PATH.
 py=/usr/bin/python3
 [ -x "$py" ] || py="$(command -v python3)"
+# PyJWT + cryptography sign the tokens of the jwt-* cases (RS256, ES256, EdDSA).
+py_mods=(libtorrent jwt cryptography)
+py_pkgs=(libtorrent "PyJWT[crypto]" cryptography)
 if [ -x "$venv/bin/python" ] && "$venv/bin/python" -c 'import libtorrent' 2>/dev/null; then
+    if ! "$venv/bin/python" -c "import ${py_mods[*]// /,}" 2>/dev/null; then
+        "$venv/bin/pip" install -q --disable-pip-version-check "${py_pkgs[@]}"
+    fi
     echo "install.sh: $venv already has libtorrent $("$venv/bin/python" -c 'import libtorrent; print(libtorrent.__version__)')"
 else
     rm -rf "$venv"
     "$py" -m venv "$venv"
-    "$venv/bin/pip" install -q --disable-pip-version-check libtorrent
+    "$venv/bin/pip" install -q --disable-pip-version-check "${py_pkgs[@]}"
     "$venv/bin/python" -c 'import libtorrent; print("install.sh: libtorrent", libtorrent.__version__)'
 fi
+"$venv/bin/python" -c 'import jwt, cryptography; print("install.sh: PyJWT", jwt.__version__, "cryptography", cryptography.__version__)'
