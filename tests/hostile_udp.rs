@@ -335,7 +335,7 @@ fn on_shard(hashes: &[[u8; 20]], shard: usize, shards: usize) -> Vec<[u8; 20]> {
     hashes
         .iter()
         .copied()
-        .filter(|h| hayate_tracker::swarm::shard_of(h, shards) == shard)
+        .filter(|h| hayate_tracker::mesh::shard_of(h, shards) == shard)
         .collect()
 }
 

@@ -25,10 +25,10 @@ use std::sync::OnceLock;
 use arbitrary::Arbitrary;
 use hayate_tracker::config::Config;
 use hayate_tracker::connection_id::ConnectionIds;
+use hayate_tracker::mesh::{inbox, HttpWork, Inbox};
 use hayate_tracker::protocol::udp;
 use hayate_tracker::protocol::{Announce, AnnounceEvent, InfoHash};
 use hayate_tracker::worker::handler::Handler;
-use hayate_tracker::mesh::{inbox, HttpWork, Inbox};
 
 const KEY: [u8; 16] = *b"hayate-fuzz-key!";
 const LIFETIME: u32 = 120;

@@ -10,8 +10,8 @@ use std::net::IpAddr;
 
 use arbitrary::Arbitrary;
 use hayate_tracker::http::response::{self, PeerFormat};
-use hayate_tracker::protocol::{InfoHash, SwarmCounts};
 use hayate_tracker::mesh::{HttpAnnounced, HttpPeer};
+use hayate_tracker::protocol::{InfoHash, SwarmCounts};
 
 #[derive(Debug, PartialEq, Eq)]
 enum Value {

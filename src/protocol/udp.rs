@@ -463,6 +463,7 @@ mod tests {
                         event,
                         num_want: -2_000_000_000,
                     },
+                    options: &[],
                 }),
                 "event code {code}"
             );
