@@ -693,6 +693,17 @@ fn one_counting_rule_for_udp_and_http() {
     let requests = |p, a| key("hayate_requests_total", &[p, ("action", a), v4l]);
     let refused = |p| key("hayate_responses_total", &[p, ("action", "error"), v4l]);
     let why = |p, r| key("hayate_errors_total", &[p, ("reason", r)]);
+    // The first baseline must already hold the connect (the page lags by up to interval_ms).
+    wait_for(&t, |page| {
+        expect(
+            page,
+            &[(
+                "hayate_requests_total",
+                &[udp, ("action", "connect"), v4l],
+                1.0,
+            )],
+        )
+    });
     let error_reply = |c: &Client, packet: &[u8]| {
         c.send(packet);
         let d = c.recv_raw().expect("an error reply");
