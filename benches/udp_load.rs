@@ -17,6 +17,9 @@ use clap::Parser;
 use hdrhistogram::Histogram;
 
 mod load;
+
+#[path = "../tests/support/jwt_tokens.rs"]
+mod jwt_tokens;
 use load::{cores, info_hash, pin, pinned, proc_figures, splitmix, torrent_of_peer};
 
 /// BEP 15 load generator for hayate (or any UDP tracker).
@@ -77,6 +80,12 @@ struct Args {
     /// Skip announcing every peer once before the warm-up.
     #[arg(long)]
     no_prefill: bool,
+    /// Every announce carries a JWT for its torrent in BEP 41 URL data (`/announce?jwt=...`),
+    /// signed (EdDSA, kid "ed-1") with the committed test keys of tests/data/jwt for the
+    /// issuer and audience tests/support/jwt_tokens.rs names: run the tracker with that JWKS.
+    /// Tokens are made up front, one per torrent, so keep --torrents modest.
+    #[arg(long)]
+    jwt: bool,
 }
 
 const PROTOCOL_ID: u64 = 0x0417_2710_1980;
@@ -100,6 +109,8 @@ struct Shared {
     latency: Mutex<Histogram<u64>>,
     /// Announce every peer once in order instead of at random.
     prefill: bool,
+    /// With --jwt: each torrent's BEP 41 options, ready to append.
+    url_data: Arc<Vec<Vec<u8>>>,
 }
 
 /// One load socket: a source address, its connection id, and send times by transaction id.
@@ -163,6 +174,9 @@ fn request(
         out.extend_from_slice(&(peer as u32).to_be_bytes());
         out.extend_from_slice(&a.numwant.to_be_bytes());
         out.extend_from_slice(&(1 + (peer / sources as u64) % 65000).to_be_bytes()[6..]);
+        if let Some(options) = shared.url_data.get(torrent as usize) {
+            out.extend_from_slice(options);
+        }
     } else {
         out.extend_from_slice(&source.connection_id.to_be_bytes());
         out.extend_from_slice(&2u32.to_be_bytes());
@@ -448,6 +462,11 @@ fn main() {
         let target = args.target.expect("--target HOST:PORT or --spawn");
         (None, target, args.pid)
     };
+    let url_data = Arc::new(if args.jwt {
+        tokens(args.torrents)
+    } else {
+        Vec::new()
+    });
     let shared = Arc::new(Shared {
         args: args.clone(),
         target,
@@ -456,6 +475,7 @@ fn main() {
         totals: Totals::default(),
         latency: Mutex::new(Histogram::new_with_bounds(1, 10_000_000, 3).unwrap()),
         prefill: false,
+        url_data: url_data.clone(),
     });
     // Wait for the tracker to answer.
     let probe = UdpSocket::bind(if target.is_ipv4() {
@@ -477,7 +497,7 @@ fn main() {
         args.workers, args.sources, args.torrents, args.peers, args.weights, args.numwant
     );
     if !args.no_prefill {
-        prefill(&args, target);
+        prefill(&args, target, &url_data);
         if let Some((_, rss)) = pid.and_then(proc_figures) {
             println!(
                 "prefill done: tracker RSS {rss} MiB ({:.1} bytes per peer over the start)",
@@ -537,7 +557,7 @@ fn main() {
 }
 
 /// Announces every peer once, paced by replies, so the table holds all peers before measuring.
-fn prefill(args: &Args, target: SocketAddr) {
+fn prefill(args: &Args, target: SocketAddr, url_data: &Arc<Vec<Vec<u8>>>) {
     let started = Instant::now();
     let shared = Arc::new(Shared {
         args: Args {
@@ -550,6 +570,7 @@ fn prefill(args: &Args, target: SocketAddr) {
         totals: Totals::default(),
         latency: Mutex::new(Histogram::new(3).unwrap()),
         prefill: true,
+        url_data: url_data.clone(),
     });
     // Each source walks its own peers in order; once `peers` announces were answered every
     // peer has announced once. Bounded in time in case replies are lost.
@@ -573,4 +594,32 @@ fn prefill(args: &Args, target: SocketAddr) {
         shared.totals.received.load(Ordering::Relaxed),
         started.elapsed().as_secs_f64()
     );
+}
+
+/// Each torrent's BEP 41 URL-data options carrying a JWT for it.
+fn tokens(torrents: u64) -> Vec<Vec<u8>> {
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 86_400;
+    (0..torrents)
+        .map(|t| {
+            let claims = serde_json::json!({
+                "iss": jwt_tokens::ISSUER,
+                "aud": jwt_tokens::AUDIENCE,
+                "exp": exp,
+                "infohash": jwt_tokens::hex(&info_hash(t)),
+            });
+            let token = jwt_tokens::sign(jsonwebtoken::Algorithm::EdDSA, "ed-1", &claims);
+            let url = format!("/announce?jwt={token}");
+            let mut options = Vec::new();
+            for part in url.as_bytes().chunks(255) {
+                options.push(2);
+                options.push(part.len() as u8);
+                options.extend_from_slice(part);
+            }
+            options
+        })
+        .collect()
 }

@@ -19,22 +19,31 @@ pub struct AnnounceQuery {
     /// Leave `peer id` out of dictionary peers.
     pub no_peer_id: bool,
     /// The address the client asked to be listed under (`ip`, `ipv4`, `ipv6`), when the
-    /// caller allows that; see [`AnnounceQuery::spoofed_ip`].
+    /// caller allows that; see [`AnnounceQuery::listed_as`].
     pub ip: Option<IpAddr>,
     pub ipv4: Option<IpAddr>,
     pub ipv6: Option<IpAddr>,
 }
 
 impl AnnounceQuery {
-    /// The address the client asked for: `ip` first, then the parameter of the family it
-    /// connected over, then the other one.
-    pub fn spoofed_ip(&self, connected_v4: bool) -> Option<IpAddr> {
-        let (same, other) = if connected_v4 {
+    /// The addresses a client connected from `client` asked to be listed under: `ip`, else
+    /// the parameter of the family it connected over, else `client`; and, when it names one,
+    /// its address of the other family (a dual-stack client is listed under both).
+    pub fn listed_as(&self, client: IpAddr) -> (IpAddr, Option<IpAddr>) {
+        let client = client.to_canonical();
+        let (same, _) = self.by_family(client.is_ipv4());
+        let ip = self.ip.or(same).unwrap_or(client).to_canonical();
+        let (_, other) = self.by_family(ip.is_ipv4());
+        (ip, other)
+    }
+
+    /// The `ipv4`/`ipv6` parameters as (this family's, the other family's).
+    fn by_family(&self, v4: bool) -> (Option<IpAddr>, Option<IpAddr>) {
+        if v4 {
             (self.ipv4, self.ipv6)
         } else {
             (self.ipv6, self.ipv4)
-        };
-        self.ip.or(same).or(other)
+        }
     }
 }
 
@@ -385,15 +394,33 @@ mod tests {
         let q = format!(
             "info_hash={HASH}&peer_id=AAAAAAAAAAAAAAAAAAAA&port=1&ipv4=10.0.0.1:6881&ipv6=%3A%3A1"
         );
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
         let a = parse_announce(q.as_bytes(), false).unwrap();
-        assert_eq!(a.spoofed_ip(true), None);
+        assert_eq!(a.listed_as(ip("192.0.2.9")), (ip("192.0.2.9"), None));
         let a = parse_announce(q.as_bytes(), true).unwrap();
-        assert_eq!(a.spoofed_ip(true), Some("10.0.0.1".parse().unwrap()));
-        assert_eq!(a.spoofed_ip(false), Some("::1".parse().unwrap()));
+        assert_eq!(
+            a.listed_as(ip("192.0.2.9")),
+            (ip("10.0.0.1"), Some(ip("::1")))
+        );
+        assert_eq!(
+            a.listed_as(ip("2001:db8::9")),
+            (ip("::1"), Some(ip("10.0.0.1")))
+        );
         let a = parse_announce(format!("{q}&ip=example.org").as_bytes(), true).unwrap();
         assert_eq!(a.ip, None, "host names are not used");
         let a = parse_announce(format!("{q}&ip=1.2.3.4").as_bytes(), true).unwrap();
-        assert_eq!(a.spoofed_ip(false), Some("1.2.3.4".parse().unwrap()));
+        assert_eq!(
+            a.listed_as(ip("2001:db8::9")),
+            (ip("1.2.3.4"), Some(ip("::1")))
+        );
+        // Only the other family's address named: listed under the connection's and that one.
+        let only6 =
+            "info_hash=".to_string() + HASH + "&peer_id=AAAAAAAAAAAAAAAAAAAA&port=1&ipv6=%3A%3A1";
+        let a = parse_announce(only6.as_bytes(), true).unwrap();
+        assert_eq!(
+            a.listed_as(ip("192.0.2.9")),
+            (ip("192.0.2.9"), Some(ip("::1")))
+        );
     }
 
     #[test]

@@ -161,17 +161,9 @@ impl Service {
                 ))
             }
         };
-        let ip = match self.allow_ip_spoofing {
-            true => q.spoofed_ip(client.is_ipv4()).unwrap_or(client),
-            false => client,
-        };
-        // A dual-stack client may name its address of the other family too (`ipv4=`/`ipv6=`):
-        // it is then listed under both.
-        let other = match (self.allow_ip_spoofing, ip.to_canonical().is_ipv4()) {
-            (false, _) => None,
-            (true, true) => q.ipv6,
-            (true, false) => q.ipv4,
-        };
+        // Parsed only when allowed (`parse_announce`), the `ip`/`ipv4`/`ipv6` parameters may
+        // name the client's address, and a dual-stack client its other family's too.
+        let (ip, other) = q.listed_as(client);
         let owner = self.mesh.owner(&q.announce.info_hash);
         let (reply, answer) = oneshot::channel();
         let work = HttpWork::Announce {

@@ -122,7 +122,7 @@ impl Collector for Page {
         let mut m = counter(
             &mut e,
             "hayate_requests",
-            "Requests received, by protocol, action and client IP version. Action `error`: refused before an action was known.",
+            "Requests received, by protocol, the action they name (served or refused) and client IP version; `error` stays 0 (see hayate_responses_total).",
             None,
         )?;
         self.by_action(&mut m, TrafficSnapshot::requests)?;
