@@ -8,6 +8,7 @@ use std::borrow::Cow;
 use std::fmt;
 use std::net::IpAddr;
 
+use crate::protocol::hex_digit as hex;
 use crate::protocol::{Announce, AnnounceEvent, InfoHash};
 
 /// An announce as the HTTP frontend needs it.
@@ -203,15 +204,6 @@ pub fn decoded(raw: &[u8]) -> Option<Cow<'_, [u8]>> {
         }
     }
     Some(Cow::Owned(out))
-}
-
-fn hex(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        _ => None,
-    }
 }
 
 /// Decodes a 20-byte value (info hash, peer id) straight into place: this runs twice per

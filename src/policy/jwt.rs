@@ -38,6 +38,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 use siphasher::sip128::{Hasher128, SipHasher13};
 
+use crate::protocol::hex_digit as hex;
 use crate::protocol::InfoHash;
 
 /// Seconds of clock difference forgiven on `exp` and `nbf`.
@@ -520,15 +521,6 @@ fn unescaped_twenty(raw: &[u8]) -> Option<InfoHash> {
         len += 1;
     }
     (len == 20).then_some(h)
-}
-
-fn hex(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        _ => None,
-    }
 }
 
 /// Tells each verifier apart, so a cache notices it is used with a new one (a reload).

@@ -14,6 +14,8 @@
 //! a client that adds a future option still gets its announce answered. What is refused is an
 //! option that claims more bytes than the packet holds, and a URL longer than the buffer.
 
+use super::hex_digit as hex;
+
 /// Option types defined by BEP 41.
 pub const OPTION_END: u8 = 0x0;
 pub const OPTION_NOP: u8 = 0x1;
@@ -194,15 +196,6 @@ fn escaped_byte(raw: &[u8], at: usize) -> Option<u8> {
     let hi = hex(*raw.get(at + 1)?)?;
     let lo = hex(*raw.get(at + 2)?)?;
     Some(hi << 4 | lo)
-}
-
-fn hex(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        _ => None,
-    }
 }
 
 #[cfg(test)]

@@ -6,6 +6,16 @@ pub mod udp;
 
 use std::net::IpAddr;
 
+/// The value of one hex digit, either case (percent escapes, hex info hashes).
+pub fn hex_digit(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    }
+}
+
 /// A torrent's 20-byte info hash (a BitTorrent v2 hash is cut to 20 bytes by clients).
 pub type InfoHash = [u8; 20];
 
