@@ -45,6 +45,14 @@ pub struct Announce {
     pub num_want: i32,
 }
 
+impl Announce {
+    /// Whether the announcer is a seeder: it lacks nothing, or says it just completed.
+    #[inline]
+    pub fn seeds(&self) -> bool {
+        self.left == 0 || self.event == AnnounceEvent::Completed
+    }
+}
+
 /// Which frontend carried a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transport {

@@ -290,7 +290,7 @@ impl Shard {
                 expires: 0,
             });
         }
-        let seeder = a.left == 0 || a.event == AnnounceEvent::Completed;
+        let seeder = a.seeds();
         let full = self.torrents.len() >= self.limits.max_torrents;
         let t = match self.torrents.entry(a.info_hash) {
             Entry::Occupied(e) => e.into_mut(),

@@ -307,7 +307,7 @@ impl Handler {
             if let Some(kind) = kind {
                 let seeder = match kind {
                     PeerChange::Removed => done.previous == Previous::Seeder,
-                    _ => a.left == 0 || a.event == AnnounceEvent::Completed,
+                    _ => a.seeds(),
                 };
                 self.pipeline.changed(&Change {
                     info_hash: &a.info_hash,
@@ -451,37 +451,30 @@ impl Handler {
         let want = self.pipeline.numwant(a.num_want);
         let dual = !self.pipeline.policy().shaping.respect_af;
         let mut peers = Vec::new();
-        let mut counts = match r.ip {
-            IpAddr::V4(v4) => {
-                let skip = match other {
-                    Some(IpAddr::V6(o)) => o.octets(),
-                    _ => <[u8; 16]>::NONE,
+        // The announcer's address of the other family, if it named one: not handed back to
+        // it, and listed too (refused there, a limit, only means it is not).
+        let counts = match (r.ip, other.map(|o| o.to_canonical())) {
+            (IpAddr::V4(v4), o) => {
+                let o6 = match o {
+                    Some(IpAddr::V6(o)) => Some(o.octets()),
+                    _ => None,
                 };
+                let skip = o6.unwrap_or(<[u8; 16]>::NONE);
                 let own = self.other_family::<[u8; 4], _>(dual, a, want, skip, &mut peers);
-                self.swarm_step(v4.octets(), a, own, now, |p| peers.push(http_peer(p)))
+                let c = self.swarm_step(v4.octets(), a, own, now, |p| peers.push(http_peer(p)))?;
+                o6.map_or(c, |o| self.swarm_step(o, a, 0, now, |_| {}).unwrap_or(c))
             }
-            IpAddr::V6(v6) => {
-                let skip = match other {
-                    Some(IpAddr::V4(o)) => o.octets(),
-                    _ => <[u8; 4]>::NONE,
+            (IpAddr::V6(v6), o) => {
+                let o4 = match o {
+                    Some(IpAddr::V4(o)) => Some(o.octets()),
+                    _ => None,
                 };
+                let skip = o4.unwrap_or(<[u8; 4]>::NONE);
                 let own = self.other_family::<[u8; 16], _>(dual, a, want, skip, &mut peers);
-                self.swarm_step(v6.octets(), a, own, now, |p| peers.push(http_peer(p)))
+                let c = self.swarm_step(v6.octets(), a, own, now, |p| peers.push(http_peer(p)))?;
+                o4.map_or(c, |o| self.swarm_step(o, a, 0, now, |_| {}).unwrap_or(c))
             }
-        }?;
-        // Listed under its other address too: refused there (a limit) only means it is not.
-        let also = match other.map(|o| o.to_canonical()) {
-            Some(IpAddr::V4(o)) if r.ip.is_ipv6() => {
-                Some(self.swarm_step(o.octets(), a, 0, now, |_| {}))
-            }
-            Some(IpAddr::V6(o)) if r.ip.is_ipv4() => {
-                Some(self.swarm_step(o.octets(), a, 0, now, |_| {}))
-            }
-            _ => None,
         };
-        if let Some(Ok(c)) = also {
-            counts = c;
-        }
         let (interval, min_interval) = self.pipeline.intervals();
         Ok(HttpAnnounced {
             counts,
@@ -506,7 +499,7 @@ impl Handler {
         if !dual || a.event == AnnounceEvent::Stopped {
             return want;
         }
-        let for_seeder = a.left == 0 || a.event == AnnounceEvent::Completed;
+        let for_seeder = a.seeds();
         let own = self.shard.candidates::<I>(&a.info_hash, for_seeder);
         let other = self.shard.candidates::<O>(&a.info_hash, for_seeder);
         let share = other.min((want / 2).max(want.saturating_sub(own)));
