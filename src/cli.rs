@@ -19,8 +19,9 @@ use crate::tracker::Tracker;
 ///
 /// With no options it serves on its embedded defaults (see --print-config): UDP (BEP 15) and
 /// HTTP (BEP 3) on 0.0.0.0:6969 and [::]:6969, Prometheus metrics and /health on
-/// 127.0.0.1:9000, one worker per core. SIGINT or SIGTERM stops it; SIGHUP reloads the access
-/// list, intervals and numwant limits from the config file.
+/// 127.0.0.1:9000, one worker per core. SIGINT or SIGTERM stops it; SIGHUP re-reads the config
+/// file and applies the announce pipeline's settings (access list, client list, JWT keys,
+/// intervals, jitter, numwant) from the next request on.
 #[derive(Debug, Parser)]
 #[command(name = "hayate", version, about, long_about)]
 pub struct Args {

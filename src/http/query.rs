@@ -9,6 +9,7 @@ use std::fmt;
 use std::net::IpAddr;
 
 use crate::protocol::hex_digit as hex;
+use crate::protocol::urlencoded;
 use crate::protocol::{Announce, AnnounceEvent, InfoHash};
 
 /// An announce as the HTTP frontend needs it.
@@ -173,16 +174,7 @@ pub fn parse_scrape(query: &[u8], max: usize) -> Result<Vec<InfoHash>, QueryErro
 /// The `key=value` pairs of a query, keys decoded (a key that does not decode is skipped),
 /// values left raw so only the ones used are decoded.
 fn pairs(query: &[u8]) -> impl Iterator<Item = (Cow<'_, [u8]>, &[u8])> {
-    query
-        .split(|&b| b == b'&')
-        .filter(|p| !p.is_empty())
-        .filter_map(|pair| {
-            let (key, value) = match pair.iter().position(|&b| b == b'=') {
-                Some(i) => (&pair[..i], &pair[i + 1..]),
-                None => (pair, &pair[pair.len()..]),
-            };
-            Some((decoded(key)?, value))
-        })
+    urlencoded::pairs(query).filter_map(|(key, value)| Some((decoded(key)?, value)))
 }
 
 /// Percent-decodes `raw` as bytes; `None` if an escape is not `%` and two hex digits.

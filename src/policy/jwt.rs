@@ -423,13 +423,14 @@ fn seconds(n: &serde_json::Number) -> u64 {
 
 /// What a verified token says that a re-check needs: the only part of a token the cache keeps.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[repr(C)] // field order kept: see `Slot`
 struct Verified {
     exp: u64,
     nbf: u64,
+    hash_count: u8,
     /// The distinct readings of the `infohash` claim as 20 bytes (at most two differ: see
     /// `claimed_hashes`); `hash_count` of them are set.
     hashes: [InfoHash; 2],
-    hash_count: u8,
 }
 
 impl Verified {
@@ -664,13 +665,17 @@ impl Verifier {
         Ok(Verified {
             exp,
             nbf,
-            hashes,
             hash_count,
+            hashes,
         })
     }
 }
 
+/// One cached verdict. A cache hit is a memory access that misses the CPU caches (the slots are
+/// megabytes, touched at random), so the slot is laid out for it to be one cache line: the tag
+/// and everything a hit reads for a token naming one info hash fits the first 64 bytes.
 #[derive(Debug, Clone, Copy, Default)]
+#[repr(C, align(64))]
 struct Slot {
     tag: u128,
     live: bool,
@@ -849,6 +854,18 @@ mod tests {
         assert!(readings(&format!("{}zz", &hex_lower[..38])).is_empty());
         assert!(readings("%zz%01%02abc%FF%80+%2B%25%26%3D%00%7Fxyz").is_empty());
         assert!(readings(&"é".repeat(21)).is_empty());
+    }
+
+    #[test]
+    fn a_hit_on_a_one_hash_token_reads_one_cache_line() {
+        use std::mem::{align_of, offset_of};
+        assert_eq!(align_of::<Slot>(), 64);
+        let first_hash_end = offset_of!(Slot, verified) + offset_of!(Verified, hashes) + 20;
+        assert!(
+            first_hash_end <= 64,
+            "first hash ends at byte {first_hash_end}"
+        );
+        assert!(offset_of!(Slot, live) < 64 && offset_of!(Slot, tag) < 64);
     }
 
     #[test]

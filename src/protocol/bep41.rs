@@ -130,13 +130,7 @@ impl<'a> Url<'a> {
 /// The raw (still percent-escaped) value of the first `name=value` pair in `query` whose key,
 /// percent-decoded, is `name`. A key without `=` has an empty value. Allocates nothing.
 pub fn query_param<'a>(query: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
-    query
-        .split(|&b| b == b'&')
-        .find_map(|pair| match pair.iter().position(|&b| b == b'=') {
-            Some(eq) if key_is(&pair[..eq], name) => Some(&pair[eq + 1..]),
-            None if !pair.is_empty() && key_is(pair, name) => Some(&pair[pair.len()..]),
-            _ => None,
-        })
+    super::urlencoded::pairs(query).find_map(|(key, value)| key_is(key, name).then_some(value))
 }
 
 /// Whether `raw`, percent-decoded on the fly, is exactly `name` (a bad escape never matches).
@@ -167,7 +161,7 @@ fn key_is(raw: &[u8], name: &[u8]) -> bool {
 /// Without any `%` the input itself is returned and `out` is not touched; otherwise the decoded
 /// bytes are written into `out` and the filled part returned.
 pub fn percent_decode<'a>(raw: &'a [u8], out: &'a mut [u8]) -> Result<&'a [u8], Bep41Error> {
-    if !raw.contains(&b'%') {
+    if memchr::memchr(b'%', raw).is_none() {
         return Ok(raw);
     }
     let mut len = 0;

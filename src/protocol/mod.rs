@@ -3,6 +3,7 @@
 
 pub mod bep41;
 pub mod udp;
+pub mod urlencoded;
 
 use std::net::IpAddr;
 
