@@ -190,6 +190,7 @@ fn select(c: &mut Criterion) {
             ip: peer_ip(i),
             port: a.port,
             peer_id: a.peer_id,
+            counted: false,
         };
         set.upsert(peer, a.left == 0, &hs);
     }

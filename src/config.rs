@@ -25,6 +25,29 @@ pub struct Config {
     pub client_list: crate::policy::client_list::ClientListConfig,
     pub jwt: crate::policy::jwt::JwtConfig,
     pub privileges: PrivilegesConfig,
+    pub state: StateConfig,
+}
+
+/// What survives a restart, and where.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateConfig {
+    /// Directory of the snapshot; "" is off, "$NAME" the directory an environment variable
+    /// names (off when it is unset).
+    pub directory: String,
+    pub snapshot_interval_secs: u32,
+}
+
+impl StateConfig {
+    /// The state directory, if state is kept.
+    pub fn directory(&self) -> Option<std::path::PathBuf> {
+        let d = self.directory.trim();
+        let d = match d.strip_prefix('$') {
+            Some(var) => std::env::var(var).ok()?,
+            None => d.to_string(),
+        };
+        (!d.is_empty()).then(|| d.into())
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -108,6 +131,7 @@ pub struct ProtocolConfig {
 pub struct CleaningConfig {
     pub peer_lifetime_secs: u32,
     pub sweep_interval_secs: u32,
+    pub keep_downloaded_secs: u32,
 }
 
 /// Bounds that keep a flood of fake torrents or peers from costing memory without bound.
@@ -289,6 +313,18 @@ impl Config {
             "cleaning.sweep_interval_secs",
             c.sweep_interval_secs,
             1,
+            86_400,
+        )?;
+        range(
+            "cleaning.keep_downloaded_secs",
+            c.keep_downloaded_secs,
+            0,
+            365 * 86_400,
+        )?;
+        range(
+            "state.snapshot_interval_secs",
+            self.state.snapshot_interval_secs,
+            5,
             86_400,
         )?;
         let m = &self.metrics;

@@ -19,6 +19,8 @@ use crate::connection_id::ConnectionIds;
 use crate::http;
 use crate::mesh::{inbox, Wake};
 use crate::policy::{Policy, PolicyError, SharedPolicy};
+use crate::state::keeper::{self, Identity, Keeper};
+use crate::state::restore;
 use crate::stats::{self, Sources, StatsThread};
 use crate::worker::{self, WorkerStart};
 
@@ -52,6 +54,8 @@ pub struct Tracker {
     stats: Option<StatsThread>,
     policy: SharedPolicy,
     backend: &'static str,
+    /// The snapshot thread, when state is kept.
+    keeper: Option<Keeper>,
 }
 
 impl Tracker {
@@ -80,8 +84,53 @@ impl Tracker {
             .transpose()?;
         // Every socket is bound: nothing needs root any more. No thread of ours runs yet.
         crate::privileges::drop_privileges(&config.privileges)?;
-        let ids = ConnectionIds::new(config.protocol.connection_id_lifetime_secs)
-            .context("drawing the connection-id key")?;
+        let state_dir = config.state.directory();
+        let restored = match &state_dir {
+            Some(dir) => {
+                std::fs::create_dir_all(dir).with_context(|| {
+                    format!("creating the state directory {} ([state] directory)", dir.display())
+                })?;
+                Some(restore::restore(dir, count, config.protocol.connection_id_lifetime_secs))
+            }
+            None => {
+                tracing::info!("state is not kept across restarts ([state] directory is empty)");
+                None
+            }
+        };
+        // The clock and key of the run that wrote the snapshot, if clients may still hold ids
+        // made with them; otherwise new ones.
+        let carried = restored.as_ref().and_then(|r| r.identity);
+        let unix = keeper::unix_now();
+        let (identity, epoch) = match carried.and_then(|id| {
+            let uptime = Duration::from_secs(unix.saturating_sub(id.clock_origin_unix));
+            Instant::now().checked_sub(uptime).map(|epoch| (id, epoch))
+        }) {
+            Some(carried) => carried,
+            None => {
+                let mut key = [0u8; 16];
+                getrandom::fill(&mut key)
+                    .map_err(|e| anyhow::anyhow!("drawing the connection-id key: {e}"))?;
+                let id = Identity {
+                    clock_origin_unix: unix,
+                    connection_key: key,
+                };
+                (id, Instant::now())
+            }
+        };
+        let ids = ConnectionIds::with_key(
+            identity.connection_key,
+            config.protocol.connection_id_lifetime_secs,
+        );
+        let (keeper, link) = match &state_dir {
+            Some(dir) => {
+                let interval = Duration::from_secs(config.state.snapshot_interval_secs.into());
+                let (k, l) = keeper::spawn(dir.clone(), interval, count, identity)
+                    .context("starting the snapshot thread")?;
+                (Some(k), Some(l))
+            }
+            None => (None, None),
+        };
+        let mut restored = restored.map(|r| r.per_worker).unwrap_or_default().into_iter();
         let (mailboxes, inboxes): (Vec<_>, Vec<_>) = (0..count)
             .map(|_| inbox::inbox(config.workers.inbox_capacity as usize))
             .collect::<Result<Vec<_>, _>>()
@@ -94,7 +143,6 @@ impl Tracker {
             http: http_stop,
         };
         let cores = worker::allowed_cores();
-        let epoch = Instant::now();
         let sources = Sources::new(count, epoch);
         let mut sockets = sockets.into_iter();
         let mut tracker = Tracker {
@@ -108,6 +156,7 @@ impl Tracker {
             stats: None,
             policy: policy.clone(),
             backend: "none",
+            keeper,
         };
         for (index, inbox) in inboxes.into_iter().enumerate() {
             let core =
@@ -124,6 +173,8 @@ impl Tracker {
                 core,
                 stats: sources.workers[index].clone(),
                 policy: policy.clone(),
+                state: link.clone(),
+                restored: restored.next().unwrap_or_default(),
             });
             match started {
                 Ok(started) => {
@@ -256,6 +307,10 @@ impl Tracker {
             if result.is_ok() {
                 result = r;
             }
+        }
+        // Every worker has handed in its shard: the final snapshot.
+        if let Some(keeper) = self.keeper {
+            keeper.finish();
         }
         result
     }

@@ -5,15 +5,17 @@
 
 mod peers;
 mod subnet;
+mod persist;
+mod table;
 
 use std::net::IpAddr;
 
 use ahash::RandomState;
-use hashbrown::hash_map::Entry;
-use hashbrown::HashMap;
 
 pub use peers::{Peer, PeerIp, PeerSet, Previous};
 pub use subnet::SubnetIndex;
+pub use persist::Walk;
+use table::Torrents;
 
 use crate::protocol::{Announce, AnnounceEvent, InfoHash, SwarmCounts};
 
@@ -24,6 +26,9 @@ pub struct Torrent {
     pub v4: PeerSet<[u8; 4]>,
     pub v6: Option<Box<PeerSet<[u8; 16]>>>,
     pub downloaded: u32,
+    /// While the torrent has no peers: the second (process clock) until which it is kept for
+    /// its `downloaded` count. Meaningless while it has peers. Fills padding: free.
+    pub keep_until: u32,
 }
 
 impl Torrent {
@@ -198,11 +203,14 @@ impl std::fmt::Display for Refused {
 impl std::error::Error for Refused {}
 
 pub struct Shard {
-    torrents: HashMap<InfoHash, Torrent, RandomState>,
+    torrents: Torrents,
     limits: Limits,
     hasher: RandomState,
     rng: fastrand::Rng,
     peer_lifetime_secs: u32,
+    /// Seconds a torrent left without peers is kept for its `downloaded` count (0: dropped
+    /// with its last peer, as is a torrent that never counted a download).
+    keep_downloaded_secs: u32,
     /// Seeders and leechers over every torrent, kept as peers come and go so the gauges cost
     /// nothing to read (a walk over a million torrents would stall the worker).
     seeders: usize,
@@ -218,15 +226,27 @@ impl Shard {
 
     pub fn with_limits(peer_lifetime_secs: u32, limits: Limits) -> Self {
         Self {
-            torrents: HashMap::with_hasher(RandomState::new()),
+            torrents: Torrents::new(),
             limits,
             hasher: RandomState::new(),
             rng: fastrand::Rng::new(),
             peer_lifetime_secs,
+            keep_downloaded_secs: 0,
             seeders: 0,
             leechers: 0,
             subnets: Subnets::default(),
         }
+    }
+
+    /// Keeps a torrent whose last peer left for `secs` more, for its `downloaded` count, if it
+    /// counted any.
+    pub fn keep_downloaded(&mut self, secs: u32) {
+        self.keep_downloaded_secs = secs;
+    }
+
+    /// Whether an empty torrent stays: it counted downloads and its keeping time is not up.
+    fn kept(t: &Torrent, now: u32) -> bool {
+        t.downloaded > 0 && now < t.keep_until
     }
 
     /// Hands announcers the peers of their own subnet first: IPv4 addresses sharing their
@@ -281,7 +301,12 @@ impl Shard {
             self.seeders = self.seeders - before.seeders as usize + counts.seeders as usize;
             self.leechers = self.leechers - before.leechers as usize + counts.leechers as usize;
             if t.is_empty() {
-                self.torrents.remove(&a.info_hash);
+                if previous != Previous::Absent {
+                    t.keep_until = now.saturating_add(self.keep_downloaded_secs);
+                }
+                if !Self::kept(t, now) {
+                    self.torrents.remove(&a.info_hash);
+                }
             }
             return Ok(Announced {
                 counts,
@@ -291,11 +316,9 @@ impl Shard {
             });
         }
         let seeder = a.seeds();
-        let full = self.torrents.len() >= self.limits.max_torrents;
-        let t = match self.torrents.entry(a.info_hash) {
-            Entry::Occupied(e) => e.into_mut(),
-            Entry::Vacant(_) if full => return Err(Refused::TrackerFull),
-            Entry::Vacant(e) => e.insert(Torrent::default()),
+        let room = self.torrents.len() < self.limits.max_torrents;
+        let Some(t) = self.torrents.get_or_add(&a.info_hash, room) else {
+            return Err(Refused::TrackerFull);
         };
         // Only a peer the torrent does not hold yet can break the limit; the lookup is paid
         // only when the torrent is already full.
@@ -331,6 +354,7 @@ impl Shard {
             ip,
             port: a.port,
             peer_id: a.peer_id,
+            counted: false,
         };
         let previous = set.upsert(peer, seeder, &self.hasher);
         if previous == Previous::Absent {
@@ -338,8 +362,11 @@ impl Shard {
                 index.added(&a.info_hash, set, key, &self.hasher);
             }
         }
-        // A client repeating `completed` while already a seeder is not a new download.
-        let downloaded = a.event == AnnounceEvent::Completed && previous != Previous::Seeder;
+        // A client repeating `completed` while already a seeder is not a new download, nor is
+        // a second `completed` in one stay in the swarm (left > 0 and completed, alternating).
+        let downloaded = a.event == AnnounceEvent::Completed
+            && previous != Previous::Seeder
+            && set.count_download(key, &self.hasher);
         if downloaded {
             t.downloaded = t.downloaded.saturating_add(1);
         }
@@ -413,7 +440,9 @@ impl Shard {
         let hs = &self.hasher;
         let (seeders, leechers) = (&mut self.seeders, &mut self.leechers);
         let subnets = &mut self.subnets;
+        let keep_secs = self.keep_downloaded_secs;
         self.torrents.retain(|hash, t| {
+            let was_empty = t.is_empty();
             let before = t.counts();
             let gone = t.v4.expire(now, hs);
             if let (true, Some(index)) = (gone > 0, subnets.v4.as_deref_mut()) {
@@ -431,7 +460,13 @@ impl Shard {
             let after = t.counts();
             *seeders = *seeders - before.seeders as usize + after.seeders as usize;
             *leechers = *leechers - before.leechers as usize + after.leechers as usize;
-            !t.is_empty()
+            if !t.is_empty() {
+                return true;
+            }
+            if !was_empty {
+                t.keep_until = now.saturating_add(keep_secs);
+            }
+            Self::kept(t, now)
         });
         if self.torrents.capacity() > 4 * self.torrents.len().max(1024) {
             self.torrents.shrink_to(2 * self.torrents.len());
@@ -454,7 +489,7 @@ impl Shard {
             torrents: self.torrents.len(),
             ..ShardTotals::default()
         };
-        for t in self.torrents.values() {
+        for (_, t) in self.torrents.iter() {
             let counts = t.counts();
             totals.seeders += counts.seeders as usize;
             totals.leechers += counts.leechers as usize;
@@ -464,14 +499,17 @@ impl Shard {
 
     /// Checks every torrent's invariants (tests and fuzzing).
     pub fn check_invariants(&self) {
-        for (hash, t) in &self.torrents {
+        for (hash, t) in self.torrents.iter() {
             if let Some(index) = self.subnets.v4.as_deref() {
                 index.check(hash, Some(&t.v4));
             }
             if let Some(index) = self.subnets.v6.as_deref() {
                 index.check(hash, t.v6.as_deref());
             }
-            assert!(!t.is_empty(), "empty torrent kept");
+            assert!(
+                !t.is_empty() || t.downloaded > 0,
+                "empty torrent kept without a download count"
+            );
             t.v4.check_invariants(&self.hasher);
             if let Some(v6) = t.v6.as_deref() {
                 assert!(!v6.is_empty(), "empty IPv6 set kept");
@@ -625,6 +663,76 @@ mod tests {
         assert_eq!(s.totals().torrents, 0, "empty torrent dropped");
     }
 
+    /// Announces `event` with `left` for peer `port` of torrent 3 at `now`; the counts after.
+    fn at(s: &mut Shard, port: u16, left: u64, event: AnnounceEvent, now: u32) -> SwarmCounts {
+        s.announce([1, 2, 3, 4], &announce(3, port, left, event), 50, now, |_| {})
+            .unwrap()
+    }
+
+    #[test]
+    fn a_peer_counts_one_download_per_stay_however_it_alternates() {
+        let mut s = Shard::new(100);
+        at(&mut s, 1, 10, AnnounceEvent::Started, 0);
+        assert_eq!(at(&mut s, 1, 0, AnnounceEvent::Completed, 0).downloaded, 1);
+        // Back to leeching and completing again: the same download, not a new one.
+        for _ in 0..3 {
+            assert_eq!(at(&mut s, 1, 10, AnnounceEvent::None, 0).leechers, 1);
+            assert_eq!(at(&mut s, 1, 0, AnnounceEvent::Completed, 0).downloaded, 1);
+        }
+        // Another peer's completion counts.
+        assert_eq!(at(&mut s, 2, 0, AnnounceEvent::Completed, 0).downloaded, 2);
+        // Gone and back: a new stay, so its next completion counts again.
+        at(&mut s, 1, 0, AnnounceEvent::Stopped, 0);
+        at(&mut s, 1, 10, AnnounceEvent::Started, 0);
+        assert_eq!(at(&mut s, 1, 0, AnnounceEvent::Completed, 0).downloaded, 3);
+        s.check_invariants();
+    }
+
+    #[test]
+    fn downloads_outlive_an_empty_swarm_for_the_keeping_time() {
+        let mut s = Shard::new(100);
+        s.keep_downloaded(50);
+        at(&mut s, 1, 0, AnnounceEvent::Completed, 0);
+        // The last peer stops at 10: kept until 60, with its count.
+        at(&mut s, 1, 0, AnnounceEvent::Stopped, 10);
+        assert_eq!(s.totals().torrents, 1);
+        assert_eq!(s.counts(&[3; 20]), counts(0, 0, 1));
+        s.check_invariants();
+        s.sweep(59);
+        assert_eq!(s.counts(&[3; 20]).downloaded, 1, "kept through second 59");
+        // A peer arriving meanwhile finds the count, and leaving again restarts the time.
+        at(&mut s, 2, 10, AnnounceEvent::Started, 59);
+        at(&mut s, 2, 10, AnnounceEvent::Stopped, 59);
+        s.sweep(108);
+        assert_eq!(s.counts(&[3; 20]), counts(0, 0, 1));
+        s.sweep(109);
+        assert_eq!(s.totals().torrents, 0, "dropped once its time is up");
+        assert_eq!(s.counts(&[3; 20]), counts(0, 0, 0));
+        s.check_invariants();
+    }
+
+    #[test]
+    fn a_swarm_emptied_by_expiry_keeps_its_count_too_and_none_is_kept_without_one() {
+        let mut s = Shard::new(100);
+        s.keep_downloaded(50);
+        at(&mut s, 1, 0, AnnounceEvent::Completed, 0);
+        s.announce([1, 2, 3, 4], &announce(4, 1, 10, AnnounceEvent::Started), 50, 0, |_| {})
+            .unwrap();
+        // Both peers expire at 100: torrent 3 counted a download, torrent 4 none.
+        s.sweep(100);
+        assert_eq!(s.totals().torrents, 1);
+        assert_eq!(s.counts(&[3; 20]).downloaded, 1);
+        s.sweep(149);
+        assert_eq!(s.totals().torrents, 1);
+        s.sweep(150);
+        assert_eq!(s.totals().torrents, 0);
+        // Keeping off: dropped with the last peer.
+        let mut s = Shard::new(100);
+        at(&mut s, 1, 0, AnnounceEvent::Completed, 0);
+        at(&mut s, 1, 0, AnnounceEvent::Stopped, 1);
+        assert_eq!(s.totals().torrents, 0);
+    }
+
     #[test]
     fn completed_counts_once_per_download() {
         let mut s = Shard::new(100);
@@ -719,7 +827,7 @@ mod tests {
             )
             .unwrap();
         }
-        let t = &s.torrents[&[1u8; 20]];
+        let t = s.torrents.get(&[1u8; 20]).unwrap();
         assert!(t.v6.is_none(), "an empty IPv6 set is kept");
         assert_eq!(s.counts(&[1; 20]), counts(2, 1, 0));
         s.check_invariants();
@@ -832,7 +940,7 @@ mod tests {
         s.leechers += 1;
         assert!(panics(&s), "a drifted running total passed");
         let mut s = sound();
-        s.torrents.insert([9; 20], Torrent::default());
+        s.torrents.get_or_add(&[9; 20], true);
         assert!(panics(&s), "an empty torrent passed");
         let mut s = sound();
         s.torrents.get_mut(&[1; 20]).unwrap().v6 = Some(Box::default());

@@ -46,6 +46,9 @@ pub struct Peer<I> {
     pub ip: I,
     pub port: u16,
     pub peer_id: PeerId,
+    /// Its completion is already in the torrent's `downloaded`: a peer counts one download
+    /// per stay in the swarm, however often it says `completed`. Sits in padding: free.
+    pub counted: bool,
 }
 
 impl<I: PeerIp> Peer<I> {
@@ -178,7 +181,8 @@ impl<I: PeerIp> PeerSet<I> {
             }
             return Previous::Absent;
         };
-        self.peers[pos] = peer;
+        let counted = self.peers[pos].counted || peer.counted;
+        self.peers[pos] = Peer { counted, ..peer };
         let was_seeder = pos < self.seeders as usize;
         if seeder && !was_seeder {
             self.swap(pos, self.seeders as usize, hs);
@@ -191,6 +195,18 @@ impl<I: PeerIp> PeerSet<I> {
             Previous::Seeder
         } else {
             Previous::Leecher
+        }
+    }
+
+    /// Marks the peer at `key` as having its download counted; false if it already had (or
+    /// is not in the set).
+    pub fn count_download(&mut self, key: (I, u16), hs: &impl BuildHasher) -> bool {
+        match self.find(key, hs) {
+            Some(pos) if !self.peers[pos].counted => {
+                self.peers[pos].counted = true;
+                true
+            }
+            _ => false,
         }
     }
 
@@ -314,6 +330,7 @@ mod tests {
             ip: n.to_be_bytes(),
             port: 6881,
             peer_id: [n as u8; 20],
+            counted: false,
         }
     }
 

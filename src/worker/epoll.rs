@@ -180,6 +180,8 @@ impl EpollLoop {
         let now = (self.epoch.elapsed().as_secs()) as u32;
         self.drain_inbox(now);
         self.flush();
+        // Last, so the final snapshot holds every announce answered.
+        self.handler.stop(now);
         Ok(())
     }
 
@@ -362,9 +364,8 @@ impl EpollLoop {
         }
     }
 
-    /// The one-second clock: the handler's duties (sweep, gauges, heartbeat).
+    /// The handler's duties (sweep, snapshot slices, gauges, heartbeat), when it asks.
     fn tick(&mut self, batch_us: u64) {
-        self.handler.tick(batch_us);
-        self.next_tick_us = batch_us + 1_000_000;
+        self.next_tick_us = batch_us + self.handler.tick(batch_us);
     }
 }

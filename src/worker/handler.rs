@@ -23,7 +23,15 @@ use crate::protocol::bep41::{self, Url, URL_CAPACITY};
 use crate::protocol::udp::{self, ParseError, Request};
 use crate::protocol::{Announce, AnnounceEvent, AnnounceRequest, SwarmCounts, Transport};
 use crate::stats::{Action, ErrorReason, Forward, IpVersion, WorkerStats};
+use crate::state::keeper::WorkerLink;
 use crate::swarm::{Family, Limits, Peer, Previous, Shard};
+
+use super::snapshot_duty::SnapshotDuty;
+
+/// Microseconds between ticks: once a second, or every millisecond while a snapshot is being
+/// walked so it finishes in about a second however large the shard.
+const TICK_US: u64 = 1_000_000;
+const BUSY_TICK_US: u64 = 1_000;
 
 /// Where a reply goes and on which local address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,6 +59,8 @@ pub struct Handler {
     sweep_every: u32,
     /// When the next expiry sweep is due (process clock, seconds); set by the first tick.
     next_sweep: Option<u32>,
+    /// This worker's part in snapshots, when state is kept.
+    snapshots: Option<SnapshotDuty>,
 }
 
 impl Handler {
@@ -72,6 +82,7 @@ impl Handler {
         };
         let mut shard = Shard::with_limits(config.cleaning.peer_lifetime_secs, limits);
         shard.prefer_subnets(p.prefer_subnet_v4, p.prefer_subnet_v6);
+        shard.keep_downloaded(config.cleaning.keep_downloaded_secs);
         Self {
             me,
             shard,
@@ -85,13 +96,27 @@ impl Handler {
             max_scrape_hashes: p.max_scrape_hashes as usize,
             sweep_every: config.cleaning.sweep_interval_secs,
             next_sweep: None,
+            snapshots: None,
+        }
+    }
+
+    /// Takes part in the state thread's snapshots from now on.
+    pub fn keep_state(&mut self, link: WorkerLink) {
+        self.snapshots = Some(SnapshotDuty::new(self.me, link));
+    }
+
+    /// At shutdown, after the last request: hands the whole shard to the final snapshot.
+    pub fn stop(&mut self, now: u32) {
+        if let Some(duty) = &mut self.snapshots {
+            duty.finish(&self.shard, now);
         }
     }
 
     /// The worker's duties besides requests, whichever I/O loop runs it, once a second: the
-    /// expiry sweep when due, and what the stats thread reads (the heartbeat `/health`
-    /// checks, and the shard's size, kept incrementally so it costs nothing to publish).
-    pub fn tick(&mut self, batch_us: u64) {
+    /// expiry sweep when due, a slice of a snapshot when one is asked for, and what the stats
+    /// thread reads (the heartbeat `/health` checks, and the shard's size, kept incrementally
+    /// so it costs nothing to publish). Returns the microseconds until the next tick.
+    pub fn tick(&mut self, batch_us: u64) -> u64 {
         let now = (batch_us / 1_000_000) as u32;
         match self.next_sweep {
             Some(due) if now >= due => {
@@ -107,6 +132,15 @@ impl Handler {
         stats.seeders.set(totals.seeders as u64);
         stats.leechers.set(totals.leechers as u64);
         stats.heartbeat_ms.set(batch_us / 1000);
+        let walking = match &mut self.snapshots {
+            Some(duty) => duty.step(&self.shard, now),
+            None => false,
+        };
+        if walking {
+            BUSY_TICK_US
+        } else {
+            TICK_US
+        }
     }
 
     /// Reads the hooks' policy from `policy` from now on, so a reload swapped in there takes

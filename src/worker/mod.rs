@@ -7,6 +7,7 @@ mod buf_ring;
 mod epoll;
 pub mod handler;
 mod ring;
+mod snapshot_duty;
 mod sockaddr;
 
 use std::net::UdpSocket;
@@ -41,6 +42,10 @@ pub struct WorkerStart {
     pub stats: Arc<CachePadded<WorkerStats>>,
     /// The pipeline's live-reloadable policy (access list, intervals, numwant, ...).
     pub policy: SharedPolicy,
+    /// The link to the snapshot thread, when state is kept.
+    pub state: Option<crate::state::keeper::WorkerLink>,
+    /// The torrents of this worker's shard restored from the snapshot.
+    pub restored: Vec<crate::state::snapshot::TorrentRecord>,
 }
 
 /// A running worker and the I/O loop it runs.
@@ -104,6 +109,21 @@ fn io_loop(w: WorkerStart) -> anyhow::Result<(IoLoop, Option<String>)> {
             w.stats.clone(),
         );
         h.share_policy(w.policy.clone());
+        if let Some(link) = &w.state {
+            h.keep_state(link.clone());
+        }
+        if !w.restored.is_empty() {
+            let started = Instant::now();
+            let now = w.epoch.elapsed().as_secs() as u32;
+            let peers: usize = w.restored.iter().map(|t| h.shard.restore(t, now)).sum();
+            tracing::info!(
+                worker = w.index,
+                torrents = h.shard.totals().torrents,
+                peers,
+                ms = started.elapsed().as_millis() as u64,
+                "shard restored from the snapshot"
+            );
+        }
         h
     };
     let setup = |inbox: Inbox, sockets: Vec<UdpSocket>| LoopSetup {

@@ -150,8 +150,8 @@ impl RingLoop {
             self.arm_recv(socket);
         }
         self.arm_wake();
-        self.arm_tick();
-        self.handler.tick(self.epoch.elapsed().as_micros() as u64);
+        let next = self.handler.tick(self.epoch.elapsed().as_micros() as u64);
+        self.arm_tick(next);
         while !self.shutdown.load(Ordering::Acquire) {
             self.submit_pending();
             match self.ring.submit_and_wait(1) {
@@ -164,8 +164,11 @@ impl RingLoop {
         }
         // Shutdown: what other workers forwarded is answered too; `finish` sends it all before
         // cancelling the receives.
-        self.drain_inbox(self.epoch.elapsed().as_secs() as u32);
+        let now = self.epoch.elapsed().as_secs() as u32;
+        self.drain_inbox(now);
         self.finish();
+        // Last, so the final snapshot holds every announce answered.
+        self.handler.stop(now);
         Ok(())
     }
 
@@ -200,8 +203,8 @@ impl RingLoop {
                     self.arm_wake();
                 }
                 TICK => {
-                    self.handler.tick(batch_us);
-                    self.arm_tick();
+                    let next = self.handler.tick(batch_us);
+                    self.arm_tick(next);
                 }
                 _ => {}
             }
@@ -323,7 +326,11 @@ impl RingLoop {
         self.sqes.push(sqe);
     }
 
-    fn arm_tick(&mut self) {
+    fn arm_tick(&mut self, after_us: u64) {
+        // The kernel copies the timespec when the entry is submitted; one tick is armed at a time.
+        *self.tick = types::Timespec::new()
+            .sec(after_us / 1_000_000)
+            .nsec((after_us % 1_000_000) as u32 * 1000);
         let sqe = opcode::Timeout::new(&*self.tick)
             .build()
             .user_data(user_data(TICK, 0));
