@@ -11,6 +11,7 @@ pub mod notify;
 pub mod policy;
 pub mod privileges;
 pub mod protocol;
+pub mod state;
 pub mod stats;
 pub mod swarm;
 pub mod tracker;
