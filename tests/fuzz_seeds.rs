@@ -13,6 +13,8 @@ mod handler;
 mod http_bencode;
 #[path = "../fuzz/harness/http_query.rs"]
 mod http_query;
+#[path = "../fuzz/harness/snapshot.rs"]
+mod snapshot;
 #[path = "../fuzz/harness/udp_request.rs"]
 mod udp_request;
 
@@ -20,6 +22,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 
 use handler::{AnnounceOp, Id, Op, Reach};
+use hayate_tracker::state::snapshot::{encode_file, Header, PeerRecord, SectionWriter};
 
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -201,4 +204,108 @@ fn config_seed_default_is_the_shipped_config() {
     );
     let text = std::str::from_utf8(&shipped).expect("config.toml is UTF-8");
     hayate_tracker::config::Config::from_toml_str(text, "config.toml").expect("config.toml loads");
+}
+
+/// The snapshot seeds hold, and between them reach every outcome of the reader: files that
+/// decode (with peers of both families), and each way a file is refused.
+#[test]
+fn snapshot_seeds_hold_and_reach_every_outcome() {
+    use snapshot::Outcome;
+    let outcomes = replay("snapshot", snapshot::run);
+    assert!(
+        outcomes
+            .iter()
+            .any(|o| matches!(o, Outcome::Decoded { v4, v6 } if *v4 > 0 && *v6 > 0)),
+        "no seed decodes with IPv4 and IPv6 peers: {outcomes:?}"
+    );
+    for want in [
+        Outcome::Empty,
+        Outcome::NotASnapshot,
+        Outcome::NewerVersion,
+        Outcome::Truncated,
+        Outcome::Checksum,
+        Outcome::Malformed,
+    ] {
+        assert!(outcomes.contains(&want), "no seed is refused as {want:?}");
+    }
+}
+
+/// The snapshot seeds, made with the encoder (so they follow the format as it is):
+/// `cargo test --release --test fuzz_seeds -- --ignored write_snapshot_seeds` after changing it.
+#[test]
+#[ignore = "writes fuzz/corpus/snapshot/; run by hand after changing the format"]
+fn write_snapshot_seeds() {
+    let header = Header {
+        written_unix: 1_790_000_000,
+        clock_origin_unix: 1_789_996_400,
+        connection_key: *b"hayate-snap-key!",
+    };
+    let peer4 = |n: u8, seeder: bool| PeerRecord {
+        ip: [10, 0, n / 16, n],
+        port: 6881 + u16::from(n),
+        peer_id: *b"-qB4650-abcdefghijkl",
+        seeder,
+        counted: seeder,
+        ttl_secs: 1 + u32::from(n) * 60,
+    };
+    let peer6 = |n: u8, seeder: bool| PeerRecord {
+        ip: [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, n],
+        port: 51413 - u16::from(n),
+        peer_id: *b"-TR4050-abcdefghijkl",
+        seeder,
+        counted: !seeder,
+        ttl_secs: 1800 - u32::from(n),
+    };
+    let file = |sections: &[&SectionWriter]| {
+        let bytes: Vec<&[u8]> = sections.iter().map(|s| s.as_bytes()).collect();
+        let mut out = Vec::new();
+        encode_file(&header, &bytes, &mut out);
+        out
+    };
+    // One shard: a torrent with a peer of each family, one kept without peers.
+    let mut small = SectionWriter::new();
+    small.torrent(&[0x11; 20], 3, 0, 1, 1);
+    small.peer_v4(&peer4(1, true));
+    small.peer_v6(&peer6(1, false));
+    small.torrent(&[0x22; 20], 40, 3600, 0, 0);
+    // Three shards, one empty: 9 torrents, 45 peers.
+    let mut shards = [SectionWriter::new(), SectionWriter::new(), SectionWriter::new()];
+    for t in 0..9u8 {
+        let w = &mut shards[usize::from(t % 2) * 2];
+        let (v4, v6) = (t % 4, t % 3 + 1);
+        w.torrent(&[t; 20], u32::from(t) * 7, 0, v4.into(), v6.into());
+        (0..v4).for_each(|n| w.peer_v4(&peer4(t * 8 + n, n % 2 == 0)));
+        (0..v6).for_each(|n| w.peer_v6(&peer6(t * 8 + n, n % 2 == 1)));
+    }
+    let valid = file(&[&small]);
+    let mut seeds: Vec<(&str, Vec<u8>)> = vec![
+        ("seed-valid-small", valid.clone()),
+        ("seed-valid-shards", file(&[&shards[0], &shards[1], &shards[2]])),
+        ("seed-valid-none", file(&[])),
+        ("seed-empty", Vec::new()),
+        ("seed-foreign", b"[tracker]\nudp = \"0.0.0.0:6969\"\n".to_vec()),
+        ("seed-truncated-header", valid[..30].to_vec()),
+        ("seed-truncated-body", valid[..valid.len() - 10].to_vec()),
+    ];
+    let mut version = valid.clone();
+    version[8] = 2;
+    seeds.push(("seed-version-2", version));
+    let mut flipped = valid.clone();
+    flipped[100] ^= 0x40;
+    seeds.push(("seed-flipped", flipped));
+    // Valid checksums over bad records: port 0, and 4 billion IPv4 peers in a small file.
+    let peer_at = 60 + 8 + 36;
+    let mut port0 = valid.clone();
+    port0[peer_at + 4..peer_at + 6].fill(0);
+    snapshot::reseal(&mut port0);
+    seeds.push(("seed-malformed-port0", port0));
+    let mut huge = valid.clone();
+    huge[60 + 8 + 28..60 + 8 + 32].fill(0xff);
+    snapshot::reseal(&mut huge);
+    seeds.push(("seed-malformed-huge-count", huge));
+    let dir = repo().join("fuzz/corpus/snapshot");
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, bytes) in seeds {
+        std::fs::write(dir.join(name), bytes).unwrap();
+    }
 }
