@@ -88,9 +88,16 @@ impl Tracker {
         let restored = match &state_dir {
             Some(dir) => {
                 std::fs::create_dir_all(dir).with_context(|| {
-                    format!("creating the state directory {} ([state] directory)", dir.display())
+                    format!(
+                        "creating the state directory {} ([state] directory)",
+                        dir.display()
+                    )
                 })?;
-                Some(restore::restore(dir, count, config.protocol.connection_id_lifetime_secs))
+                Some(restore::restore(
+                    dir,
+                    count,
+                    config.protocol.connection_id_lifetime_secs,
+                ))
             }
             None => {
                 tracing::info!("state is not kept across restarts ([state] directory is empty)");
@@ -130,7 +137,10 @@ impl Tracker {
             }
             None => (None, None),
         };
-        let mut restored = restored.map(|r| r.per_worker).unwrap_or_default().into_iter();
+        let mut restored = restored
+            .map(|r| r.per_worker)
+            .unwrap_or_default()
+            .into_iter();
         let (mailboxes, inboxes): (Vec<_>, Vec<_>) = (0..count)
             .map(|_| inbox::inbox(config.workers.inbox_capacity as usize))
             .collect::<Result<Vec<_>, _>>()

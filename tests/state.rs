@@ -106,7 +106,12 @@ fn sigterm_restart_with_another_worker_count_keeps_peers_counts_downloads_and_id
     assert_eq!(scrape_all(&mut c, cid), expected(), "{}", d.log());
     // And the peers themselves are back: a new leecher of torrent 7 gets all five.
     match c.announce(cid, torrent(7), 20_000, 1000, 2, 50) {
-        Reply::Announce { peers, seeders, leechers, .. } => {
+        Reply::Announce {
+            peers,
+            seeders,
+            leechers,
+            ..
+        } => {
             let mut ports: Vec<u16> = peers.iter().map(SocketAddr::port).collect();
             ports.sort();
             assert_eq!(ports, (10_000..10_000 + PEERS).collect::<Vec<_>>());
@@ -183,9 +188,17 @@ fn unusable_snapshots_are_moved_aside_and_the_tracker_starts_empty() {
     newer[8..12].copy_from_slice(&99u32.to_le_bytes());
     let cases: Vec<(&str, Option<Vec<u8>>, &str)> = vec![
         ("empty", Some(Vec::new()), "empty"),
-        ("truncated", Some(valid[..valid.len() - 7].to_vec()), "truncated"),
+        (
+            "truncated",
+            Some(valid[..valid.len() - 7].to_vec()),
+            "truncated",
+        ),
         ("corrupt", Some(flipped), "checksum"),
-        ("foreign", Some(b"not a snapshot at all\n".to_vec()), "not a"),
+        (
+            "foreign",
+            Some(b"not a snapshot at all\n".to_vec()),
+            "not a",
+        ),
         ("newer", Some(newer), "version"),
         ("directory", None, "directory"),
     ];
@@ -233,5 +246,10 @@ fn state_off_says_so_once() {
     )
     .unwrap();
     let d = Daemon::start(hayate_with_config(&config));
-    assert_eq!(d.log().matches("state is not kept").count(), 1, "{}", d.log());
+    assert_eq!(
+        d.log().matches("state is not kept").count(),
+        1,
+        "{}",
+        d.log()
+    );
 }

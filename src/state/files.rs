@@ -5,6 +5,7 @@
 
 use std::fs::{self, File};
 use std::io::{ErrorKind, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -37,7 +38,14 @@ pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> anyhow::Result<()> 
 }
 
 fn write_synced(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let mut f = File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    // Owner-only: the snapshot holds the connection-id key.
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
     f.write_all(bytes)
         .with_context(|| format!("writing {} bytes to {}", bytes.len(), path.display()))?;
     f.sync_all()
@@ -190,11 +198,18 @@ mod tests {
                 assert_eq!(s.torrents.len(), 2);
                 assert_eq!(s.torrents[0].v4[0].port, 6881);
                 assert_eq!(s.torrents[0].v6[0].port, 51413);
-                assert_eq!((s.torrents[1].downloaded, s.torrents[1].keep_secs), (40, 3600));
+                assert_eq!(
+                    (s.torrents[1].downloaded, s.torrents[1].keep_secs),
+                    (40, 3600)
+                );
             }
             other => panic!("{other:?}"),
         }
-        assert_eq!(names(d.path()), [FILE_NAME], "a good file stays where it is");
+        assert_eq!(
+            names(d.path()),
+            [FILE_NAME],
+            "a good file stays where it is"
+        );
     }
 
     #[test]
@@ -241,7 +256,10 @@ mod tests {
 
     #[test]
     fn load_of_a_foreign_file_moves_it_aside() {
-        moved_aside(b"[tracker]\nudp = \"0.0.0.0:6969\"\n", "not a hayate swarm snapshot");
+        moved_aside(
+            b"[tracker]\nudp = \"0.0.0.0:6969\"\n",
+            "not a hayate swarm snapshot",
+        );
     }
 
     #[test]
@@ -278,8 +296,14 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(fs::read(d.path().join("swarm.snap.bad")).unwrap(), b"first");
-        assert_eq!(fs::read(d.path().join("swarm.snap.bad.1")).unwrap(), b"second");
-        assert_eq!(fs::read(d.path().join("swarm.snap.bad.2")).unwrap(), b"third");
+        assert_eq!(
+            fs::read(d.path().join("swarm.snap.bad.1")).unwrap(),
+            b"second"
+        );
+        assert_eq!(
+            fs::read(d.path().join("swarm.snap.bad.2")).unwrap(),
+            b"third"
+        );
         assert_eq!(
             names(d.path()),
             ["swarm.snap.bad", "swarm.snap.bad.1", "swarm.snap.bad.2"]

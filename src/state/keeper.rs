@@ -125,7 +125,10 @@ impl Run {
                 break;
             }
             let wait = next.saturating_duration_since(Instant::now());
-            match self.sections.recv_timeout(wait.min(Duration::from_millis(200))) {
+            match self
+                .sections
+                .recv_timeout(wait.min(Duration::from_millis(200)))
+            {
                 Ok(s) => self.take(s),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break,
@@ -156,7 +159,11 @@ impl Run {
 
     fn take(&mut self, s: Section) {
         if s.restarts > 0 {
-            tracing::debug!(worker = s.worker, restarts = s.restarts, "snapshot walk restarted");
+            tracing::debug!(
+                worker = s.worker,
+                restarts = s.restarts,
+                "snapshot walk restarted"
+            );
         }
         let Some(worker) = (s.worker < self.workers).then_some(s.worker) else {
             return;

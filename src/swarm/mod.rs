@@ -4,8 +4,8 @@
 //! sees bytes or sockets.
 
 mod peers;
-mod subnet;
 mod persist;
+mod subnet;
 mod table;
 
 use std::net::IpAddr;
@@ -13,8 +13,8 @@ use std::net::IpAddr;
 use ahash::RandomState;
 
 pub use peers::{Peer, PeerIp, PeerSet, Previous};
-pub use subnet::SubnetIndex;
 pub use persist::Walk;
+pub use subnet::SubnetIndex;
 use table::Torrents;
 
 use crate::protocol::{Announce, AnnounceEvent, InfoHash, SwarmCounts};
@@ -665,8 +665,14 @@ mod tests {
 
     /// Announces `event` with `left` for peer `port` of torrent 3 at `now`; the counts after.
     fn at(s: &mut Shard, port: u16, left: u64, event: AnnounceEvent, now: u32) -> SwarmCounts {
-        s.announce([1, 2, 3, 4], &announce(3, port, left, event), 50, now, |_| {})
-            .unwrap()
+        s.announce(
+            [1, 2, 3, 4],
+            &announce(3, port, left, event),
+            50,
+            now,
+            |_| {},
+        )
+        .unwrap()
     }
 
     #[test]
@@ -716,8 +722,14 @@ mod tests {
         let mut s = Shard::new(100);
         s.keep_downloaded(50);
         at(&mut s, 1, 0, AnnounceEvent::Completed, 0);
-        s.announce([1, 2, 3, 4], &announce(4, 1, 10, AnnounceEvent::Started), 50, 0, |_| {})
-            .unwrap();
+        s.announce(
+            [1, 2, 3, 4],
+            &announce(4, 1, 10, AnnounceEvent::Started),
+            50,
+            0,
+            |_| {},
+        )
+        .unwrap();
         // Both peers expire at 100: torrent 3 counted a download, torrent 4 none.
         s.sweep(100);
         assert_eq!(s.totals().torrents, 1);

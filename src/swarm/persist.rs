@@ -73,10 +73,26 @@ impl Shard {
         t.keep_until = now.saturating_add(r.keep_secs);
         let mut stored = 0;
         for p in &r.v4 {
-            stored += usize::from(restore_peer(t, &mut self.subnets, &self.hasher, &r.info_hash, p, now, max_peers));
+            stored += usize::from(restore_peer(
+                t,
+                &mut self.subnets,
+                &self.hasher,
+                &r.info_hash,
+                p,
+                now,
+                max_peers,
+            ));
         }
         for p in &r.v6 {
-            stored += usize::from(restore_peer(t, &mut self.subnets, &self.hasher, &r.info_hash, p, now, max_peers));
+            stored += usize::from(restore_peer(
+                t,
+                &mut self.subnets,
+                &self.hasher,
+                &r.info_hash,
+                p,
+                now,
+                max_peers,
+            ));
         }
         t.tidy();
         let after = t.counts();
@@ -90,10 +106,19 @@ impl Shard {
 }
 
 /// Writes one torrent (with its live peers); returns the peers written.
-fn write_torrent(hash: &crate::protocol::InfoHash, t: &Torrent, now: u32, out: &mut SectionWriter) -> usize {
+fn write_torrent(
+    hash: &crate::protocol::InfoHash,
+    t: &Torrent,
+    now: u32,
+    out: &mut SectionWriter,
+) -> usize {
     let v4 = live(&t.v4, now);
     let v6 = t.v6.as_deref().map_or(0, |s| live(s, now));
-    let keep_secs = if t.is_empty() { t.keep_until.saturating_sub(now) } else { 0 };
+    let keep_secs = if t.is_empty() {
+        t.keep_until.saturating_sub(now)
+    } else {
+        0
+    };
     if v4 + v6 == 0 && (t.downloaded == 0 || keep_secs == 0) {
         return 0;
     }
@@ -157,4 +182,205 @@ fn restore_peer<I: Family>(
         }
     }
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{Announce, AnnounceEvent};
+    use crate::state::snapshot::{decode, encode_file, Header};
+
+    fn announce(hash: u8, port: u16, left: u64, event: AnnounceEvent) -> Announce {
+        Announce {
+            info_hash: [hash; 20],
+            peer_id: [port as u8; 20],
+            port,
+            left,
+            event,
+            num_want: -1,
+        }
+    }
+
+    /// Every torrent as (hash, counts, sorted (ip, port, seeder, counted, expires)).
+    type Peers = Vec<(std::net::IpAddr, u16, bool, bool, u32)>;
+    fn contents(s: &Shard) -> Vec<(InfoHashKey, crate::protocol::SwarmCounts, Peers)> {
+        let mut all: Vec<_> = s
+            .torrents
+            .iter()
+            .map(|(h, t)| {
+                let mut peers: Peers = Vec::new();
+                for (i, p) in t.v4.peers().iter().enumerate() {
+                    peers.push((
+                        p.ip.addr(),
+                        p.port,
+                        i < t.v4.seeders(),
+                        p.counted,
+                        p.expires,
+                    ));
+                }
+                if let Some(v6) = t.v6.as_deref() {
+                    for (i, p) in v6.peers().iter().enumerate() {
+                        peers.push((p.ip.addr(), p.port, i < v6.seeders(), p.counted, p.expires));
+                    }
+                }
+                peers.sort();
+                (*h, t.counts(), peers)
+            })
+            .collect();
+        all.sort_by_key(|(h, _, _)| *h);
+        all
+    }
+    type InfoHashKey = crate::protocol::InfoHash;
+
+    fn sample_shard(keep: u32) -> Shard {
+        let mut s = Shard::new(100);
+        s.keep_downloaded(keep);
+        for t in 0..40u8 {
+            for p in 0..(u16::from(t) * 3) {
+                let left = if p % 3 == 0 { 0 } else { 10 };
+                let event = if p % 5 == 0 {
+                    AnnounceEvent::Completed
+                } else {
+                    AnnounceEvent::Started
+                };
+                let a = announce(t, 1000 + p, left, event);
+                if p % 2 == 0 {
+                    s.announce(
+                        [10, t, (p >> 8) as u8, p as u8],
+                        &a,
+                        0,
+                        u32::from(p % 7),
+                        |_| {},
+                    )
+                    .unwrap();
+                } else {
+                    let mut ip = [0u8; 16];
+                    ip[0] = 0x20;
+                    ip[15] = p as u8;
+                    s.announce(ip, &a, 0, u32::from(p % 7), |_| {}).unwrap();
+                }
+            }
+        }
+        // One swarm emptied with a download counted: kept for its count.
+        s.announce(
+            [1, 1, 1, 1],
+            &announce(99, 1, 0, AnnounceEvent::Completed),
+            0,
+            0,
+            |_| {},
+        )
+        .unwrap();
+        s.announce(
+            [1, 1, 1, 1],
+            &announce(99, 1, 0, AnnounceEvent::Stopped),
+            0,
+            3,
+            |_| {},
+        )
+        .unwrap();
+        s
+    }
+
+    /// The shard through a snapshot file and back, `later` seconds on (the restart's clock
+    /// starting at `restart_now`).
+    fn round_trip(s: &Shard, now: u32, restart_now: u32, slice: usize) -> Shard {
+        let mut out = SectionWriter::new();
+        let mut walk = s.start_walk();
+        let mut slices = 0;
+        while !s.walk_slice(&mut walk, now, slice, &mut out) {
+            slices += 1;
+            assert!(slices < 10_000, "the walk ends");
+        }
+        let mut file = Vec::new();
+        let header = Header {
+            written_unix: 0,
+            clock_origin_unix: 0,
+            connection_key: [0; 16],
+        };
+        encode_file(&header, &[out.as_bytes()], &mut file);
+        let snap = decode(&file).unwrap();
+        let mut back = Shard::new(100);
+        back.keep_downloaded(s.keep_downloaded_secs);
+        for t in &snap.torrents {
+            back.restore(t, restart_now);
+        }
+        back.check_invariants();
+        back
+    }
+
+    #[test]
+    fn snapshot_then_restore_is_the_identity_whatever_the_slice() {
+        let s = sample_shard(50);
+        s.check_invariants();
+        for slice in [1, 7, 100, usize::MAX] {
+            let back = round_trip(&s, 5, 5, slice);
+            assert_eq!(contents(&back), contents(&s), "slice {slice}");
+            assert_eq!(back.totals(), s.totals());
+        }
+    }
+
+    #[test]
+    fn a_restore_on_a_new_clock_keeps_the_time_left_and_drops_the_expired() {
+        let s = sample_shard(50);
+        // Written at 50, restored on a clock that starts over at 0: each peer keeps what it had
+        // left at 50, so one that expired by then is gone.
+        let back = round_trip(&s, 50, 0, 64);
+        let shifted: Vec<_> = contents(&s)
+            .into_iter()
+            .filter_map(|(h, c, peers)| {
+                let peers: Peers = peers
+                    .into_iter()
+                    .filter(|p| p.4 > 50)
+                    .map(|(ip, port, seeder, counted, expires)| {
+                        (ip, port, seeder, counted, expires - 50)
+                    })
+                    .collect();
+                let seeders = peers.iter().filter(|p| p.2).count() as u32;
+                let leechers = peers.len() as u32 - seeders;
+                let counts = crate::protocol::SwarmCounts {
+                    seeders,
+                    leechers,
+                    downloaded: c.downloaded,
+                };
+                // The kept torrent (emptied at 3, kept 50) still has 3 s at 50.
+                (!peers.is_empty() || h == [99; 20]).then_some((h, counts, peers))
+            })
+            .collect();
+        assert_eq!(contents(&back), shifted);
+        let mut back = back;
+        back.sweep(2);
+        assert_eq!(back.counts(&[99; 20]).downloaded, 1);
+        back.sweep(3);
+        assert_eq!(
+            back.counts(&[99; 20]).downloaded,
+            0,
+            "its 3 s were kept, no more"
+        );
+    }
+
+    #[test]
+    fn a_walk_that_sees_the_table_reorganise_starts_over() {
+        let mut s = sample_shard(0);
+        let mut out = SectionWriter::new();
+        let mut walk = s.start_walk();
+        assert!(!s.walk_slice(&mut walk, 0, 10, &mut out));
+        // Enough new torrents to make the table grow under the walk.
+        for t in 100..200u8 {
+            s.announce(
+                [9, 9, 9, 9],
+                &announce(t, 1, 10, AnnounceEvent::Started),
+                0,
+                0,
+                |_| {},
+            )
+            .unwrap();
+        }
+        while !s.walk_slice(&mut walk, 0, 10, &mut out) {}
+        assert!(walk.restarts >= 1);
+        assert_eq!(
+            out.torrents() as usize,
+            s.totals().torrents,
+            "each torrent once"
+        );
+    }
 }

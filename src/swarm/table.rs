@@ -118,7 +118,9 @@ mod tests {
 
     /// Every torrent a full walk by bucket finds, in bucket order.
     fn walk(t: &Torrents) -> Vec<InfoHash> {
-        (0..t.buckets()).filter_map(|i| t.bucket(i).map(|(k, _)| *k)).collect()
+        (0..t.buckets())
+            .filter_map(|i| t.bucket(i).map(|(k, _)| *k))
+            .collect()
     }
 
     #[test]

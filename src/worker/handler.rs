@@ -22,8 +22,8 @@ use crate::policy::{Change, PeerChange, Pipeline, Policy, Refusal, SharedPolicy}
 use crate::protocol::bep41::{self, Url, URL_CAPACITY};
 use crate::protocol::udp::{self, ParseError, Request};
 use crate::protocol::{Announce, AnnounceEvent, AnnounceRequest, SwarmCounts, Transport};
-use crate::stats::{Action, ErrorReason, Forward, IpVersion, WorkerStats};
 use crate::state::keeper::WorkerLink;
+use crate::stats::{Action, ErrorReason, Forward, IpVersion, WorkerStats};
 use crate::swarm::{Family, Limits, Peer, Previous, Shard};
 
 use super::snapshot_duty::SnapshotDuty;
