@@ -501,7 +501,7 @@ mod tests {
 
     /// Recomputes the header's length and both CRCs, as a writer that meant these bytes would:
     /// what is then refused is refused for its records, not its checksum.
-    fn reseal(f: &mut Vec<u8>) {
+    fn reseal(f: &mut [u8]) {
         let len = f.len() as u64;
         f[12..20].copy_from_slice(&len.to_le_bytes());
         let h = crc32fast::hash(&f[..HEADER_FIELDS]);
