@@ -33,13 +33,28 @@ fn fill(sections: &mut [SectionWriter]) {
         for p in 0..V4 + V6 {
             let mut peer_id = [b'-'; 20];
             peer_id[..4].copy_from_slice(&p.to_le_bytes());
-            let (port, seeder, counted, ttl_secs) = (6881 + p as u16, p % 3 == 0, p % 2 == 0, 1 + p);
+            let (port, seeder, counted, ttl_secs) =
+                (6881 + p as u16, p % 3 == 0, p % 2 == 0, 1 + p);
             if p < V4 {
-                w.peer_v4(&PeerRecord { ip: t.to_be_bytes(), port, peer_id, seeder, counted, ttl_secs });
+                w.peer_v4(&PeerRecord {
+                    ip: t.to_be_bytes(),
+                    port,
+                    peer_id,
+                    seeder,
+                    counted,
+                    ttl_secs,
+                });
             } else {
                 let mut ip = [0x20u8; 16];
                 ip[12..].copy_from_slice(&t.to_be_bytes());
-                w.peer_v6(&PeerRecord { ip, port, peer_id, seeder, counted, ttl_secs });
+                w.peer_v6(&PeerRecord {
+                    ip,
+                    port,
+                    peer_id,
+                    seeder,
+                    counted,
+                    ttl_secs,
+                });
             }
         }
     }
@@ -53,7 +68,13 @@ fn bench(c: &mut Criterion) {
     encode_file(&header(), &bytes, &mut file);
     let peers: u64 = sections.iter().map(|s| s.peers()).sum();
     assert_eq!(peers, 2_000_000);
-    assert_eq!(decode(&file).expect("the benchmark's file decodes").torrents.len(), TORRENTS as usize);
+    assert_eq!(
+        decode(&file)
+            .expect("the benchmark's file decodes")
+            .torrents
+            .len(),
+        TORRENTS as usize
+    );
 
     let mut g = c.benchmark_group("snapshot_2m_peers");
     g.sample_size(10);
@@ -67,7 +88,9 @@ fn bench(c: &mut Criterion) {
             black_box(file.len())
         })
     });
-    g.bench_function("decode", |b| b.iter(|| black_box(decode(black_box(&file)).unwrap().torrents.len())));
+    g.bench_function("decode", |b| {
+        b.iter(|| black_box(decode(black_box(&file)).unwrap().torrents.len()))
+    });
     g.finish();
 }
 

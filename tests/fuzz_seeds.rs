@@ -269,7 +269,11 @@ fn write_snapshot_seeds() {
     small.peer_v6(&peer6(1, false));
     small.torrent(&[0x22; 20], 40, 3600, 0, 0);
     // Three shards, one empty: 9 torrents, 45 peers.
-    let mut shards = [SectionWriter::new(), SectionWriter::new(), SectionWriter::new()];
+    let mut shards = [
+        SectionWriter::new(),
+        SectionWriter::new(),
+        SectionWriter::new(),
+    ];
     for t in 0..9u8 {
         let w = &mut shards[usize::from(t % 2) * 2];
         let (v4, v6) = (t % 4, t % 3 + 1);
@@ -280,10 +284,16 @@ fn write_snapshot_seeds() {
     let valid = file(&[&small]);
     let mut seeds: Vec<(&str, Vec<u8>)> = vec![
         ("seed-valid-small", valid.clone()),
-        ("seed-valid-shards", file(&[&shards[0], &shards[1], &shards[2]])),
+        (
+            "seed-valid-shards",
+            file(&[&shards[0], &shards[1], &shards[2]]),
+        ),
         ("seed-valid-none", file(&[])),
         ("seed-empty", Vec::new()),
-        ("seed-foreign", b"[tracker]\nudp = \"0.0.0.0:6969\"\n".to_vec()),
+        (
+            "seed-foreign",
+            b"[tracker]\nudp = \"0.0.0.0:6969\"\n".to_vec(),
+        ),
         ("seed-truncated-header", valid[..30].to_vec()),
         ("seed-truncated-body", valid[..valid.len() - 10].to_vec()),
     ];

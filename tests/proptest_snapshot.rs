@@ -10,8 +10,8 @@
 //!   is refused, never a panic.
 
 use hayate_tracker::state::snapshot::{
-    decode, encode_file, Header, PeerRecord, SectionWriter, Snapshot, SnapshotError,
-    TorrentRecord, VERSION,
+    decode, encode_file, Header, PeerRecord, SectionWriter, Snapshot, SnapshotError, TorrentRecord,
+    VERSION,
 };
 use proptest::prelude::*;
 
@@ -22,15 +22,24 @@ const HEADER_LEN: usize = 60;
 fn peer<I: std::fmt::Debug + Clone>(
     ip: impl Strategy<Value = I>,
 ) -> impl Strategy<Value = PeerRecord<I>> {
-    (ip, 1u16.., any::<[u8; 20]>(), any::<bool>(), any::<bool>(), 1u32..)
-        .prop_map(|(ip, port, peer_id, seeder, counted, ttl_secs)| PeerRecord {
-            ip,
-            port,
-            peer_id,
-            seeder,
-            counted,
-            ttl_secs,
-        })
+    (
+        ip,
+        1u16..,
+        any::<[u8; 20]>(),
+        any::<bool>(),
+        any::<bool>(),
+        1u32..,
+    )
+        .prop_map(
+            |(ip, port, peer_id, seeder, counted, ttl_secs)| PeerRecord {
+                ip,
+                port,
+                peer_id,
+                seeder,
+                counted,
+                ttl_secs,
+            },
+        )
 }
 
 fn torrent() -> impl Strategy<Value = TorrentRecord> {
@@ -45,7 +54,11 @@ fn torrent() -> impl Strategy<Value = TorrentRecord> {
             info_hash,
             downloaded,
             // The writer's rule: a torrent with peers keeps nothing past them.
-            keep_secs: if v4.is_empty() && v6.is_empty() { keep } else { 0 },
+            keep_secs: if v4.is_empty() && v6.is_empty() {
+                keep
+            } else {
+                0
+            },
             v4,
             v6,
         })

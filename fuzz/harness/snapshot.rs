@@ -19,7 +19,10 @@ const TRAILER_LEN: usize = 20;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     /// Decoded, with how many IPv4 and IPv6 peers.
-    Decoded { v4: usize, v6: usize },
+    Decoded {
+        v4: usize,
+        v6: usize,
+    },
     Empty,
     NotASnapshot,
     NewerVersion,
@@ -110,7 +113,11 @@ fn check(bytes: &[u8]) -> Outcome {
     let written: &[&[u8]] = if sections == 0 { &[] } else { &one };
     let mut again = Vec::new();
     encode_file(&snapshot.header, written, &mut again);
-    assert_eq!(decode(&again).as_ref(), Ok(&snapshot), "written back, decoded alike");
+    assert_eq!(
+        decode(&again).as_ref(),
+        Ok(&snapshot),
+        "written back, decoded alike"
+    );
     // Each section but one had its own 8-byte length.
     assert_eq!(again.len(), len - 8 * sections.saturating_sub(1));
     if sections <= 1 {

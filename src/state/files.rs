@@ -190,11 +190,18 @@ mod tests {
                 assert_eq!(s.torrents.len(), 2);
                 assert_eq!(s.torrents[0].v4[0].port, 6881);
                 assert_eq!(s.torrents[0].v6[0].port, 51413);
-                assert_eq!((s.torrents[1].downloaded, s.torrents[1].keep_secs), (40, 3600));
+                assert_eq!(
+                    (s.torrents[1].downloaded, s.torrents[1].keep_secs),
+                    (40, 3600)
+                );
             }
             other => panic!("{other:?}"),
         }
-        assert_eq!(names(d.path()), [FILE_NAME], "a good file stays where it is");
+        assert_eq!(
+            names(d.path()),
+            [FILE_NAME],
+            "a good file stays where it is"
+        );
     }
 
     #[test]
@@ -241,7 +248,10 @@ mod tests {
 
     #[test]
     fn load_of_a_foreign_file_moves_it_aside() {
-        moved_aside(b"[tracker]\nudp = \"0.0.0.0:6969\"\n", "not a hayate swarm snapshot");
+        moved_aside(
+            b"[tracker]\nudp = \"0.0.0.0:6969\"\n",
+            "not a hayate swarm snapshot",
+        );
     }
 
     #[test]
@@ -278,8 +288,14 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(fs::read(d.path().join("swarm.snap.bad")).unwrap(), b"first");
-        assert_eq!(fs::read(d.path().join("swarm.snap.bad.1")).unwrap(), b"second");
-        assert_eq!(fs::read(d.path().join("swarm.snap.bad.2")).unwrap(), b"third");
+        assert_eq!(
+            fs::read(d.path().join("swarm.snap.bad.1")).unwrap(),
+            b"second"
+        );
+        assert_eq!(
+            fs::read(d.path().join("swarm.snap.bad.2")).unwrap(),
+            b"third"
+        );
         assert_eq!(
             names(d.path()),
             ["swarm.snap.bad", "swarm.snap.bad.1", "swarm.snap.bad.2"]

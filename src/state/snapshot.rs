@@ -115,9 +115,8 @@ impl SectionWriter {
             self.pending_v4,
             self.pending_v6
         );
-        self.buf.reserve(
-            TORRENT_LEN + v4 as usize * PEER_V4_LEN + v6 as usize * PEER_V6_LEN,
-        );
+        self.buf
+            .reserve(TORRENT_LEN + v4 as usize * PEER_V4_LEN + v6 as usize * PEER_V6_LEN);
         self.buf.extend_from_slice(info_hash);
         self.buf.extend_from_slice(&downloaded.to_le_bytes());
         self.buf.extend_from_slice(&keep_secs.to_le_bytes());
@@ -258,7 +257,9 @@ pub enum SnapshotError {
     Empty,
     #[error("not a hayate swarm snapshot (its first 8 bytes are not the magic HAYATE\\0S)")]
     NotASnapshot,
-    #[error("written by a newer hayate: format version {found}, this build reads up to {supported}")]
+    #[error(
+        "written by a newer hayate: format version {found}, this build reads up to {supported}"
+    )]
     NewerVersion { found: u32, supported: u32 },
     #[error("truncated: the file ends at byte {offset}, {needed} more bytes expected there")]
     Truncated { offset: usize, needed: usize },
@@ -500,7 +501,7 @@ mod tests {
 
     /// Recomputes the header's length and both CRCs, as a writer that meant these bytes would:
     /// what is then refused is refused for its records, not its checksum.
-    fn reseal(f: &mut Vec<u8>) {
+    fn reseal(f: &mut [u8]) {
         let len = f.len() as u64;
         f[12..20].copy_from_slice(&len.to_le_bytes());
         let h = crc32fast::hash(&f[..HEADER_FIELDS]);
@@ -522,7 +523,10 @@ mod tests {
     #[test]
     fn layout_matches_the_table() {
         let f = one_torrent(&peer4(6881, 30));
-        assert_eq!(f.len(), HEADER_LEN + 8 + TORRENT_LEN + PEER_V4_LEN + TRAILER_LEN);
+        assert_eq!(
+            f.len(),
+            HEADER_LEN + 8 + TORRENT_LEN + PEER_V4_LEN + TRAILER_LEN
+        );
         assert_eq!(&f[..8], b"HAYATE\0S");
         assert_eq!(u32_at(&f, 8), 1);
         assert_eq!(u64_at(&f, 12), f.len() as u64);
@@ -658,7 +662,13 @@ mod tests {
             decode(&f).unwrap_err().to_string(),
             "written by a newer hayate: format version 7, this build reads up to 1"
         );
-        assert_eq!(decode(b"HAY"), Err(SnapshotError::Truncated { offset: 3, needed: 9 }));
+        assert_eq!(
+            decode(b"HAY"),
+            Err(SnapshotError::Truncated {
+                offset: 3,
+                needed: 9
+            })
+        );
         assert_eq!(decode(b"HAX"), Err(SnapshotError::NotASnapshot));
         assert_eq!(decode(b""), Err(SnapshotError::Empty));
     }
@@ -671,7 +681,10 @@ mod tests {
         w.clear();
         assert_eq!((w.torrents(), w.peers(), w.len_bytes()), (0, 0, 0));
         w.torrent(&[2; 20], 0, 60, 0, 0);
-        assert_eq!((w.torrents(), w.peers(), w.len_bytes()), (1, 0, TORRENT_LEN));
+        assert_eq!(
+            (w.torrents(), w.peers(), w.len_bytes()),
+            (1, 0, TORRENT_LEN)
+        );
         let mut out = Vec::new();
         encode_file(&header(), &[w.as_bytes()], &mut out);
         let s = decode(&out).unwrap();
