@@ -178,6 +178,8 @@ fn waves() -> impl Strategy<Value = Vec<Op>> {
 struct ModelPeer {
     seeder: bool,
     expires: u32,
+    /// Its download is counted: one per stay in the swarm.
+    counted: bool,
 }
 
 /// The obviously right swarm.
@@ -345,15 +347,18 @@ fn run(ops: Vec<Op>, limits: Limits) -> Result<usize, TestCaseError> {
                         model.forget_empty();
                         c
                     } else {
-                        let previous = model.peers.insert(
+                        let previous = model.peers.get(&key).copied();
+                        let downloaded = event == AnnounceEvent::Completed
+                            && !previous.is_some_and(|p| p.seeder || p.counted);
+                        model.peers.insert(
                             key,
                             ModelPeer {
                                 seeder: as_seeder,
                                 expires: now + LIFETIME,
+                                counted: downloaded || previous.is_some_and(|p| p.counted),
                             },
                         );
-                        if event == AnnounceEvent::Completed && !previous.is_some_and(|p| p.seeder)
-                        {
+                        if downloaded {
                             *model.downloaded.entry(hash).or_default() += 1;
                         }
                         model.counts(hash)

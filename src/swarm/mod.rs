@@ -794,6 +794,114 @@ mod tests {
     }
 
     #[test]
+    fn masks_keep_the_subnet_bits_only() {
+        let v4 = [10u8, 1, 2, 3];
+        assert_eq!(v4.masked(24), [10, 1, 2, 0]);
+        assert_eq!(v4.masked(12), [10, 0, 0, 0]);
+        assert_eq!(v4.masked(32), v4);
+        assert_eq!(v4.masked(0), [0; 4]);
+        let v6: [u8; 16] =
+            std::net::Ipv6Addr::new(0x2001, 0xdb8, 0xabcd, 0x12, 0, 0, 0, 1).octets();
+        let want: [u8; 16] = std::net::Ipv6Addr::new(0x2001, 0xdb8, 0xabcd, 0, 0, 0, 0, 0).octets();
+        assert_eq!(v6.masked(48), want);
+        assert_eq!(v6.masked(128), v6);
+        assert_eq!(v6.masked(0), [0; 16]);
+    }
+
+    /// Announces a leecher at `ip` to torrent 5 (numwant `want`); the peers handed back.
+    fn near<I: Family>(s: &mut Shard, ip: I, port: u16, want: usize) -> Vec<(I, u16)> {
+        let mut got = Vec::new();
+        s.announce(
+            ip,
+            &announce(5, port, 10, AnnounceEvent::Started),
+            want,
+            0,
+            |p| got.push((p.ip, p.port)),
+        )
+        .unwrap();
+        got
+    }
+
+    /// Checks a reply of `want` peers: distinct, the `same` ones of the announcer's subnet
+    /// first, then none of them again.
+    fn check_near<I: Family + std::fmt::Debug>(
+        got: &[(I, u16)],
+        want: usize,
+        same: usize,
+        subnet: impl Fn(&I) -> bool,
+    ) {
+        assert_eq!(got.len(), want, "exactly numwant: {got:?}");
+        let mut seen = got.to_vec();
+        seen.sort_by_key(|(ip, port)| (ip.octets().to_vec(), *port));
+        seen.dedup();
+        assert_eq!(seen.len(), got.len(), "no peer twice: {got:?}");
+        assert!(
+            got[..same].iter().all(|(ip, _)| subnet(ip)),
+            "own subnet first: {got:?}"
+        );
+        assert_eq!(
+            got.iter().filter(|(ip, _)| subnet(ip)).count(),
+            same,
+            "{got:?}"
+        );
+    }
+
+    #[test]
+    fn subnet_preference_hands_the_announcers_subnet_first_in_both_families() {
+        let mut s = Shard::new(100);
+        s.prefer_subnets(24, 48);
+        // 60 IPv4 peers over six other /24s of 10/8, and 5 in the announcer's 10.1.2.0/24.
+        for i in 0..60u16 {
+            near(&mut s, [10, 3 + (i % 6) as u8, 9, i as u8], 1000 + i, 0);
+        }
+        for i in 0..5u16 {
+            near(&mut s, [10, 1, 2, 1 + i as u8], 2000 + i, 0);
+        }
+        let got = near(&mut s, [10, 1, 2, 200], 3000, 8);
+        check_near(&got, 8, 5, |ip| ip[..3] == [10, 1, 2]);
+        // Asking for fewer than the subnet holds: only subnet peers.
+        let got = near(&mut s, [10, 1, 2, 201], 3001, 3);
+        check_near(&got, 3, 3, |ip| ip[..3] == [10, 1, 2]);
+        // IPv6: the same by /48.
+        let v6 = |a: u16, b: u16| std::net::Ipv6Addr::new(0x2001, 0xdb8, a, 0, 0, 0, 0, b).octets();
+        for i in 0..40u16 {
+            near(&mut s, v6(100 + i % 4, i + 1), 4000 + i, 0);
+        }
+        for i in 0..4u16 {
+            near(&mut s, v6(7, i + 1), 5000 + i, 0);
+        }
+        let got = near(&mut s, v6(7, 999), 6000, 10);
+        check_near(&got, 10, 4, |ip| ip[..6] == v6(7, 0)[..6]);
+        s.check_invariants();
+        // A stop leaves the index: that peer is not handed out any more.
+        s.announce(
+            [10, 1, 2, 1],
+            &announce(5, 2000, 10, AnnounceEvent::Stopped),
+            0,
+            0,
+            |_| {},
+        )
+        .unwrap();
+        let got = near(&mut s, [10, 1, 2, 202], 3002, 8);
+        check_near(&got, 8, 6, |ip| ip[..3] == [10, 1, 2]);
+        assert!(!got.contains(&([10, 1, 2, 1], 2000)));
+    }
+
+    #[test]
+    fn without_preference_no_subnet_index_is_kept() {
+        let mut s = Shard::new(100);
+        s.prefer_subnets(0, 0);
+        assert!(<[u8; 4]>::subnets(&mut s.subnets).is_none());
+        assert!(<[u8; 16]>::subnets(&mut s.subnets).is_none());
+        s.prefer_subnets(24, 0);
+        assert!(<[u8; 4]>::subnets(&mut s.subnets).is_some());
+        assert!(<[u8; 16]>::subnets(&mut s.subnets).is_none());
+        s.prefer_subnets(0, 48);
+        assert!(<[u8; 4]>::subnets(&mut s.subnets).is_none());
+        assert!(<[u8; 16]>::subnets(&mut s.subnets).is_some());
+    }
+
+    #[test]
     fn families_are_apart() {
         let mut s = Shard::new(100);
         let a = announce(1, 1, 5, AnnounceEvent::Started);
