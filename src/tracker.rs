@@ -100,7 +100,7 @@ impl Tracker {
                 ))
             }
             None => {
-                tracing::info!("state is not kept across restarts ([state] directory is empty)");
+                tracing::info!("state is not kept across restarts ([state] directory is \"\" or names an unset variable)");
                 None
             }
         };
