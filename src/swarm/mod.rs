@@ -49,6 +49,12 @@ impl Torrent {
         self.len() == 0
     }
 
+    /// Whether the peer at `key` may be stored under a limit of `max` peers: only a peer the
+    /// torrent does not hold yet can break it, so the lookup is paid only when it is full.
+    fn has_room_for<I: Family>(&mut self, key: (I, u16), max: usize, hs: &RandomState) -> bool {
+        self.len() < max || I::existing(self).is_some_and(|set| set.contains(key, hs))
+    }
+
     /// Drops the IPv6 set once it is empty.
     fn tidy(&mut self) {
         if self.v6.as_deref().is_some_and(PeerSet::is_empty) {
@@ -320,11 +326,7 @@ impl Shard {
         let Some(t) = self.torrents.get_or_add(&a.info_hash, room) else {
             return Err(Refused::TrackerFull);
         };
-        // Only a peer the torrent does not hold yet can break the limit; the lookup is paid
-        // only when the torrent is already full.
-        if t.len() >= self.limits.max_peers_per_torrent
-            && !I::existing(t).is_some_and(|set| set.contains(key, &self.hasher))
-        {
+        if !t.has_room_for(key, self.limits.max_peers_per_torrent, &self.hasher) {
             return Err(Refused::TorrentFull);
         }
         let before = t.counts();
@@ -524,7 +526,7 @@ impl Shard {
 mod tests {
     use super::*;
 
-    fn announce(hash: u8, port: u16, left: u64, event: AnnounceEvent) -> Announce {
+    pub(super) fn announce(hash: u8, port: u16, left: u64, event: AnnounceEvent) -> Announce {
         Announce {
             info_hash: [hash; 20],
             peer_id: [port as u8; 20],

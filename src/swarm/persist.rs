@@ -71,29 +71,9 @@ impl Shard {
         let before = t.counts();
         t.downloaded = t.downloaded.saturating_add(r.downloaded);
         t.keep_until = now.saturating_add(r.keep_secs);
-        let mut stored = 0;
-        for p in &r.v4 {
-            stored += usize::from(restore_peer(
-                t,
-                &mut self.subnets,
-                &self.hasher,
-                &r.info_hash,
-                p,
-                now,
-                max_peers,
-            ));
-        }
-        for p in &r.v6 {
-            stored += usize::from(restore_peer(
-                t,
-                &mut self.subnets,
-                &self.hasher,
-                &r.info_hash,
-                p,
-                now,
-                max_peers,
-            ));
-        }
+        let (subnets, hs) = (&mut self.subnets, &self.hasher);
+        let stored = restore_peers(t, subnets, hs, &r.info_hash, &r.v4, now, max_peers)
+            + restore_peers(t, subnets, hs, &r.info_hash, &r.v6, now, max_peers);
         t.tidy();
         let after = t.counts();
         self.seeders = self.seeders - before.seeders as usize + after.seeders as usize;
@@ -151,55 +131,47 @@ fn write_peers<I: Family>(set: &PeerSet<I>, now: u32, mut out: impl FnMut(&PeerR
     }
 }
 
-/// Stores one restored peer unless its time is up, the torrent is full or its port is 0.
-fn restore_peer<I: Family>(
+/// Stores the restored peers of one family, except those whose time is up, with port 0, or
+/// past the torrent's limit; returns how many were stored.
+fn restore_peers<I: Family>(
     t: &mut Torrent,
     subnets: &mut super::Subnets,
     hs: &ahash::RandomState,
     hash: &crate::protocol::InfoHash,
-    p: &PeerRecord<I>,
+    peers: &[PeerRecord<I>],
     now: u32,
     max_peers: usize,
-) -> bool {
-    let key = (p.ip, p.port);
-    if p.ttl_secs == 0 || p.port == 0 {
-        return false;
-    }
-    if t.len() >= max_peers && !I::existing(t).is_some_and(|s| s.contains(key, hs)) {
-        return false;
-    }
-    let set = I::set(t);
-    let peer = Peer {
-        expires: now.saturating_add(p.ttl_secs),
-        ip: p.ip,
-        port: p.port,
-        peer_id: p.peer_id,
-        counted: p.counted,
-    };
-    if set.upsert(peer, p.seeder, hs) == super::Previous::Absent {
-        if let Some(index) = I::subnets(subnets) {
-            index.added(hash, set, key, hs);
+) -> usize {
+    let mut stored = 0;
+    for p in peers {
+        let key = (p.ip, p.port);
+        if p.ttl_secs == 0 || p.port == 0 || !t.has_room_for(key, max_peers, hs) {
+            continue;
         }
+        let set = I::set(t);
+        let peer = Peer {
+            expires: now.saturating_add(p.ttl_secs),
+            ip: p.ip,
+            port: p.port,
+            peer_id: p.peer_id,
+            counted: p.counted,
+        };
+        if set.upsert(peer, p.seeder, hs) == super::Previous::Absent {
+            if let Some(index) = I::subnets(subnets) {
+                index.added(hash, set, key, hs);
+            }
+        }
+        stored += 1;
     }
-    true
+    stored
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::{Announce, AnnounceEvent};
+    use crate::protocol::AnnounceEvent;
     use crate::state::snapshot::{decode, encode_file, Header};
-
-    fn announce(hash: u8, port: u16, left: u64, event: AnnounceEvent) -> Announce {
-        Announce {
-            info_hash: [hash; 20],
-            peer_id: [port as u8; 20],
-            port,
-            left,
-            event,
-            num_want: -1,
-        }
-    }
+    use crate::swarm::tests::announce;
 
     /// Every torrent as (hash, counts, sorted (ip, port, seeder, counted, expires)).
     type Peers = Vec<(std::net::IpAddr, u16, bool, bool, u32)>;
