@@ -1,16 +1,19 @@
 //! The command line: which configuration to use, what to do with it, logging set-up, and
 //! the signal loop: SIGINT or SIGTERM stops the tracker, SIGHUP reloads the live settings
-//! (access list, intervals, numwant) from the config file. The service manager is told each
-//! step (`notify`: READY, RELOADING, STOPPING) when run under systemd.
+//! (access list, intervals, numwant) from the config file, SIGUSR2 hands the tracker on to the
+//! binary now on disk (`handover`). The service manager is told each step (`notify`: READY,
+//! RELOADING, STOPPING, MAINPID) and given the sockets to keep (FDSTORE) under systemd.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR2};
 
 use crate::config::{Config, DEFAULT_CONFIG};
+use crate::handover::{Inherited, Launch, Successor};
 use crate::notify;
 use crate::policy::Policy;
 use crate::tracker::Tracker;
@@ -19,9 +22,14 @@ use crate::tracker::Tracker;
 ///
 /// With no options it serves on its embedded defaults (see --print-config): UDP (BEP 15) and
 /// HTTP (BEP 3) on 0.0.0.0:6969 and [::]:6969, Prometheus metrics and /health on
-/// 127.0.0.1:9000, one worker per core. SIGINT or SIGTERM stops it; SIGHUP re-reads the config
-/// file and applies the announce pipeline's settings (access list, client list, JWT keys,
-/// intervals, jitter, numwant) from the next request on.
+/// 127.0.0.1:9000, one worker per core. SIGINT or SIGTERM stops it (writing the swarm snapshot
+/// when [state] directory is set); SIGHUP re-reads the config file and applies the announce
+/// pipeline's settings (access list, client list, JWT keys, intervals, jitter, numwant) from the
+/// next request on. SIGUSR2 upgrades in place: it starts the binary now at the same path with
+/// the same arguments, passes it the sockets, and once it is ready stops, writes the snapshot
+/// and exits; the new process restores the swarm and serves (requests in between wait in the
+/// kernel). If the new binary fails to start, this one keeps serving. Under systemd the sockets
+/// are also kept in the service's fd store, so `systemctl restart` and crashes lose none.
 #[derive(Debug, Parser)]
 #[command(name = "hayate", version, about, long_about)]
 pub struct Args {
@@ -72,7 +80,16 @@ pub fn main() -> ExitCode {
         }
     };
     init_logging(&config.log.level);
-    match serve(config, args.config.as_deref()) {
+    // Before any thread starts: both read and clear the environment.
+    let launch = Launch::current();
+    let inherited = match Inherited::from_environment() {
+        Ok(inherited) => inherited,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match serve(config, args.config.as_deref(), inherited, launch) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -81,27 +98,85 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn serve(config: Config, path: Option<&Path>) -> anyhow::Result<()> {
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
+fn serve(
+    config: Config,
+    path: Option<&Path>,
+    inherited: Inherited,
+    launch: std::io::Result<Launch>,
+) -> anyhow::Result<()> {
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP, SIGUSR2])
         .context("installing signal handlers")?;
     let started_max_numwant = config.protocol.max_numwant;
-    let tracker = Tracker::start(config)?;
+    let tracker = Tracker::start_with(config, inherited)?;
     // Every socket is bound and every worker serves.
     notify::tell(notify::READY);
-    for signal in signals.forever() {
-        if signal == SIGHUP {
-            notify::tell(&notify::reloading());
-            reload(&tracker, path, started_max_numwant);
-            notify::tell(notify::READY);
-            continue;
+    match notify::store(tracker.sockets_to_hand_on()) {
+        Ok(true) => tracing::info!(
+            sockets = tracker.sockets_to_hand_on().len(),
+            "sockets kept in the service manager's fd store"
+        ),
+        Ok(false) => {}
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot keep the sockets in the service manager's fd store")
         }
-        tracing::info!(signal, "stopping");
-        break;
     }
-    notify::tell(notify::STOPPING);
+    let mut successor = None;
+    for signal in signals.forever() {
+        match signal {
+            SIGHUP => {
+                notify::tell(&notify::reloading());
+                reload(&tracker, path, started_max_numwant);
+                notify::tell(notify::READY);
+            }
+            SIGUSR2 => match upgrade(&tracker, &launch) {
+                Ok(ready) => {
+                    successor = Some(ready);
+                    break;
+                }
+                Err(e) => tracing::error!("upgrade failed, still serving: {e:#}"),
+            },
+            _ => {
+                tracing::info!(signal, "stopping");
+                break;
+            }
+        }
+    }
+    let Some(successor) = successor else {
+        notify::tell(notify::STOPPING);
+        tracker.stop()?;
+        tracing::info!("stopped");
+        return Ok(());
+    };
+    // The new process becomes the service's main process before this one exits.
+    notify::tell(&format!("MAINPID={}", successor.pid()));
     tracker.stop()?;
-    tracing::info!("stopped");
+    successor.hand_over();
+    tracing::info!("handed over to the new process");
     Ok(())
+}
+
+/// How long a new binary started by SIGUSR2 may take to be ready before it is given up on.
+const UPGRADE_READY_WITHIN: Duration = Duration::from_secs(60);
+
+/// Starts the binary on disk with this process's sockets and waits until it is ready to take
+/// over. Anything wrong leaves this process serving, and says why.
+fn upgrade(tracker: &Tracker, launch: &std::io::Result<Launch>) -> anyhow::Result<Successor> {
+    let launch = launch
+        .as_ref()
+        .map_err(|e| anyhow::anyhow!("this process's binary could not be found at start: {e}"))?;
+    if tracker.config().state.directory().is_none() {
+        tracing::warn!(
+            "upgrading with [state] directory off: the new process starts with an empty swarm"
+        );
+    }
+    let mut successor = Successor::start(launch, tracker.sockets_to_hand_on())?;
+    tracing::info!(pid = successor.pid(), "upgrade: started the new process");
+    successor.wait_ready(UPGRADE_READY_WITHIN)?;
+    tracing::info!(
+        pid = successor.pid(),
+        "upgrade: the new process is ready; stopping and writing the snapshot"
+    );
+    Ok(successor)
 }
 
 /// Re-reads the config file (the embedded defaults without one) and applies its live settings.

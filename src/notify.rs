@@ -1,9 +1,13 @@
-//! systemd's readiness protocol (sd_notify): a datagram such as `READY=1` sent to the unix socket
-//! named by `$NOTIFY_SOCKET` (a path, or an abstract name when it starts with `@`). Outside
-//! systemd the variable is unset and every notification is a no-op.
+//! systemd's notification protocol (sd_notify): a datagram such as `READY=1` sent to the unix
+//! socket named by `$NOTIFY_SOCKET` (a path, or an abstract name when it starts with `@`),
+//! carrying descriptors for the service's fd store (`FDSTORE=1`). Outside systemd the variable
+//! is unset and every notification is a no-op.
 
 use std::io;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixDatagram;
+
+use sendfd::SendWithFd;
 
 /// Every socket is bound and every worker serves (`Type=notify` start-up is done).
 pub const READY: &str = "READY=1";
@@ -13,12 +17,45 @@ pub const STOPPING: &str = "STOPPING=1";
 /// Tells the service manager `state` (newline-separated `KEY=value` lines). Returns whether a
 /// manager was there to tell.
 pub fn notify(state: &str) -> io::Result<bool> {
-    notify_to(std::env::var_os("NOTIFY_SOCKET").as_deref(), state)
+    notify_to(std::env::var_os("NOTIFY_SOCKET").as_deref(), state, &[])
+}
+
+/// Descriptors per message: the kernel passes at most 253 (SCM_MAX_FD).
+const FDS_PER_MESSAGE: usize = 200;
+
+/// Puts `fds` in the service's fd store, grouped by name, in place of whatever it held under
+/// those names: systemd keeps them open across a restart or a crash and passes them back in
+/// `LISTEN_FDS`. The unit must allow enough (`FileDescriptorStoreMax=`). Returns whether a
+/// manager was there to tell.
+pub fn store(fds: &[(&'static str, OwnedFd)]) -> io::Result<bool> {
+    let target = std::env::var_os("NOTIFY_SOCKET");
+    store_to(target.as_deref(), fds)
+}
+
+fn store_to(target: Option<&std::ffi::OsStr>, fds: &[(&'static str, OwnedFd)]) -> io::Result<bool> {
+    let mut names: Vec<&str> = fds.iter().map(|(name, _)| *name).collect();
+    names.dedup();
+    for name in names {
+        // systemd ignores a descriptor it already holds, but not one that is gone from the
+        // configuration: empty the name first.
+        if !notify_to(target, &format!("FDSTOREREMOVE=1\nFDNAME={name}"), &[])? {
+            return Ok(false);
+        }
+        let raw: Vec<RawFd> = fds
+            .iter()
+            .filter(|(n, _)| *n == name)
+            .map(|(_, fd)| fd.as_raw_fd())
+            .collect();
+        for chunk in raw.chunks(FDS_PER_MESSAGE) {
+            notify_to(target, &format!("FDSTORE=1\nFDNAME={name}"), chunk)?;
+        }
+    }
+    Ok(true)
 }
 
 /// `notify` with the socket named by `target` (`$NOTIFY_SOCKET`'s value; `None`: unset). Tests
 /// pass it here: setting the variable while other threads read the environment is unsound.
-fn notify_to(target: Option<&std::ffi::OsStr>, state: &str) -> io::Result<bool> {
+fn notify_to(target: Option<&std::ffi::OsStr>, state: &str, fds: &[RawFd]) -> io::Result<bool> {
     let Some(target) = target else {
         return Ok(false);
     };
@@ -28,11 +65,11 @@ fn notify_to(target: Option<&std::ffi::OsStr>, state: &str) -> io::Result<bool> 
         Some(b'@') => {
             use std::os::linux::net::SocketAddrExt;
             let addr = std::os::unix::net::SocketAddr::from_abstract_name(&target[1..])?;
-            socket.send_to_addr(state.as_bytes(), &addr)?;
+            socket.connect_addr(&addr)?;
         }
         Some(b'/') => {
             use std::os::unix::ffi::OsStrExt;
-            socket.send_to(state.as_bytes(), std::ffi::OsStr::from_bytes(target))?;
+            socket.connect(std::ffi::OsStr::from_bytes(target))?;
         }
         _ => {
             return Err(io::Error::new(
@@ -41,6 +78,7 @@ fn notify_to(target: Option<&std::ffi::OsStr>, state: &str) -> io::Result<bool> 
             ))
         }
     }
+    socket.send_with_fd(state.as_bytes(), fds)?;
     Ok(true)
 }
 
@@ -80,7 +118,7 @@ mod tests {
             .set_read_timeout(Some(std::time::Duration::from_secs(2)))
             .unwrap();
         let mut buf = [0u8; 128];
-        assert!(notify_to(Some(path.as_os_str()), READY).unwrap());
+        assert!(notify_to(Some(path.as_os_str()), READY, &[]).unwrap());
         let n = listener.recv(&mut buf).unwrap();
         assert_eq!(&buf[..n], b"READY=1");
 
@@ -92,13 +130,13 @@ mod tests {
             .set_read_timeout(Some(std::time::Duration::from_secs(2)))
             .unwrap();
         let at_name = format!("@{name}");
-        assert!(notify_to(Some(OsStr::new(&at_name)), &reloading()).unwrap());
+        assert!(notify_to(Some(OsStr::new(&at_name)), &reloading(), &[]).unwrap());
         let n = abstract_listener.recv(&mut buf).unwrap();
         let got = std::str::from_utf8(&buf[..n]).unwrap();
         assert!(got.starts_with("RELOADING=1\nMONOTONIC_USEC="), "{got}");
 
-        assert!(notify_to(Some(OsStr::new("relative")), READY).is_err());
-        assert!(!notify_to(None, READY).unwrap());
+        assert!(notify_to(Some(OsStr::new("relative")), READY, &[]).is_err());
+        assert!(!notify_to(None, READY, &[]).unwrap());
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -1,24 +1,27 @@
-//! Start-up and shutdown of a whole tracker: binds every socket first (so a bad address fails
-//! before anything runs, and port 0 resolves to one port shared by all workers), wires the
+//! Start-up and shutdown of a whole tracker: binds every socket first, or takes it over from the
+//! previous process (so a bad address fails before anything runs, and port 0 resolves to one
+//! port shared by all workers), restores the swarm from the snapshot, wires the
 //! workers' inboxes together, starts the workers and the HTTP frontend, and stops them on request.
 //! The stats thread starts last and reads the counters every other thread owns. Started as
 //! root with `[privileges] user` set, it drops root after binding and before any thread starts.
 //! `reload` swaps in a new pipeline policy (lists, keys, intervals, numwant) while serving.
 
 use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::config::Config;
 use crate::connection_id::ConnectionIds;
+use crate::handover::Inherited;
 use crate::http;
 use crate::mesh::{inbox, Wake};
 use crate::policy::{Policy, PolicyError, SharedPolicy};
+use crate::sockets::Sockets;
 use crate::state::keeper::{self, Identity, Keeper};
 use crate::state::restore;
 use crate::stats::{self, Sources, StatsThread};
@@ -56,34 +59,51 @@ pub struct Tracker {
     backend: &'static str,
     /// The snapshot thread, when state is kept.
     keeper: Option<Keeper>,
+    /// A duplicate of every socket, named by kind, for the next process.
+    handover: Vec<(&'static str, OwnedFd)>,
 }
 
 impl Tracker {
     pub fn start(config: Config) -> anyhow::Result<Tracker> {
+        Self::start_with(config, Inherited::default())
+    }
+
+    /// `start`, serving on the sockets `inherited` hands over where they fit the configuration
+    /// (see `sockets`). With a predecessor, it is told to stop once everything that can fail
+    /// here has passed, and the swarm is restored from the snapshot it writes as it stops.
+    pub fn start_with(config: Config, inherited: Inherited) -> anyhow::Result<Tracker> {
         let config = Arc::new(config);
         let count = config.worker_count();
         // A bad list or key file is fatal at start-up, before anything is bound.
         let policy = Policy::load(&config)?.shared();
-        let sockets = bind_udp(&config, count)?;
-        let udp_addresses = match sockets.first() {
+        let from = inherited.from;
+        let sockets = Sockets::open(&config, count, inherited.fds)?;
+        if sockets.inherited > 0 {
+            tracing::info!(sockets = sockets.inherited, "took over sockets from {from}");
+        }
+        let handover = sockets
+            .duplicates()
+            .context("duplicating the sockets to hand on")?;
+        let udp_addresses = match sockets.udp.first() {
             Some(first) => first
                 .iter()
+                .take(config.udp.addresses.len())
                 .map(UdpSocket::local_addr)
                 .collect::<Result<_, _>>()?,
             None => Vec::new(),
         };
-        let http_listeners = http::bind(&config.http)?;
+        let http_listeners = sockets.http;
         let http_addresses = http_listeners
             .iter()
             .map(std::net::TcpListener::local_addr)
             .collect::<Result<_, _>>()?;
         let (http_stop, http_stopped) = http::stop_channel();
-        let metrics_listener = config
-            .metrics_address()
-            .map(StatsThread::bind)
-            .transpose()?;
+        let metrics_listener = sockets.metrics;
         // Every socket is bound: nothing needs root any more. No thread of ours runs yet.
         crate::privileges::drop_privileges(&config.privileges)?;
+        if let Some(predecessor) = inherited.predecessor {
+            predecessor.take_over()?;
+        }
         let state_dir = config.state.directory();
         let restored = match &state_dir {
             Some(dir) => {
@@ -154,7 +174,7 @@ impl Tracker {
         };
         let cores = worker::allowed_cores();
         let sources = Sources::new(count, epoch);
-        let mut sockets = sockets.into_iter();
+        let mut sockets = sockets.udp.into_iter();
         let mut tracker = Tracker {
             config: config.clone(),
             udp_addresses,
@@ -167,6 +187,7 @@ impl Tracker {
             policy: policy.clone(),
             backend: "none",
             keeper,
+            handover,
         };
         for (index, inbox) in inboxes.into_iter().enumerate() {
             let core =
@@ -289,6 +310,12 @@ impl Tracker {
         &self.sources
     }
 
+    /// Every socket, named by kind ("udp", "http", "metrics"), to hand to the next process: the
+    /// service manager's fd store, or a successor started by `SIGUSR2`.
+    pub fn sockets_to_hand_on(&self) -> &[(&'static str, OwnedFd)] {
+        &self.handover
+    }
+
     pub fn shutdown_handle(&self) -> ShutdownHandle {
         self.shutdown.clone()
     }
@@ -324,35 +351,4 @@ impl Tracker {
         }
         result
     }
-}
-
-/// Binds, per worker, one socket on each configured UDP address. Port 0 is resolved by the
-/// first bind and the rest bind the same port, which SO_REUSEPORT allows.
-fn bind_udp(config: &Config, workers: usize) -> anyhow::Result<Vec<Vec<UdpSocket>>> {
-    if config.udp.addresses.is_empty() {
-        return Ok(Vec::new());
-    }
-    let mut per_worker: Vec<Vec<UdpSocket>> = (0..workers).map(|_| Vec::new()).collect();
-    for &configured in &config.udp.addresses {
-        let mut addr = configured;
-        for sockets in per_worker.iter_mut() {
-            let socket = udp_socket(addr, config.udp.recv_buffer_bytes)
-                .with_context(|| format!("binding UDP {configured} (udp.addresses)"))?;
-            addr = socket.local_addr()?;
-            sockets.push(socket);
-        }
-    }
-    Ok(per_worker)
-}
-
-fn udp_socket(addr: SocketAddr, recv_buffer: u32) -> std::io::Result<UdpSocket> {
-    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
-    socket.set_reuse_port(true)?;
-    if addr.is_ipv6() {
-        socket.set_only_v6(true)?;
-    }
-    // Best effort: without privileges the kernel caps it at net.core.rmem_max.
-    let _ = socket.set_recv_buffer_size(recv_buffer as usize);
-    socket.bind(&addr.into())?;
-    Ok(socket.into())
 }

@@ -23,22 +23,14 @@ use hyper_util::server::graceful::GracefulShutdown;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::sync::{watch, Semaphore};
 
-use crate::config::{Config, HttpConfig};
+use crate::config::Config;
 use crate::mesh::Mailbox;
 
 use service::Service;
 
-/// Binds every configured address (port 0 resolves), so a bad address fails start-up before
-/// anything runs. IPv6 sockets are v6-only, like the UDP ones.
-pub fn bind(config: &HttpConfig) -> anyhow::Result<Vec<TcpListener>> {
-    config
-        .addresses
-        .iter()
-        .map(|&addr| listener(addr).with_context(|| format!("binding TCP {addr} (http.addresses)")))
-        .collect()
-}
-
-fn listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
+/// A listening TCP socket on `addr` (port 0 resolves). IPv6 sockets are v6-only, like the UDP
+/// ones. `sockets` binds every configured address with it before anything runs.
+pub fn listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     // A restart must not wait out the old process's TIME_WAIT connections.
     socket.set_reuse_address(true)?;
@@ -47,7 +39,6 @@ fn listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
     }
     socket.bind(&addr.into())?;
     socket.listen(1024)?;
-    socket.set_nonblocking(true)?;
     Ok(socket.into())
 }
 
@@ -212,7 +203,9 @@ mod tests {
     #[test]
     fn a_request_in_flight_at_stop_is_answered_then_the_connection_closes() {
         let config = Config::from_toml_str("[http]\naddresses = [\"127.0.0.1:0\"]\n", "t").unwrap();
-        let listeners = bind(&config.http).unwrap();
+        let listener = listener(config.http.addresses[0]).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let listeners = vec![listener];
         let addr = listeners[0].local_addr().unwrap();
         let (mailbox, inbox) = inbox::inbox(16).unwrap();
         let (stop, stopped) = stop_channel();

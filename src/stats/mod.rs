@@ -41,14 +41,8 @@ pub struct StatsThread {
 }
 
 impl StatsThread {
-    /// Binds the endpoint (port 0 resolves here), so a bad address fails before anything runs.
-    pub fn bind(address: SocketAddr) -> anyhow::Result<TcpListener> {
-        let listener = TcpListener::bind(address)
-            .with_context(|| format!("binding metrics {address} (metrics.address)"))?;
-        listener.set_nonblocking(true)?;
-        Ok(listener)
-    }
-
+    /// Serves on `listener` (non-blocking; bound by `sockets`, so a bad address fails before
+    /// anything runs).
     pub fn start(
         listener: TcpListener,
         sources: Sources,
