@@ -1265,8 +1265,8 @@ class Tracker:
         serve on the same ports (a second `hayate serving` line), the old one must say
         `handed over to the new process` and exit with 0, and the new one must hold the UDP
         socket and answer BEP 15. From the first line on, `stop` stops the new process too,
-        so none outlives the run even when this fails. Returns (old pid, new pid, the old
-        log lines about the snapshot written and restored); raises TrackerError saying which step
+        so none outlives the run even when this fails. Returns (old pid, new pid, the log's
+        lines about the snapshot written and restored); raises TrackerError saying which step
         failed. Reads the error counters first (one marker datagram: the caller allows it)."""
         if self.kind != "hayate":
             raise TrackerError("only hayate restarts by SIGUSR2")
