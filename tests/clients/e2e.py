@@ -9,6 +9,9 @@ address and port, the leecher's file hashes to the original's SHA-256, an aria2
 leecher's log shows its peer came from the tracker, the UDP scrape (and GET /scrape
 for HTTP cases) shows exactly the swarm the case made, and hayate's error counters
 rose by nothing the case does not expect (tests/clients/README.md has the details).
+The restart case also upgrades hayate in place (SIGUSR2) between the seeder's announce
+and the leecher's start: the new process must hand out the seeder, which must not have
+announced again.
 
 IPv4 peers each get a loopback address of their own (seeder 127.0.0.2, leecher
 127.0.0.3, bound for both peer and tracker traffic), as on a real network; --same-ip
