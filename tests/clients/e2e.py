@@ -1036,17 +1036,17 @@ class Successor:
     a child of ours. Identified by pid and start time, so a reused pid is never mistaken for
     it."""
 
-    def __init__(self, pid, binary):
+    def __init__(self, pid):
         self.pid = pid
-        self.binary = binary
-        self.start_time = self._stat_field(21)
+        self.start_time = self._stat_field(22)
         self.status = None  # how it ended, once known
 
-    def _stat_field(self, index):
+    def _stat_field(self, number):
+        """Field `number` (1-based, as in proc(5): 3 = state, 22 = start time) of its stat."""
         try:
             with open("/proc/%d/stat" % self.pid) as f:
                 # the command name (field 2) may hold spaces: split after its closing paren
-                return f.read().rsplit(")", 1)[1].split()[index - 2]
+                return f.read().rsplit(")", 1)[1].split()[number - 3]
         except (OSError, IndexError):
             return None
 
@@ -1064,7 +1064,7 @@ class Successor:
         except ChildProcessError:
             pass  # not (yet) re-parented to us: look in /proc
         state = self._stat_field(3)
-        if state is None or self._stat_field(21) != self.start_time:
+        if state is None or self._stat_field(22) != self.start_time:
             self.status = "is gone (pid %d no longer in /proc)" % self.pid
         elif state in ("Z", "X"):
             self.status = "exited (a zombie, not ours to reap)"
@@ -1306,7 +1306,7 @@ class Tracker:
 
         at, m = wait_for(r"upgrade: started the new process pid=(\d+)",
                             "`upgrade: started the new process pid=N`")
-        self.successor = Successor(int(m.group(1)), self.binary)
+        self.successor = Successor(int(m.group(1)))
         _, m = wait_for(r"hayate serving .*?udp=\[(.*?)\] http=\[(.*?)\] metrics=(\S+)",
                            "a second `hayate serving` line (from the new process)", start=at)
         new_ports = {}
@@ -1333,6 +1333,12 @@ class Tracker:
         gone = self.successor.exited()
         if gone:
             raise TrackerError("the new process (pid %d) %s" % (self.successor.pid, gone))
+        try:
+            exe = os.readlink("/proc/%d/exe" % self.successor.pid)
+        except OSError as e:
+            raise TrackerError("the new process (pid %d): %s" % (self.successor.pid, e))
+        if os.path.realpath(exe) != os.path.realpath(self.binary):
+            raise TrackerError("pid %d runs %s, not %s" % (self.successor.pid, exe, self.binary))
         self.marks = 0  # the new process's not_tracker counter starts from zero
         for fam in sorted({f for (_, f) in self.ports}):
             wait_udp_ready(host_of(fam), self.ports[("udp", fam)], deadline)
