@@ -1273,7 +1273,7 @@ class Tracker:
         failed. Reads the error counters first (one marker datagram: the caller allows it)."""
         if self.kind != "hayate":
             raise TrackerError("only hayate restarts by SIGUSR2")
-        self.carried_errors = self.error_counts() or {}
+        carried = self.error_counts() or {}
         old_pid = self.proc.p.pid
         old_ports = dict(self.ports)
         old_metrics = self.metrics_port
@@ -1305,10 +1305,14 @@ class Tracker:
                 time.sleep(0.05)
 
         at, m = wait_for(r"upgrade: started the new process pid=(\d+)",
-                            "`upgrade: started the new process pid=N`")
+                         "`upgrade: started the new process pid=N`")
         self.successor = Successor(int(m.group(1)))
+        # from here on the counts come from the new process (its marker count too starts at
+        # zero), plus what the old one had
+        self.carried_errors = carried
+        self.marks = 0
         _, m = wait_for(r"hayate serving .*?udp=\[(.*?)\] http=\[(.*?)\] metrics=(\S+)",
-                           "a second `hayate serving` line (from the new process)", start=at)
+                        "a second `hayate serving` line (from the new process)", start=at)
         new_ports = {}
         for proto, text in (("udp", m.group(1)), ("http", m.group(2))):
             for fam, port in parse_addrs(text).items():
@@ -1339,7 +1343,6 @@ class Tracker:
             raise TrackerError("the new process (pid %d): %s" % (self.successor.pid, e))
         if os.path.realpath(exe) != os.path.realpath(self.binary):
             raise TrackerError("pid %d runs %s, not %s" % (self.successor.pid, exe, self.binary))
-        self.marks = 0  # the new process's not_tracker counter starts from zero
         for fam in sorted({f for (_, f) in self.ports}):
             wait_udp_ready(host_of(fam), self.ports[("udp", fam)], deadline)
             holders = udp_socket_holders(self.ports[("udp", fam)])
