@@ -9,6 +9,9 @@ address and port, the leecher's file hashes to the original's SHA-256, an aria2
 leecher's log shows its peer came from the tracker, the UDP scrape (and GET /scrape
 for HTTP cases) shows exactly the swarm the case made, and hayate's error counters
 rose by nothing the case does not expect (tests/clients/README.md has the details).
+The restart case also upgrades hayate in place (SIGUSR2) between the seeder's announce
+and the leecher's start: the new process must hand out the seeder, which must not have
+announced again.
 
 IPv4 peers each get a loopback address of their own (seeder 127.0.0.2, leecher
 127.0.0.3, bound for both peer and tracker traffic), as on a real network; --same-ip
@@ -862,6 +865,24 @@ HOOK_CASES = [
 ]
 
 
+# A case against a tracker restarted in the middle (hayate only, on a tracker of its own, see
+# TRACKER_SETUPS): the seeder announces, hayate upgrades itself in place (SIGUSR2: the new
+# process takes the sockets and, through the snapshot in [state] directory, the swarm), and
+# only then does the leecher start. The new process must hand out the seeder, which must not
+# have announced again (check_no_reannounce). Options:
+#   restart: "sigusr2" (the only way the harness restarts);
+#   interval: the announce interval the tracker is given, which the probe's reply must carry.
+RESTART_CASE = "restart-udp4-libtorrent-seed-libtorrent-leech"
+# libtorrent announces again only at the tracker's interval (and never sooner than its
+# min_announce_interval, 5 minutes): 30 minutes keeps the seeder quiet for the whole case,
+# so a seeder the new process hands out can only have come through the snapshot.
+RESTART_INTERVAL = 1800
+RESTART_CASES = [
+    Case(RESTART_CASE, "4", ("libtorrent", "udp"), ("libtorrent", "udp"), setup="restart",
+         restart="sigusr2", interval=RESTART_INTERVAL),
+]
+
+
 def case_name(proto, fam, s, l):
     return "%s%s-%s-seed-%s-leech" % (proto, fam, s, l)
 
@@ -888,7 +909,7 @@ def all_cases(all_pairs=False):
         if all_pairs or (can(s, "seed", sp, fam) and can(l, "leech", lp, fam)):
             cases.append(Case("mixed%s-%s-%s-seed-%s-%s-leech" % (fam, sp, s, lp, l),
                               fam, (s, sp), (l, lp)))
-    return cases + HOOK_CASES
+    return cases + HOOK_CASES + RESTART_CASES
 
 
 # Cases run by default: each client in each role it can take, in each protocol and
@@ -927,7 +948,7 @@ DEFAULT = [
     "mixed6-udp-libtorrent-seed-http-aria2-leech",
     "mixed6-http-transmission-seed-udp-libtorrent-leech",
     "mixed6-udp-rtorrent-seed-http-libtorrent-leech",
-] + [c.name for c in HOOK_CASES]
+] + [c.name for c in HOOK_CASES + RESTART_CASES]
 
 
 def select_cases(args):
@@ -973,6 +994,106 @@ def parse_addrs(text):
     return out
 
 
+def become_subreaper():
+    """Makes orphaned descendants (hayate's new process once the old one exits) children of
+    this process, so it can reap them and read how they ended (prctl PR_SET_CHILD_SUBREAPER)."""
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(36, 1, 0, 0, 0) != 0:  # 36 = PR_SET_CHILD_SUBREAPER
+        raise TrackerError("prctl(PR_SET_CHILD_SUBREAPER): %s" % os.strerror(ctypes.get_errno()))
+
+
+def udp_socket_holders(port):
+    """Pids holding a UDP socket bound to local `port` (from /proc/net/udp{,6} and each
+    process's fds)."""
+    inodes = set()
+    for name in ("udp", "udp6"):
+        try:
+            with open("/proc/net/" + name) as f:
+                next(f, None)
+                for line in f:
+                    fields = line.split()
+                    if len(fields) > 9 and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                        inodes.add("socket:[%s]" % fields[9])
+        except (OSError, ValueError):
+            continue
+    pids = set()
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            fds = os.listdir("/proc/%s/fd" % pid)
+            if any(os.readlink("/proc/%s/fd/%s" % (pid, fd)) in inodes for fd in fds):
+                pids.add(int(pid))
+        except OSError:
+            continue
+    return pids
+
+
+class Successor:
+    """hayate's new process after a SIGUSR2 upgrade: not started by this harness, so neither a
+    Popen nor (until the old process exits and it is re-parented here, see become_subreaper)
+    a child of ours. Identified by pid and start time, so a reused pid is never mistaken for
+    it."""
+
+    def __init__(self, pid):
+        self.pid = pid
+        self.start_time = self._stat_field(22)
+        self.status = None  # how it ended, once known
+
+    def _stat_field(self, number):
+        """Field `number` (1-based, as in proc(5): 3 = state, 22 = start time) of its stat."""
+        try:
+            with open("/proc/%d/stat" % self.pid) as f:
+                # the command name (field 2) may hold spaces: split after its closing paren
+                return f.read().rsplit(")", 1)[1].split()[number - 3]
+        except (OSError, IndexError):
+            return None
+
+    def exited(self):
+        """None while it runs, else how it ended."""
+        if self.status is not None:
+            return self.status
+        try:
+            pid, code = os.waitpid(self.pid, os.WNOHANG)
+            if pid == self.pid:
+                self.status = "exited: %s" % (
+                    "code %d" % os.waitstatus_to_exitcode(code) if os.WIFEXITED(code)
+                    else "signal %d" % os.WTERMSIG(code))
+                return self.status
+        except ChildProcessError:
+            pass  # not (yet) re-parented to us: look in /proc
+        state = self._stat_field(3)
+        if state is None or self._stat_field(22) != self.start_time:
+            self.status = "is gone (pid %d no longer in /proc)" % self.pid
+        elif state in ("Z", "X"):
+            self.status = "exited (a zombie, not ours to reap)"
+        return self.status
+
+    def stop(self, grace=10.0):
+        """SIGTERM, then SIGKILL after `grace` seconds; returns what happened if it was not a
+        clean exit (None when it stopped with code 0 or had already been reported gone)."""
+        if self.exited():
+            return None
+        os.kill(self.pid, signal.SIGTERM)
+        end = time.monotonic() + grace
+        while time.monotonic() < end:
+            if self.exited():
+                return None if self.status == "exited: code 0" else \
+                    "the new process %d %s after SIGTERM" % (self.pid, self.status)
+            time.sleep(0.05)
+        try:
+            os.kill(self.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        for _ in range(100):
+            if self.exited():
+                break
+            time.sleep(0.05)
+        return "the new process %d did not stop within %.0f s of SIGTERM: killed" % (
+            self.pid, grace)
+
+
 class Tracker:
     """The tracker under test, started on ports it reports itself.
 
@@ -1000,6 +1121,11 @@ class Tracker:
         self.log_path = os.path.join(workdir, "tracker%s.log" % self.suffix)
         self.proc = None
         self.fixed_port = None
+        # After a SIGUSR2 upgrade (see restart): the process that serves now, started by the
+        # old one, and the error counts the old one had reached (metrics start from zero in
+        # the new process; error_counts adds these so the readings stay cumulative).
+        self.successor = None
+        self.carried_errors = {}
 
     def start(self, deadline):
         """Starts the tracker and waits until every address answers; raises TrackerError."""
@@ -1113,9 +1239,123 @@ class Tracker:
         except OSError:
             return 0
 
+    def exited(self):
+        """None while the tracker serves (after an upgrade: the new process), else how it
+        ended."""
+        if self.successor is not None:
+            return self.successor.exited()
+        if self.proc is None or self.proc.poll() is None:
+            return None
+        return "exit code %s" % self.proc.poll()
+
     def stop(self):
+        # The new process of an upgrade first, with SIGTERM, so it stops as it would under
+        # an operator (writing its snapshot); then the first one's process group, which also
+        # takes whatever of the group is left (the new process is in it too).
+        if self.successor is not None:
+            how = self.successor.stop()
+            if how:
+                log("tracker: %s" % how)
         if self.proc is not None:
             self.proc.stop()
+        if self.successor is not None and not self.successor.exited():
+            log("tracker: ERROR: the new process %d still runs after SIGTERM and SIGKILL"
+                % self.successor.pid)
+
+    def restart(self, deadline):
+        """Upgrades hayate in place with SIGUSR2 and follows it to the new process: the old
+        one must start it (log: `upgrade: started the new process pid=N`), the new one must
+        serve on the same ports (a second `hayate serving` line), the old one must say
+        `handed over to the new process` and exit with 0, and the new one must hold the UDP
+        socket and answer BEP 15. From the first line on, `stop` stops the new process too,
+        so none outlives the run even when this fails. Returns (old pid, new pid, the log's
+        lines about the snapshot written and restored); raises TrackerError saying which step
+        failed. Reads the error counters first (one marker datagram: the caller allows it)."""
+        if self.kind != "hayate":
+            raise TrackerError("only hayate restarts by SIGUSR2")
+        carried = self.error_counts() or {}
+        old_pid = self.proc.p.pid
+        old_ports = dict(self.ports)
+        old_metrics = self.metrics_port
+        # The new process is the old one's child; once the old one exits it is re-parented to
+        # the nearest subreaper. Being that subreaper lets this harness reap it and read its
+        # exit status (here PID 1 may reap nobody, leaving a zombie).
+        become_subreaper()
+        off = self.log_offset()
+        os.kill(old_pid, signal.SIGUSR2)
+
+        def wait_for(pattern, what, start=off):
+            """Waits for `pattern` in the log after byte `start`; returns (end byte, match)."""
+            while True:
+                with open(self.log_path, "rb") as f:
+                    f.seek(start)
+                    text = f.read().decode("ascii", "replace")  # tracing writes no colours
+                failed = re.search(r"upgrade failed[^\n]*", text)
+                if failed:
+                    raise TrackerError("after SIGUSR2 the tracker logged: %s" % failed.group(0))
+                m = re.search(pattern, text, re.M)
+                if m:
+                    return start + m.end(), m
+                if self.proc.poll() is not None and self.successor is None:
+                    raise TrackerError("the tracker (pid %d) exited with code %s before %s"
+                                       % (old_pid, self.proc.poll(), what))
+                if time.monotonic() >= deadline:
+                    raise TrackerError("after SIGUSR2 the tracker's log never showed %s (%s)"
+                                       % (what, self.log_path))
+                time.sleep(0.05)
+
+        at, m = wait_for(r"upgrade: started the new process pid=(\d+)",
+                         "`upgrade: started the new process pid=N`")
+        self.successor = Successor(int(m.group(1)))
+        # from here on the counts come from the new process (its marker count too starts at
+        # zero), plus what the old one had
+        self.carried_errors = carried
+        self.marks = 0
+        _, m = wait_for(r"hayate serving .*?udp=\[(.*?)\] http=\[(.*?)\] metrics=(\S+)",
+                        "a second `hayate serving` line (from the new process)", start=at)
+        new_ports = {}
+        for proto, text in (("udp", m.group(1)), ("http", m.group(2))):
+            for fam, port in parse_addrs(text).items():
+                new_ports[(proto, fam)] = port
+        new_metrics = parse_addrs(m.group(3)).get("4") if m.group(3).startswith("Some(") \
+            else None
+        if new_ports != old_ports or new_metrics != old_metrics:
+            raise TrackerError("the new process serves on other ports: %s metrics %s, before %s "
+                               "metrics %s" % (new_ports, new_metrics, old_ports, old_metrics))
+        wait_for(r"handed over to the new process", "`handed over to the new process`")
+        try:
+            code = self.proc.p.wait(max(deadline - time.monotonic(), 0.1))
+        except subprocess.TimeoutExpired:
+            raise TrackerError("the old process (pid %d) still runs after handing over"
+                               % old_pid)
+        if code != 0:
+            raise TrackerError("the old process (pid %d) exited with code %d after handing over"
+                               % (old_pid, code))
+        if os.path.exists("/proc/%d" % old_pid):
+            raise TrackerError("pid %d (the old process) is still in /proc after it was reaped"
+                               % old_pid)
+        gone = self.successor.exited()
+        if gone:
+            raise TrackerError("the new process (pid %d) %s" % (self.successor.pid, gone))
+        try:
+            exe = os.readlink("/proc/%d/exe" % self.successor.pid)
+        except OSError as e:
+            raise TrackerError("the new process (pid %d): %s" % (self.successor.pid, e))
+        if os.path.realpath(exe) != os.path.realpath(self.binary):
+            raise TrackerError("pid %d runs %s, not %s" % (self.successor.pid, exe, self.binary))
+        for fam in sorted({f for (_, f) in self.ports}):
+            wait_udp_ready(host_of(fam), self.ports[("udp", fam)], deadline)
+            holders = udp_socket_holders(self.ports[("udp", fam)])
+            if self.successor.pid not in holders or old_pid in holders:
+                raise TrackerError("UDP port %d: held by pids %s, expected the new process %d "
+                                   "(and not the old %d)" % (self.ports[("udp", fam)],
+                                                              sorted(holders),
+                                                              self.successor.pid, old_pid))
+        with open(self.log_path, "rb") as f:
+            f.seek(off)
+            snapshot = re.findall(r"[^\n]*(?:snapshot written|restored from the snapshot)"
+                                  r"[^\n]*", f.read().decode("ascii", "replace"))
+        return old_pid, self.successor.pid, snapshot
 
     def metrics_text(self):
         with _no_proxy_opener.open("http://127.0.0.1:%d/metrics" % self.metrics_port,
@@ -1134,6 +1374,13 @@ class Tracker:
         request that was answered before it."""
         if not self.metrics_port:
             return None
+        counts = self._own_error_counts(timeout)
+        for key, n in self.carried_errors.items():
+            counts[key] = counts.get(key, 0) + n
+        return counts
+
+    def _own_error_counts(self, timeout):
+        """error_counts of the process serving now (after an upgrade, counted from zero)."""
         self.marks += 1
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
@@ -1157,7 +1404,7 @@ class Tracker:
 
     def report_metrics(self):
         """Save hayate's /metrics and print its non-zero request and error counters."""
-        if not self.metrics_port or self.proc is None or self.proc.poll() is not None:
+        if not self.metrics_port or self.proc is None or self.exited():
             return
         try:
             self.error_counts()  # a snapshot after the last case
@@ -1205,6 +1452,11 @@ TRACKER_SETUPS = {
     "jwt": lambda ctx: jwt_section(ctx, JWT_ISSUER, JWT_AUDIENCE),
     "clientlist": lambda ctx: '[client_list]\nmode = "deny"\nprefixes = [%s]\n'
                               % toml_str(DENIED_PREFIX),
+    # the state directory in the case's own work directory (left for a look with --keep)
+    "restart": lambda ctx: '[protocol]\nannounce_interval_secs = %d\nmin_interval_secs = %d\n'
+                           '\n[state]\ndirectory = %s\n'
+                           % (RESTART_INTERVAL, RESTART_INTERVAL // 2,
+                              toml_str(os.path.join(ctx.workdir, RESTART_CASE, "tracker-state"))),
 }
 
 
@@ -1387,6 +1639,124 @@ def refuse_denied_client(ctx, case, case_dir, payload, procs, sep, scrape):
     ctx.allowed[key] = ctx.allowed.get(key, 0) + grew[key]
 
 
+# --------------------------------------------------------------------------- restart cases
+
+# Announces the harness's probe makes (started, then stopped) in run_case.
+PROBE_ANNOUNCES = 2
+
+
+def lt_tracker_log(path):
+    """What a libtorrent runner's log (lt_worker prints every alert) says about its tracker
+    traffic: (announces sent, replies received, the alert lines). libtorrent raises a
+    tracker_announce alert for each of its listen sockets, and for a socket that cannot reach
+    the tracker (the IPv6 one, for an IPv4 tracker) at once a tracker_error "skipping tracker
+    announce (unreachable)": those announces never leave, so they are not counted."""
+    lines = [l for l in read_text(path).splitlines()
+             if re.match(r"\[[ 0-9.]+\] tracker_", l)]
+    sent = sum(1 for l in lines if "] tracker_announce:" in l) \
+        - sum(1 for l in lines if "] tracker_error:" in l and "skipping tracker announce" in l)
+    replies = sum(1 for l in lines if "] tracker_reply:" in l)
+    return sent, replies, lines
+
+
+def udp_announces_counted(text):
+    """hayate_requests_total{protocol="udp",action="announce"} of a metrics page, both IP
+    versions together."""
+    total = 0
+    for m in re.finditer(r'^hayate_requests_total\{([^}]*)\} (\d+)', text, re.M):
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', m.group(1)))
+        if labels.get("protocol") == "udp" and labels.get("action") == "announce":
+            total += int(m.group(2))
+    return total
+
+
+def restart_tracker(ctx, seeder, deadline):
+    """The restart step of a restart case: once every announce the (libtorrent) seeder has
+    sent is answered, upgrade the tracker in place (Tracker.restart: SIGUSR2, the old process
+    hands over and exits, the new one serves on the same ports). Returns how many announces
+    the seeder had sent; check_no_reannounce compares that with the count at the end."""
+    until = min(deadline, time.monotonic() + 10)
+    while True:
+        sent, replies, lines = lt_tracker_log(seeder.log_path)
+        if sent >= 1 and replies == sent:
+            break
+        if time.monotonic() >= until:
+            raise CaseFailed("before the restart the seeder's log (%s) shows %d announce(s) "
+                             "sent and %d answered; every one must be answered first:\n%s"
+                             % (seeder.log_path, sent, replies, "\n".join(lines[-10:])))
+        time.sleep(0.1)
+    log("  seeder has announced %d time(s), every one answered; restarting the tracker "
+        "(SIGUSR2)" % sent)
+    key = ("udp", "not_tracker")
+    ctx.allowed[key] = ctx.allowed.get(key, 0) + 1  # restart reads the counters first
+    try:
+        old_pid, new_pid, snapshots = ctx.tracker.restart(min(deadline,
+                                                               time.monotonic() + 30))
+    except TrackerError as e:
+        raise CaseFailed("restart: %s" % e)
+    log("  tracker restarted: pid %d handed over and exited with 0; pid %d serves on the same "
+        "ports and holds the UDP socket" % (old_pid, new_pid))
+    for line in snapshots:
+        log("    %s" % line.strip())
+    return sent
+
+
+def lt_peer_from_tracker(leecher, seeder, sep):
+    """Why the libtorrent runners' logs do not show the leecher getting the seeder from the
+    tracker (None if they do): a tracker reply with at least one peer must come before the
+    leecher's first outgoing connection to the seeder's announced address, the leecher must
+    have had no incoming connection and the seeder must have dialled nobody (with DHT, LSD and
+    PEX off, the tracker is then the only way the two could have met). An incoming connection
+    shows the dialler's source port, not its listen port, so no address is matched there."""
+    text = read_text(leecher.log_path)
+    addr = ("[%s]" % sep.ip if ":" in sep.ip else sep.ip) + ":%d" % sep.port
+    reply = re.search(r"\] tracker_reply: [^\n]* received peers: [1-9]", text)
+    dial = re.search(r"\] peer_connect: [^\n]*peer %s outgoing connection" % re.escape(addr), text)
+    if not dial:
+        return "the leecher's log (%s) shows no outgoing connection to the seeder %s" % (
+            leecher.log_path, addr)
+    if not reply or reply.start() > dial.start():
+        return ("the leecher's log (%s) shows its connection to the seeder %s before any "
+                "tracker reply with peers" % (leecher.log_path, addr))
+    incoming = re.search(r"[^\n]*\] incoming_connection: [^\n]*", text)
+    if incoming:
+        return "the leecher was dialled: %s" % incoming.group(0)
+    outgoing = re.search(r"[^\n]*\] peer_connect: [^\n]* outgoing connection[^\n]*",
+                         read_text(seeder.log_path))
+    if outgoing:
+        return "the seeder dialled a peer: %s" % outgoing.group(0)
+    return None
+
+
+def check_no_reannounce(ctx, seeder, leecher, lep, sep, seeder_sent, probe_announces):
+    """The seeder was handed out by the new process without announcing again: its own log
+    shows no announce since the restart, and the new process (whose counters start at the
+    restart) counted exactly the announces of the probe and of the leecher (its log), none
+    more. The leecher must have got the seeder from the tracker (lt_peer_from_tracker)."""
+    why = lt_peer_from_tracker(leecher, seeder, sep)
+    if why:
+        raise CaseFailed("peer source: %s" % why)
+    sent, _, lines = lt_tracker_log(seeder.log_path)
+    if sent != seeder_sent:
+        raise CaseFailed("the seeder announced again after the restart: %d announce(s) before "
+                         "it, %d by the end; its tracker alerts:\n%s"
+                         % (seeder_sent, sent, "\n".join(lines)))
+    read_errors(ctx)  # a page taken after every announce answered so far
+    counted = udp_announces_counted(ctx.tracker.metrics_text())
+    leecher_sent = lt_tracker_log(leecher.log_path)[0]
+    if counted != probe_announces + leecher_sent:
+        raise CaseFailed("the new process counted %d UDP announces (hayate_requests_total), but "
+                         "the probe made %d and the leecher's log shows %d: %d from someone "
+                         "else, which can only be the seeder announcing again"
+                         % (counted, probe_announces, leecher_sent,
+                            counted - probe_announces - leecher_sent))
+    log("  libtorrent logs: the leecher dialled the seeder %s:%d after a tracker reply with "
+        "peers; nobody dialled the leecher, the seeder dialled nobody" % (sep.ip, sep.port))
+    log("  no re-announce: the seeder's log shows %d announce(s), all before the restart; the "
+        "new process counted %d UDP announces = %d of the probe + %d of the leecher"
+        % (sent, counted, probe_announces, leecher_sent))
+
+
 # --------------------------------------------------------------------------- running a case
 
 class CaseFailed(Exception):
@@ -1501,8 +1871,9 @@ def run_case(ctx, case):
         return deadline - time.monotonic()
 
     def check_tracker():
-        if ctx.tracker.proc.poll() is not None:
-            raise CaseFailed("tracker exited with code %s" % ctx.tracker.proc.poll())
+        gone = ctx.tracker.exited()
+        if gone:
+            raise CaseFailed("tracker ended: %s" % gone)
 
     def scrape():
         return tuple(udp_scrape(scrape_host, scrape_port, [ih])[0])
@@ -1543,12 +1914,14 @@ def run_case(ctx, case):
         if not announced:
             raise CaseFailed("seeder never showed up in a UDP scrape")
         log("  tracker lists the %s after %.1fs" % (announced, time.monotonic() - t0))
+        if case.opts.get("restart"):
+            seeder_sent = restart_tracker(ctx, seeder, deadline)
 
         # What a new peer is told: it must be the seeder, at the address and port the seeder
         # announced, or the tracker did not supply it. The probe leaves again at once.
         pid = b"-E2E000-" + os.urandom(12)
         probe_port = ctx.ports.take()
-        try:
+        try:  # PROBE_ANNOUNCES announces: started, stopped
             data = probe_url_data(ctx, case, payload)
             iv, nl, ns, peers = udp_announce(scrape_host, scrape_port, ih, pid, 2, 1, probe_port,
                                              url_data=data)
@@ -1564,6 +1937,9 @@ def run_case(ctx, case):
         if ns + nl != 2:
             raise CaseFailed("probe announce: swarm of seeders=%d leechers=%d, expected the "
                              "seeder and the probe (2 peers)" % (ns, nl))
+        if "interval" in case.opts and iv != case.opts["interval"]:
+            raise CaseFailed("probe announce: interval %d, the tracker was configured with %d"
+                             % (iv, case.opts["interval"]))
 
         if "denied" in case.opts:
             refuse_denied_client(ctx, case, case_dir, payload, procs, sep, scrape)
@@ -1620,6 +1996,9 @@ def run_case(ctx, case):
         if counts != want:
             raise CaseFailed("UDP scrape: expected seeders=%d downloaded=%d leechers=%d, got "
                              "seeders=%d downloaded=%d leechers=%d" % (want + counts))
+
+        if case.opts.get("restart"):
+            check_no_reannounce(ctx, seeder, leecher, lep, sep, seeder_sent, PROBE_ANNOUNCES)
 
         if "http" in case.protos:
             base = "http://%s:%d" % (url_host(case.fam), ctx.tracker.port("http", case.fam))
@@ -1706,8 +2085,8 @@ def main(argv):
     if args.tracker_kind != "hayate":
         hooks = [c for c in cases if c.setup]
         if hooks:
-            log("the hook cases need hayate's [jwt] and [client_list]: leaving out %d case(s)"
-                % len(hooks))
+            log("the hook and restart cases need hayate ([jwt], [client_list], [state], "
+                "SIGUSR2): leaving out %d case(s)" % len(hooks))
             cases = [c for c in cases if not c.setup]
     if not HAVE_V6:
         v6 = [c for c in cases if c.fam == "6"]
@@ -1867,7 +2246,7 @@ def run_setup(ctx, args, cases, results):
                 signal.alarm(0)
             # Every error the tracker counted during the case (its clients are stopped by
             # now) must be one the case expects.
-            if ctx.tracker.proc.poll() is None:
+            if not ctx.tracker.exited():
                 try:
                     errors_after = ctx.tracker.error_counts()
                 except TrackerError as e:
@@ -1887,9 +2266,8 @@ def run_setup(ctx, args, cases, results):
                 log("FAIL %s (%.1fs): %s" % (c.name, secs, why))
                 print_failure_logs(ctx, *ctx.last_logs)
             results.append((c.name, ok))
-            if ctx.tracker.proc.poll() is not None:
-                log("tracker died (exit code %s); failing the remaining cases"
-                    % ctx.tracker.proc.poll())
+            if ctx.tracker.exited():
+                log("tracker died (%s); failing the remaining cases" % ctx.tracker.exited())
                 log(tail(ctx.tracker.log_path, 80))
                 for rest in cases[i + 1:]:
                     results.append((rest.name, False))
