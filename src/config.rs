@@ -167,6 +167,11 @@ pub enum ConfigError {
         file: String,
         source: std::io::Error,
     },
+    #[error(
+        "config file {file} is larger than {} bytes: not a config file",
+        MAX_CONFIG_BYTES
+    )]
+    TooLarge { file: String },
     #[error("config file {file} is not valid TOML: {message}")]
     Syntax { file: String, message: String },
     #[error("config file {file}, key `{key}`: {message}")]
@@ -176,6 +181,10 @@ pub enum ConfigError {
         message: String,
     },
 }
+
+/// A config file is read up to this size; past it, it is refused (not a config file: a device,
+/// a log named by mistake).
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
 
 /// Most BEP 15 scrape hashes that fit one reply in a 1500-byte packet.
 pub const MAX_UDP_SCRAPE_HASHES: u32 = 74;
@@ -190,10 +199,22 @@ impl Config {
     /// Reads a file and layers it over the defaults.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let read = |source| ConfigError::Read {
             file: file.clone(),
             source,
-        })?;
+        };
+        let mut text = String::new();
+        std::io::Read::read_to_string(
+            &mut std::io::Read::take(
+                std::fs::File::open(path).map_err(read)?,
+                MAX_CONFIG_BYTES + 1,
+            ),
+            &mut text,
+        )
+        .map_err(read)?;
+        if text.len() as u64 > MAX_CONFIG_BYTES {
+            return Err(ConfigError::TooLarge { file });
+        }
         Self::from_toml_str(&text, &file)
     }
 
@@ -361,8 +382,8 @@ impl Config {
                 "needs privileges.user too (a group alone would leave the process root)".into(),
             ));
         }
-        if self.log.level.trim().is_empty() {
-            return Err(("log.level", "must name a level such as \"info\"".into()));
+        if let Err(message) = check_log_filter(&self.log.level) {
+            return Err(("log.level", message));
         }
         for (i, a) in self.udp.addresses.iter().enumerate() {
             if self.udp.addresses[..i].contains(a) {
@@ -408,6 +429,40 @@ impl Config {
     }
 }
 
+/// Levels a log filter directive may name.
+const LOG_LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+
+/// A log filter of comma-separated directives, each a level (`info`) or `target=level`
+/// (`hayate_tracker::state=debug`). Stricter than tracing's own syntax, where a bare word is a
+/// target: `"inof"` there is a filter for a target named "inof" that silences every log.
+fn check_log_filter(filter: &str) -> Result<(), String> {
+    let mut directives = 0;
+    for directive in filter.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        directives += 1;
+        let (target, level) = match directive.rsplit_once('=') {
+            Some((target, level)) => (Some(target.trim()), level.trim()),
+            None => (None, directive),
+        };
+        if target == Some("") {
+            return Err(format!(
+                "`{directive}` names a level but no target before `=`"
+            ));
+        }
+        if !LOG_LEVELS.contains(&level.to_ascii_lowercase().as_str()) {
+            return Err(format!(
+                "`{directive}`: {level:?} is not a level ({}); a target needs `target=level`",
+                LOG_LEVELS.join(", ")
+            ));
+        }
+    }
+    if directives == 0 {
+        return Err("must name a level such as \"info\"".into());
+    }
+    tracing_subscriber::EnvFilter::try_new(filter)
+        .map(drop)
+        .map_err(|e| format!("{filter:?} is not a log filter: {e}"))
+}
+
 /// Layers `over` onto `base`: tables merge key by key, any other value replaces.
 fn merge(base: &mut toml::Table, over: toml::Table) {
     for (key, value) in over {
@@ -440,6 +495,45 @@ mod tests {
         assert!(e.contains("metrics.address"), "{e}");
         let e = err("[metrics]\ninterval_ms = 5\n");
         assert!(e.contains("metrics.interval_ms"), "{e}");
+    }
+
+    #[test]
+    fn log_filters_must_name_levels() {
+        for ok in [
+            "info",
+            "warn,hayate_tracker::state=debug",
+            " debug ",
+            "hayate_tracker=TRACE",
+        ] {
+            let toml = format!("[log]\nlevel = {ok:?}\n");
+            assert!(Config::from_toml_str(&toml, "t").is_ok(), "{ok}");
+        }
+        for (bad, says) in [
+            ("inof", "\"inof\" is not a level"),
+            ("", "must name a level"),
+            (" , ", "must name a level"),
+            ("=debug", "no target"),
+            ("hayate_tracker=loud", "\"loud\" is not a level"),
+        ] {
+            let e = err(&format!("[log]\nlevel = {bad:?}\n"));
+            assert!(e.contains("log.level") && e.contains(says), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_file_past_one_mebibyte_is_refused_without_reading_it_all() {
+        let e = Config::load(Path::new("/dev/zero"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("/dev/zero") && e.contains("larger than"), "{e}");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big.toml");
+        let mut text = "#".repeat(MAX_CONFIG_BYTES as usize);
+        std::fs::write(&path, &text).unwrap();
+        assert!(Config::load(&path).is_ok(), "exactly the limit is read");
+        text.push('\n');
+        std::fs::write(&path, &text).unwrap();
+        assert!(Config::load(&path).is_err());
     }
 
     #[test]

@@ -32,6 +32,8 @@ pub struct Sockets {
 
 /// An inherited socket waiting to be matched.
 struct Held {
+    /// The name it was handed on with: one of ours, or another (a socket unit's).
+    name: String,
     socket: Socket,
     address: SocketAddr,
     kind: Type,
@@ -40,9 +42,14 @@ struct Held {
 impl Sockets {
     /// The sockets `config` asks for, `workers` UDP sockets per address: taken from `inherited`
     /// where one of the same kind is bound to the configured address (any port when it asks
-    /// for port 0), bound otherwise. Inherited sockets nothing asks for any more are closed,
-    /// each logged.
-    pub fn open(config: &Config, workers: usize, inherited: Vec<OwnedFd>) -> anyhow::Result<Self> {
+    /// for port 0), bound otherwise. A socket handed on under one of our names only serves that
+    /// kind (two listeners on port 0 of one address are told apart so). Inherited sockets
+    /// nothing asks for any more are closed, each logged.
+    pub fn open(
+        config: &Config,
+        workers: usize,
+        inherited: Vec<(String, OwnedFd)>,
+    ) -> anyhow::Result<Self> {
         let mut pool = hold(inherited);
         let mut sockets = Sockets {
             udp: (0..workers).map(|_| Vec::new()).collect(),
@@ -51,6 +58,9 @@ impl Sockets {
         let before = pool.len();
         for &configured in &config.udp.addresses {
             let taken = take_group(&mut pool, Type::DGRAM, configured);
+            if taken.is_empty() && configured.port() != 0 {
+                refuse_if_served(configured)?;
+            }
             let mut address = taken.first().map_or(configured, |h| h.address);
             let mut taken = taken.into_iter();
             for own in sockets.udp.iter_mut() {
@@ -74,7 +84,7 @@ impl Sockets {
             }
         }
         for &configured in &config.http.addresses {
-            let listener = match take_one(&mut pool, configured) {
+            let listener = match take_one(&mut pool, HTTP, configured) {
                 Some(socket) => socket.into(),
                 None => crate::http::listener(configured)
                     .with_context(|| format!("binding TCP {configured} (http.addresses)"))?,
@@ -83,7 +93,7 @@ impl Sockets {
             sockets.http.push(listener);
         }
         if let Some(configured) = config.metrics_address() {
-            let listener = match take_one(&mut pool, configured) {
+            let listener = match take_one(&mut pool, METRICS, configured) {
                 Some(socket) => socket.into(),
                 None => TcpListener::bind(configured)
                     .with_context(|| format!("binding metrics {configured} (metrics.address)"))?,
@@ -117,9 +127,9 @@ impl Sockets {
 }
 
 /// Sockets among `fds` with an internet address; anything else is closed, logged.
-fn hold(fds: Vec<OwnedFd>) -> Vec<Held> {
+fn hold(fds: Vec<(String, OwnedFd)>) -> Vec<Held> {
     fds.into_iter()
-        .filter_map(|fd| {
+        .filter_map(|(name, fd)| {
             let socket = Socket::from(fd);
             let described = socket.r#type().and_then(|kind| {
                 let address = socket.local_addr()?.as_socket().ok_or_else(|| {
@@ -129,6 +139,7 @@ fn hold(fds: Vec<OwnedFd>) -> Vec<Held> {
             });
             match described {
                 Ok((kind, address)) if kind == Type::DGRAM || kind == Type::STREAM => Some(Held {
+                    name,
                     socket,
                     address,
                     kind,
@@ -155,7 +166,7 @@ fn matches(configured: SocketAddr, bound: SocketAddr) -> bool {
 fn take_group(pool: &mut Vec<Held>, kind: Type, configured: SocketAddr) -> Vec<Held> {
     let Some(port) = pool
         .iter()
-        .find(|h| h.kind == kind && matches(configured, h.address))
+        .find(|h| h.kind == kind && may_serve(&h.name, UDP) && matches(configured, h.address))
         .map(|h| h.address.port())
     else {
         return Vec::new();
@@ -163,17 +174,40 @@ fn take_group(pool: &mut Vec<Held>, kind: Type, configured: SocketAddr) -> Vec<H
     let group = SocketAddr::new(configured.ip(), port);
     let (taken, rest) = std::mem::take(pool)
         .into_iter()
-        .partition(|h| h.kind == kind && h.address == group);
+        .partition(|h| h.kind == kind && may_serve(&h.name, UDP) && h.address == group);
     *pool = rest;
     taken
 }
 
-/// The first held TCP listener bound to `configured`.
-fn take_one(pool: &mut Vec<Held>, configured: SocketAddr) -> Option<Socket> {
-    let at = pool
-        .iter()
-        .position(|h| h.kind == Type::STREAM && matches(configured, h.address))?;
+/// Whether a socket handed on as `name` may serve as `kind`.
+fn may_serve(name: &str, kind: &str) -> bool {
+    name == kind || ![UDP, HTTP, METRICS].contains(&name)
+}
+
+/// The first held TCP listener bound to `configured` that may serve as `kind`.
+fn take_one(pool: &mut Vec<Held>, kind: &str, configured: SocketAddr) -> Option<Socket> {
+    let at = pool.iter().position(|h| {
+        h.kind == Type::STREAM && may_serve(&h.name, kind) && matches(configured, h.address)
+    })?;
     Some(pool.remove(at).socket)
+}
+
+/// SO_REUSEPORT would let a second tracker join the first one's group and take half of every
+/// swarm's traffic, silently. A socket bound without it fails where any socket serves `addr`.
+fn refuse_if_served(addr: SocketAddr) -> anyhow::Result<()> {
+    let probe = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        probe.set_only_v6(true)?;
+    }
+    match probe.bind(&addr.into()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => anyhow::bail!(
+            "UDP {addr} (udp.addresses) is already served by another process: two trackers on \
+             one port would split every swarm between them. Stop the other one, or replace it \
+             with SIGUSR2 or `systemctl restart`, which hand the socket over"
+        ),
+        Err(e) => Err(e).with_context(|| format!("binding UDP {addr} (udp.addresses)")),
+    }
 }
 
 fn udp_socket(addr: SocketAddr, recv_buffer: u32) -> std::io::Result<UdpSocket> {
@@ -203,11 +237,11 @@ mod tests {
         .unwrap()
     }
 
-    fn fds(s: &Sockets) -> Vec<OwnedFd> {
+    fn fds(s: &Sockets) -> Vec<(String, OwnedFd)> {
         s.duplicates()
             .unwrap()
             .into_iter()
-            .map(|(_, fd)| fd)
+            .map(|(name, fd)| (name.to_string(), fd))
             .collect()
     }
 
@@ -297,10 +331,26 @@ mod tests {
     }
 
     #[test]
+    fn a_port_another_process_serves_is_refused_unless_handed_over() {
+        let c = config("\"127.0.0.1:0\"", "", "");
+        let first = Sockets::open(&c, 2, Vec::new()).unwrap();
+        let port = first.udp[0][0].local_addr().unwrap().port();
+        let same = config(&format!("\"127.0.0.1:{port}\""), "", "");
+        let e = Sockets::open(&same, 1, Vec::new()).unwrap_err();
+        assert!(
+            format!("{e:#}").contains("already served by another process"),
+            "{e:#}"
+        );
+        // Handed over, the same sockets are simply taken.
+        let second = Sockets::open(&same, 1, fds(&first)).unwrap();
+        assert_eq!(second.inherited, 2);
+    }
+
+    #[test]
     fn a_descriptor_that_is_no_socket_is_closed() {
         let file = OwnedFd::from(std::fs::File::open("/dev/null").unwrap());
         let c = config("", "", "");
-        let s = Sockets::open(&c, 1, vec![file]).unwrap();
+        let s = Sockets::open(&c, 1, vec![("stored".into(), file)]).unwrap();
         assert_eq!(s.inherited, 0);
     }
 }

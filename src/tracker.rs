@@ -81,6 +81,7 @@ impl Tracker {
         if sockets.inherited > 0 {
             tracing::info!(sockets = sockets.inherited, "took over sockets from {from}");
         }
+        crate::resources::check(&config, count, sockets.udp.first().and_then(|w| w.first()));
         let handover = sockets
             .duplicates()
             .context("duplicating the sockets to hand on")?;

@@ -48,7 +48,8 @@ fn channel() -> std::io::Result<(UnixStream, UnixStream)> {
 /// What a process is handed at start.
 #[derive(Default)]
 pub struct Inherited {
-    pub fds: Vec<OwnedFd>,
+    /// Each descriptor with the name it was handed on with (`sockets::UDP`, ...).
+    pub fds: Vec<(String, OwnedFd)>,
     /// The process being replaced, when started by its `SIGUSR2`.
     pub predecessor: Option<Predecessor>,
     /// Where the sockets came from, for the log: "systemd" or "the previous process".
@@ -62,6 +63,7 @@ impl Inherited {
         let upgrade = std::env::var(UPGRADE_FD).ok();
         let listen_pid = std::env::var("LISTEN_PID").ok();
         let listen_fds = std::env::var("LISTEN_FDS").ok();
+        let names = std::env::var("LISTEN_FDNAMES").unwrap_or_default();
         for var in [UPGRADE_FD, "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"] {
             std::env::remove_var(var);
         }
@@ -84,7 +86,8 @@ impl Inherited {
             listen_fds.as_deref(),
         )
         .context("reading LISTEN_FDS")?
-        .filter_map(|fd| {
+        .zip(names.split(':').chain(std::iter::repeat("")))
+        .filter_map(|(fd, name)| {
             // SAFETY: F_GETFD only asks whether the number is an open descriptor.
             if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
                 tracing::warn!(fd, "LISTEN_FDS names a descriptor that is not open");
@@ -94,7 +97,7 @@ impl Inherited {
             // nothing else in it has taken them: they are ours to own from here.
             let owned = unsafe { OwnedFd::from_raw_fd(fd) };
             set_cloexec(fd);
-            Some(owned)
+            Some((name.to_string(), owned))
         })
         .collect();
         Ok(Inherited {

@@ -25,7 +25,7 @@ pub struct Predecessor {
 
 impl Predecessor {
     /// Takes the channel at `fd` and the sockets the old process sends over it.
-    pub(super) fn connect(fd: RawFd) -> anyhow::Result<(Predecessor, Vec<OwnedFd>)> {
+    pub(super) fn connect(fd: RawFd) -> anyhow::Result<(Predecessor, Vec<(String, OwnedFd)>)> {
         // SAFETY: F_GETFD only asks whether the number is an open descriptor.
         if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
             bail!("the upgrade channel (descriptor {fd}) is not open");
@@ -37,17 +37,21 @@ impl Predecessor {
         channel.set_read_timeout(Some(SOCKETS_WITHIN))?;
         let mut sockets = Vec::new();
         loop {
-            let mut buf = [0u8; 16];
+            let mut buf = [0u8; 64 * FDS_PER_MESSAGE];
             let mut fds = [-1 as RawFd; FDS_PER_MESSAGE];
             let (n, k) = channel
                 .recv_with_fd(&mut buf, &mut fds)
                 .context("receiving the sockets from the previous process")?;
+            let mut lines = buf[..n].split(|&b| b == b'\n');
+            let head = lines.next().unwrap_or_default();
+            let mut names = lines.map(|l| String::from_utf8_lossy(l).into_owned());
             for &fd in &fds[..k] {
                 // SAFETY: the kernel just installed these descriptors in this process for us.
-                sockets.push(unsafe { OwnedFd::from_raw_fd(fd) });
+                let owned = unsafe { OwnedFd::from_raw_fd(fd) };
                 set_cloexec(fd);
+                sockets.push((names.next().unwrap_or_default(), owned));
             }
-            match &buf[..n] {
+            match head {
                 SOCKETS => continue,
                 SENT => break,
                 [] => bail!("the previous process closed the upgrade channel before handing its sockets over"),

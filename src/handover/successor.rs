@@ -79,10 +79,16 @@ impl Successor {
     }
 
     fn send_sockets(&self, sockets: &[(&'static str, OwnedFd)]) -> anyhow::Result<()> {
-        let raw: Vec<_> = sockets.iter().map(|(_, fd)| fd.as_raw_fd()).collect();
-        for chunk in raw.chunks(FDS_PER_MESSAGE) {
+        // Each message: SOCKETS, then the descriptors' names, a line each.
+        for chunk in sockets.chunks(FDS_PER_MESSAGE) {
+            let mut message = SOCKETS.to_vec();
+            let raw: Vec<_> = chunk.iter().map(|(_, fd)| fd.as_raw_fd()).collect();
+            for (name, _) in chunk {
+                message.push(b'\n');
+                message.extend_from_slice(name.as_bytes());
+            }
             self.channel
-                .send_with_fd(SOCKETS, chunk)
+                .send_with_fd(&message, &raw)
                 .context("passing the sockets to the new process")?;
         }
         self.channel

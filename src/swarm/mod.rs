@@ -343,7 +343,8 @@ impl Shard {
                 let mut rest = want - near;
                 let index = &*index;
                 set.select(key, seeder, want, &mut self.rng, |p| {
-                    if rest > 0 && (near == 0 || !index.same(p.ip, ip)) {
+                    // The subnet's peers were all offered above.
+                    if rest > 0 && !index.same(p.ip, ip) {
                         out(p);
                         rest -= 1;
                     }
@@ -887,6 +888,78 @@ mod tests {
         let got = near(&mut s, [10, 1, 2, 202], 3002, 8);
         check_near(&got, 8, 6, |ip| ip[..3] == [10, 1, 2]);
         assert!(!got.contains(&([10, 1, 2, 1], 2000)));
+    }
+
+    #[test]
+    fn a_big_swarm_gets_a_subnet_index_that_re_announces_leave_alone() {
+        let mut s = Shard::new(100);
+        s.prefer_subnets(24, 0);
+        let ip = |i: u16| [10, 7, (i / 8) as u8, i as u8];
+        for i in 0..40u16 {
+            near(&mut s, ip(i), 1000 + i, 0);
+        }
+        // Past INDEX_AT peers the announces themselves build the index, not only a sweep.
+        let index = <[u8; 4]>::subnets(&mut s.subnets).unwrap();
+        assert!(index.is_indexed(&[5; 20]));
+        for i in 0..40u16 {
+            near(&mut s, ip(i), 1000 + i, 0);
+        }
+        // A re-announce is no new peer: the index still names each peer once.
+        s.check_invariants();
+    }
+
+    #[test]
+    fn candidates_and_samples_follow_the_announcers_role() {
+        let mut s = Shard::new(100);
+        put(
+            &mut s,
+            [1, 1, 1, 1],
+            announce(1, 1, 0, AnnounceEvent::Started),
+        );
+        put(
+            &mut s,
+            [2, 2, 2, 2],
+            announce(1, 2, 9, AnnounceEvent::Started),
+        );
+        put(
+            &mut s,
+            [3, 3, 3, 3],
+            announce(1, 3, 9, AnnounceEvent::Started),
+        );
+        let hash = [1; 20];
+        assert_eq!(
+            s.candidates::<[u8; 4]>(&hash, true),
+            2,
+            "a seeder gets leechers"
+        );
+        assert_eq!(
+            s.candidates::<[u8; 4]>(&hash, false),
+            3,
+            "a leecher gets everyone"
+        );
+        assert_eq!(s.candidates::<[u8; 16]>(&hash, false), 0, "no IPv6 peers");
+        assert_eq!(
+            s.candidates::<[u8; 4]>(&[9; 20], false),
+            0,
+            "no such torrent"
+        );
+        let mut got = Vec::new();
+        let n = s.sample::<[u8; 4]>(&hash, true, 10, ([2, 2, 2, 2], 2), |p| got.push(p.port));
+        assert_eq!(
+            (n, got.clone()),
+            (1, vec![3]),
+            "leechers only, the skipped one left out"
+        );
+        got.clear();
+        let n = s.sample::<[u8; 4]>(&hash, false, 10, ([9, 9, 9, 9], 9), |p| got.push(p.port));
+        got.sort();
+        assert_eq!((n, got), (3, vec![1, 2, 3]));
+        let n = s.sample::<[u8; 4]>(&hash, false, 2, ([9, 9, 9, 9], 9), |_| {});
+        assert_eq!(n, 2, "at most want");
+        assert_eq!(
+            s.sample::<[u8; 4]>(&[9; 20], false, 5, ([9, 9, 9, 9], 9), |_| {}),
+            0
+        );
     }
 
     #[test]

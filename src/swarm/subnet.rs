@@ -89,6 +89,12 @@ impl<I: Family> SubnetIndex<I> {
         self.by_torrent.insert(*info_hash, table);
     }
 
+    /// Whether a torrent has an index (it is past `INDEX_AT` peers).
+    #[cfg(test)]
+    pub fn is_indexed(&self, info_hash: &InfoHash) -> bool {
+        self.by_torrent.contains_key(info_hash)
+    }
+
     /// Forgets a torrent (it is gone).
     pub fn forget(&mut self, info_hash: &InfoHash) {
         self.by_torrent.remove(info_hash);
