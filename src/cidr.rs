@@ -30,6 +30,28 @@ impl Cidr {
     }
 }
 
+/// The first and last address of a network, as integers of its family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Span {
+    V4(u32, u32),
+    V6(u128, u128),
+}
+
+impl Cidr {
+    pub fn span(&self) -> Span {
+        match self.net {
+            IpAddr::V4(net) => {
+                let first = u32::from(net);
+                Span::V4(first, first | !mask32(u32::MAX, self.prefix))
+            }
+            IpAddr::V6(net) => {
+                let first = u128::from(net);
+                Span::V6(first, first | !mask128(u128::MAX, self.prefix))
+            }
+        }
+    }
+}
+
 /// `x` with all but its first `prefix` bits cleared.
 fn mask32(x: u32, prefix: u8) -> u32 {
     x & u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0)

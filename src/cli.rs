@@ -206,6 +206,7 @@ fn reload(tracker: &Tracker, path: Option<&Path>, started_max_numwant: u32) {
             tracing::info!(
                 access_list = ?p.access.mode(),
                 listed = p.access.len(),
+                blocked_networks = p.blocklist.len(),
                 announce_interval_secs = s.announce_interval_secs,
                 interval_jitter_secs = s.interval_jitter_secs,
                 min_interval_secs = s.min_interval_secs,

@@ -22,6 +22,7 @@ pub struct Config {
     pub log: LogConfig,
     pub limits: LimitsConfig,
     pub access_list: AccessListConfig,
+    pub blocklist: BlocklistConfig,
     pub client_list: crate::policy::client_list::ClientListConfig,
     pub jwt: crate::policy::jwt::JwtConfig,
     pub privileges: PrivilegesConfig,
@@ -78,6 +79,14 @@ pub enum Backend {
 pub struct AccessListConfig {
     pub mode: crate::policy::access_list::Mode,
     /// The file of hex info hashes; required unless `mode` is `off`.
+    pub path: String,
+}
+
+/// Sources to ignore (see `policy::blocklist`); reloaded on SIGHUP.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BlocklistConfig {
+    /// A file of networks and addresses, one per line; empty: none.
     pub path: String,
 }
 

@@ -228,6 +228,7 @@ impl Tracker {
                 &config,
                 mailboxes,
                 sources.http.clone(),
+                policy.clone(),
                 http_stopped,
             ) {
                 Ok(thread) => tracker.http = Some(thread),

@@ -241,12 +241,19 @@ fn serving_at(child: &mut Hayate) -> SocketAddr {
     addrs[0]
 }
 
+/// The next state notification; the sockets handed to the fd store right after READY
+/// (`FDSTORE=1`, checked in tests/handover.rs) are passed over.
 fn notification(listener: &UnixDatagram) -> String {
-    let mut buf = [0u8; 512];
-    let n = listener
-        .recv(&mut buf)
-        .expect("a notification within the timeout");
-    String::from_utf8(buf[..n].to_vec()).unwrap()
+    loop {
+        let mut buf = [0u8; 512];
+        let n = listener
+            .recv(&mut buf)
+            .expect("a notification within the timeout");
+        let text = String::from_utf8(buf[..n].to_vec()).unwrap();
+        if !text.starts_with("FDSTORE") {
+            return text;
+        }
+    }
 }
 
 #[test]

@@ -25,6 +25,7 @@ use tokio::sync::{watch, Semaphore};
 
 use crate::config::Config;
 use crate::mesh::Mailbox;
+use crate::policy::SharedPolicy;
 
 use service::Service;
 
@@ -69,6 +70,7 @@ pub fn spawn(
     config: &Config,
     mailboxes: Vec<Mailbox>,
     stats: std::sync::Arc<crossbeam_utils::CachePadded<crate::stats::Traffic>>,
+    policy: SharedPolicy,
     stopped: Stopped,
 ) -> anyhow::Result<JoinHandle<()>> {
     // Work handed to a worker wakes it when this thread goes idle (or every few requests), not
@@ -99,7 +101,9 @@ pub fn spawn(
         // hyper's read buffer cannot be under 8 KiB; the head limit above is the real one.
         .max_buf_size((h.max_request_bytes as usize).max(8192));
     let server = Arc::new(Server {
-        service: Service::new(config, mailboxes)?.count_into(stats),
+        service: Service::new(config, mailboxes)?.count_into(stats.clone()),
+        stats,
+        policy,
         builder,
         connections: Arc::new(Semaphore::new(h.max_connections as usize)),
     });
@@ -115,6 +119,9 @@ pub fn spawn(
 
 struct Server {
     service: Service,
+    stats: Arc<crossbeam_utils::CachePadded<crate::stats::Traffic>>,
+    /// Read at each accept for the blocklist (reloaded on SIGHUP like the workers' view).
+    policy: SharedPolicy,
     builder: http1::Builder,
     /// One permit per open connection.
     connections: Arc<Semaphore>,
@@ -162,6 +169,10 @@ async fn accept_loop(
                 continue;
             }
         };
+        if server.policy.load().blocklist.blocks(peer.ip()) {
+            server.stats.error(crate::stats::ErrorReason::Blocked);
+            continue;
+        }
         // At the cap, close at once: a fast refusal the client can retry beats a queue of
         // connections nobody is reading.
         let Ok(permit) = server.connections.clone().try_acquire_owned() else {
@@ -214,6 +225,7 @@ mod tests {
             &config,
             vec![mailbox],
             Default::default(),
+            crate::policy::Policy::load(&config).unwrap().shared(),
             stopped,
         )
         .unwrap();

@@ -7,6 +7,7 @@
 //! announce is refused, each with its message and metric.
 
 pub mod access_list;
+pub mod blocklist;
 pub mod client_list;
 pub mod jwt;
 mod pipeline;
@@ -19,6 +20,7 @@ use arc_swap::ArcSwap;
 
 use crate::config::Config;
 use access_list::{AccessList, AccessListError};
+use blocklist::{Blocklist, BlocklistError};
 use client_list::{ClientList, ClientListError};
 use jwt::{JwtError, Verifier};
 
@@ -49,6 +51,8 @@ pub struct Shaping {
 /// One consistent set of live-reloadable settings of every hook.
 #[derive(Debug, Clone)]
 pub struct Policy {
+    /// Sources whose datagrams and connections are ignored.
+    pub blocklist: Blocklist,
     pub access: AccessList,
     pub clients: ClientList,
     /// The token check, when `[jwt] mode = "required"`.
@@ -65,6 +69,8 @@ pub enum PolicyError {
     #[error(transparent)]
     AccessList(#[from] AccessListError),
     #[error(transparent)]
+    Blocklist(#[from] BlocklistError),
+    #[error(transparent)]
     ClientList(#[from] ClientListError),
     #[error(transparent)]
     Jwt(#[from] JwtError),
@@ -76,6 +82,7 @@ impl Policy {
     pub fn new(config: &Config, access: AccessList) -> Policy {
         let p = &config.protocol;
         Policy {
+            blocklist: Blocklist::default(),
             access,
             clients: ClientList::off(),
             jwt: None,
@@ -96,6 +103,7 @@ impl Policy {
         let access =
             AccessList::load(config.access_list.mode, Path::new(&config.access_list.path))?;
         Ok(Policy {
+            blocklist: Blocklist::load(&config.blocklist.path)?,
             clients: ClientList::load(&config.client_list)?,
             jwt: Verifier::load(&config.jwt)?.map(Arc::new),
             ..Policy::new(config, access)

@@ -297,6 +297,20 @@ mod tests {
     }
 
     #[test]
+    fn the_header_names_its_action_even_when_the_rest_is_wrong() {
+        assert_eq!(
+            header_action(&header(7, ACTION_SCRAPE, 1)),
+            Some(ACTION_SCRAPE)
+        );
+        // An announce cut short still names itself; so does an action no tracker knows.
+        let cut = &announce_packet(0, 1, 1)[..40];
+        assert_eq!(header_action(cut), Some(ACTION_ANNOUNCE));
+        assert_eq!(header_action(&header(7, 0x0102_0304, 1)), Some(0x0102_0304));
+        // Shorter than a header: no action at all.
+        assert_eq!(header_action(&header(7, ACTION_ANNOUNCE, 1)[..15]), None);
+    }
+
+    #[test]
     fn connect_round_trip() {
         let p = header(PROTOCOL_ID, ACTION_CONNECT, 0xdead_beef);
         assert_eq!(

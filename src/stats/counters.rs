@@ -128,10 +128,12 @@ pub enum ErrorReason {
     ClientNotAllowed = 13,
     /// An announce without a valid JWT while `[jwt] mode = "required"`.
     JwtRefused = 14,
+    /// A datagram or connection from a source on the `[blocklist]`; ignored.
+    Blocked = 15,
 }
 
 impl ErrorReason {
-    pub const COUNT: usize = 15;
+    pub const COUNT: usize = 16;
     pub const ALL: [ErrorReason; Self::COUNT] = [
         ErrorReason::NotTracker,
         ErrorReason::Malformed,
@@ -148,6 +150,7 @@ impl ErrorReason {
         ErrorReason::WorkerTimeout,
         ErrorReason::ClientNotAllowed,
         ErrorReason::JwtRefused,
+        ErrorReason::Blocked,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -167,6 +170,7 @@ impl ErrorReason {
             ErrorReason::WorkerTimeout => "worker_timeout",
             ErrorReason::ClientNotAllowed => "client_not_allowed",
             ErrorReason::JwtRefused => "jwt_refused",
+            ErrorReason::Blocked => "blocked",
         }
     }
 }

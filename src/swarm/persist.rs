@@ -281,6 +281,37 @@ mod tests {
     }
 
     #[test]
+    fn a_slice_writes_no_more_records_than_its_budget_when_torrents_fit() {
+        let mut s = Shard::new(100);
+        for t in 0..20u8 {
+            s.announce(
+                [10, 0, 0, 1],
+                &announce(t, 1000, 5, AnnounceEvent::Started),
+                0,
+                0,
+                |_| {},
+            )
+            .unwrap();
+        }
+        // Each torrent is two records (itself and its peer): a budget of 4 takes two a slice.
+        let mut out = SectionWriter::new();
+        let mut walk = s.start_walk();
+        let mut slices = 0;
+        loop {
+            let before = out.torrents() + out.peers();
+            let done = s.walk_slice(&mut walk, 0, 4, &mut out);
+            assert!(out.torrents() + out.peers() - before <= 4, "slice {slices}");
+            slices += 1;
+            if done {
+                break;
+            }
+            assert!(slices < 1_000, "the walk ends");
+        }
+        assert_eq!((out.torrents(), out.peers()), (20, 20));
+        assert!(slices >= 10, "{slices} slices");
+    }
+
+    #[test]
     fn snapshot_then_restore_is_the_identity_whatever_the_slice() {
         let s = sample_shard(50);
         s.check_invariants();

@@ -172,9 +172,13 @@ impl Handler {
         packet: &[u8],
         out: &mut [u8],
     ) -> usize {
+        let ip = client.ip().to_canonical();
+        if self.pipeline.policy().blocklist.blocks(ip) {
+            self.stats.udp.error(ErrorReason::Blocked);
+            return 0;
+        }
         let c = &self.stats.udp;
         c.received(packet.len());
-        let ip = client.ip().to_canonical();
         let v = IpVersion::of(ip);
         let request = match udp::parse_request(packet, self.max_scrape_hashes) {
             Ok(r) => r,
