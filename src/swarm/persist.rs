@@ -45,11 +45,14 @@ impl Shard {
         }
         let buckets = self.torrents.buckets();
         let mut spent = 0;
-        while walk.next_bucket < buckets && spent < budget {
-            if let Some((hash, t)) = self.torrents.bucket(walk.next_bucket) {
+        for index in walk.next_bucket..buckets {
+            if spent >= budget {
+                break;
+            }
+            if let Some((hash, t)) = self.torrents.bucket(index) {
                 spent += 1 + write_torrent(hash, t, now, out);
             }
-            walk.next_bucket += 1;
+            walk.next_bucket = index + 1;
         }
         walk.next_bucket >= buckets
     }
