@@ -41,7 +41,9 @@ pub struct Args {
     #[arg(long, conflicts_with_all = ["config", "check_config"])]
     pub print_config: bool,
 
-    /// Validate a configuration file and exit: 0 if it is usable, 1 with the reason if not.
+    /// Validate a configuration file and exit: 0 if it is usable (warning on stderr about a
+    /// metrics address open to the network, a missing privileges user or group, and start-up
+    /// memory past 1 GiB), 1 with the reason if not.
     #[arg(long, value_name = "PATH", conflicts_with = "config")]
     pub check_config: Option<PathBuf>,
 }
@@ -56,10 +58,13 @@ pub fn main() -> ExitCode {
         // Every file the config names (lists, keys) is read too, as a start would.
         let checked = Config::load(path)
             .map_err(|e| e.to_string())
-            .and_then(|c| Policy::load(&c).map_err(|e| e.to_string()));
+            .and_then(|c| Policy::load(&c).map(|_| c).map_err(|e| e.to_string()));
         return match checked {
-            Ok(_) => {
+            Ok(config) => {
                 println!("{}: ok", path.display());
+                for warning in check_warnings(&config) {
+                    eprintln!("hayate: warning: {warning}");
+                }
                 ExitCode::SUCCESS
             }
             Err(e) => {
@@ -177,6 +182,34 @@ fn upgrade(tracker: &Tracker, launch: &std::io::Result<Launch>) -> anyhow::Resul
         "upgrade: the new process is ready; stopping and writing the snapshot"
     );
     Ok(successor)
+}
+
+/// What a usable config may still get wrong, for `--check-config` to say.
+fn check_warnings(config: &Config) -> Vec<String> {
+    let mut warnings = Vec::new();
+    if let Some(addr) = config.metrics_address() {
+        if !addr.ip().is_loopback() {
+            warnings.push(format!(
+                "metrics.address {addr} is not a loopback address: /metrics and /health are \
+                 open to whoever reaches it"
+            ));
+        }
+    }
+    if let Err(e) = crate::privileges::check_names(&config.privileges) {
+        warnings.push(format!(
+            "{e:#}: a start as root would fail to drop privileges"
+        ));
+    }
+    let workers = config.worker_count();
+    let reserved = crate::resources::reserved_bytes(config, workers);
+    if reserved > crate::resources::RESERVED_WARNING_BYTES {
+        warnings.push(format!(
+            "inboxes and I/O buffers reserve {} MiB at start with {workers} workers: lower \
+             workers.inbox_capacity, workers.count or udp.recv_depth/send_depth if unintended",
+            reserved >> 20
+        ));
+    }
+    warnings
 }
 
 /// Re-reads the config file (the embedded defaults without one) and applies its live settings.

@@ -74,6 +74,17 @@ pub fn drop_privileges(p: &PrivilegesConfig) -> anyhow::Result<Option<Identity>>
     Ok(Some(target))
 }
 
+/// Whether the configured user and group exist (`--check-config`); `Ok` when none is set.
+pub fn check_names(p: &PrivilegesConfig) -> anyhow::Result<()> {
+    if !p.user.is_empty() {
+        lookup_user(&p.user)?;
+    }
+    if !p.group.is_empty() {
+        lookup_group(&p.group)?;
+    }
+    Ok(())
+}
+
 /// A user's uid and primary gid, by name or number.
 fn lookup_user(name: &str) -> anyhow::Result<(u32, u32)> {
     let c = CString::new(name).context("privileges.user contains a NUL byte")?;

@@ -60,6 +60,33 @@ fn check_config_names_file_and_key() {
 }
 
 #[test]
+fn check_config_warns_about_what_a_usable_config_still_gets_wrong() {
+    let path = temp_config(
+        "warn.toml",
+        "[metrics]\naddress = \"0.0.0.0:9000\"\n[privileges]\nuser = \"no-such-user-hayate\"\n\
+         [workers]\ncount = 4\ninbox_capacity = 1048576\n",
+    );
+    let out = hayate().arg("--check-config").arg(&path).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("metrics.address 0.0.0.0:9000 is not a loopback"),
+        "{err}"
+    );
+    assert!(err.contains("no-such-user-hayate"), "{err}");
+    assert!(err.contains("MiB at start with 4 workers"), "{err}");
+    // The shipped defaults draw no warning.
+    let out = hayate().arg("--print-config").output().unwrap();
+    let path = temp_config("quiet.toml", &String::from_utf8(out.stdout).unwrap());
+    let out = hayate().arg("--check-config").arg(&path).output().unwrap();
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
 fn help_documents_the_options() {
     let out = hayate().arg("--help").output().unwrap();
     let text = String::from_utf8(out.stdout).unwrap();
