@@ -45,6 +45,18 @@ fn channel() -> std::io::Result<(UnixStream, UnixStream)> {
     ))
 }
 
+/// The next message on `channel` into `buf`, waiting at most `within`; its length (0: the other
+/// end closed).
+fn receive_within(
+    channel: &UnixStream,
+    within: std::time::Duration,
+    buf: &mut [u8],
+) -> std::io::Result<usize> {
+    use sendfd::RecvWithFd;
+    channel.set_read_timeout(Some(within))?;
+    channel.recv_with_fd(buf, &mut []).map(|(n, _)| n)
+}
+
 /// What a process is handed at start.
 #[derive(Default)]
 pub struct Inherited {

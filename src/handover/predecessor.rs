@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use sendfd::{RecvWithFd, SendWithFd};
 
-use super::{set_cloexec, FDS_PER_MESSAGE, HANDED, READY, SENT, SOCKETS};
+use super::{receive_within, set_cloexec, FDS_PER_MESSAGE, HANDED, READY, SENT, SOCKETS};
 
 /// How long the old process may take to pass its sockets.
 const SOCKETS_WITHIN: Duration = Duration::from_secs(10);
@@ -71,11 +71,7 @@ impl Predecessor {
             .send_with_fd(READY, &[])
             .context("telling the previous process this one is ready")?;
         let mut buf = [0u8; 16];
-        let got = self
-            .channel
-            .set_read_timeout(Some(HANDED_WITHIN))
-            .and_then(|()| self.channel.recv_with_fd(&mut buf, &mut []))
-            .map(|(n, _)| n);
+        let got = receive_within(&self.channel, HANDED_WITHIN, &mut buf);
         match got {
             Ok(n) if &buf[..n] == HANDED => {
                 tracing::info!(

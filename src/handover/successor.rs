@@ -12,9 +12,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use sendfd::{RecvWithFd, SendWithFd};
+use sendfd::SendWithFd;
 
-use super::{channel, FDS_PER_MESSAGE, HANDED, READY, SENT, SOCKETS, UPGRADE_FD};
+use super::{channel, receive_within, FDS_PER_MESSAGE, HANDED, READY, SENT, SOCKETS, UPGRADE_FD};
 
 /// How to start this binary again.
 #[derive(Debug, Clone)]
@@ -106,11 +106,7 @@ impl Successor {
     /// and the error says what happened.
     pub fn wait_ready(&mut self, within: Duration) -> anyhow::Result<()> {
         let mut buf = [0u8; 16];
-        let got = self
-            .channel
-            .set_read_timeout(Some(within))
-            .and_then(|()| self.channel.recv_with_fd(&mut buf, &mut []))
-            .map(|(n, _)| n);
+        let got = receive_within(&self.channel, within, &mut buf);
         let why = match got {
             Ok(n) if &buf[..n] == READY => return Ok(()),
             // Closed with our messages unread, the channel resets rather than ends.
