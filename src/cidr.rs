@@ -1,6 +1,8 @@
 //! IP networks (`10.0.0.0/8`, `fd00::/8`, or one address): parsed from the config, matched
 //! against client addresses. The trusted proxies of the HTTP frontend are a list of these; the
-//! config names them without reaching into the frontend.
+//! config names them without reaching into the frontend. [`Networks`] is a set of them matched
+//! per packet (the blocklist, the sources exempt from per-source limits): sorted, merged
+//! ranges searched by bisection, so a lookup allocates nothing and hashes nothing.
 
 use std::fmt;
 use std::net::IpAddr;
@@ -101,6 +103,63 @@ impl fmt::Display for Cidr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.net, self.prefix)
     }
+}
+
+/// A set of networks of both families, as sorted inclusive ranges where no two overlap or touch.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Networks {
+    pub(crate) v4: Vec<(u32, u32)>,
+    pub(crate) v6: Vec<(u128, u128)>,
+}
+
+impl Networks {
+    pub fn new(networks: impl IntoIterator<Item = Cidr>) -> Networks {
+        let (mut v4, mut v6) = (Vec::new(), Vec::new());
+        for n in networks {
+            match n.span() {
+                Span::V4(first, last) => v4.push((first, last)),
+                Span::V6(first, last) => v6.push((first, last)),
+            }
+        }
+        Networks {
+            v4: merged(v4, |x| x.checked_add(1)),
+            v6: merged(v6, |x| x.checked_add(1)),
+        }
+    }
+
+    /// Whether `ip` (an IPv4-mapped IPv6 address counts as IPv4) is in one of the networks.
+    #[inline]
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match ip.to_canonical() {
+            IpAddr::V4(ip) => covered(&self.v4, u32::from(ip)),
+            IpAddr::V6(ip) => covered(&self.v6, u128::from(ip)),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.v4.is_empty() && self.v6.is_empty()
+    }
+}
+
+/// Sorted, with overlapping and adjacent ranges joined (`next` gives the address after one, if
+/// any).
+fn merged<T: Ord + Copy>(mut ranges: Vec<(T, T)>, next: impl Fn(T) -> Option<T>) -> Vec<(T, T)> {
+    ranges.sort_unstable();
+    let mut out: Vec<(T, T)> = Vec::with_capacity(ranges.len());
+    for (first, last) in ranges {
+        match out.last_mut() {
+            Some(prev) if next(prev.1).is_none_or(|n| first <= n) => prev.1 = prev.1.max(last),
+            _ => out.push((first, last)),
+        }
+    }
+    out.shrink_to_fit();
+    out
+}
+
+fn covered<T: Ord + Copy>(ranges: &[(T, T)], x: T) -> bool {
+    // The last range starting at or below x is the only one that can hold it.
+    let after = ranges.partition_point(|r| r.0 <= x);
+    after > 0 && x <= ranges[after - 1].1
 }
 
 #[cfg(test)]

@@ -106,6 +106,8 @@ pub struct HttpConfig {
     pub real_ip_header: String,
     pub allow_ip_spoofing: bool,
     pub max_connections: u32,
+    /// Open connections one client address holds at most; 0 is no limit.
+    pub max_connections_per_ip: u32,
     pub header_read_timeout_secs: u32,
     pub max_request_bytes: u32,
     pub worker_timeout_ms: u32,
@@ -151,6 +153,25 @@ pub struct LimitsConfig {
     pub max_torrents: u32,
     /// Peers one torrent holds at most, IPv4 and IPv6 together.
     pub max_peers_per_torrent: u32,
+    /// Peers the whole tracker holds at most (each worker holds its share).
+    pub max_peers: u32,
+    /// Peers one source (IPv4 address, IPv6 /64) holds at most; 0 is no limit.
+    pub max_peers_per_source: u32,
+    /// Torrents one source may add in an hour; 0 is no limit.
+    pub max_new_torrents_per_source: u32,
+    /// Requests a second one source may send, UDP and HTTP each; 0 is no limit.
+    pub requests_per_source_per_sec: u32,
+    /// Requests one source may send at once before its rate applies.
+    pub request_burst: u32,
+    /// Sources no per-source limit applies to.
+    pub exempt: Vec<crate::cidr::Cidr>,
+}
+
+impl LimitsConfig {
+    /// The exempt sources as a set to match against.
+    pub fn exempt(&self) -> crate::cidr::Networks {
+        crate::cidr::Networks::new(self.exempt.iter().copied())
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -376,6 +397,19 @@ impl Config {
             1,
             u32::MAX,
         )?;
+        range("limits.max_peers", self.limits.max_peers, 1, u32::MAX)?;
+        range(
+            "limits.request_burst",
+            self.limits.request_burst,
+            1,
+            1_000_000,
+        )?;
+        range(
+            "limits.requests_per_source_per_sec",
+            self.limits.requests_per_source_per_sec,
+            0,
+            1_000_000,
+        )?;
         if self.access_list.mode != crate::policy::access_list::Mode::Off
             && self.access_list.path.trim().is_empty()
         {
@@ -412,6 +446,12 @@ impl Config {
             ));
         }
         range("http.max_connections", h.max_connections, 1, 1 << 20)?;
+        range(
+            "http.max_connections_per_ip",
+            h.max_connections_per_ip,
+            0,
+            1 << 20,
+        )?;
         range(
             "http.header_read_timeout_secs",
             h.header_read_timeout_secs,

@@ -12,6 +12,7 @@ pub mod notify;
 pub mod policy;
 pub mod privileges;
 pub mod protocol;
+pub mod rate_limit;
 pub mod resources;
 pub mod sockets;
 pub mod state;

@@ -55,6 +55,7 @@ fn floods_stop_at_the_limits() {
     let limits = Limits {
         max_torrents,
         max_peers_per_torrent: 100,
+        ..Limits::NONE
     };
     let before = counting_alloc::live_bytes();
     let mut shard = Shard::with_limits(3600, limits);

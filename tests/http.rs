@@ -500,6 +500,13 @@ fn connections_past_the_cap_are_closed() {
         c.closed_within(Duration::from_secs(2)),
         "third connection refused"
     );
+    wait_sample(
+        t.metrics_address().unwrap(),
+        "hayate_errors_total",
+        &[("protocol", "http"), ("reason", "connections_full")],
+        1.0,
+        Duration::from_secs(10),
+    );
     drop(a);
     // The freed slot is reused once the server has seen the close.
     let deadline = Instant::now() + Duration::from_secs(3);

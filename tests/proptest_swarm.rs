@@ -7,7 +7,8 @@
 //!   underflow (a drift would show as a huge number);
 //! - a reply never holds the announcer, never more than `want` peers, exactly as many as there
 //!   are to give, only peers of the announcer's family, only leechers to a seeder;
-//! - past a limit the announce is refused, hands out nothing and changes nothing.
+//! - past a limit (torrents, peers per torrent, peers in all, a source's peers) the announce is
+//!   refused with that limit's reason, hands out nothing and changes nothing.
 //!
 //! Peer sets are indexed past `INDEX_AT` (32) peers and the index is dropped when stops take a
 //! set below 16. The wave generator grows one set past 32, churns it (role changes, stops,
@@ -18,7 +19,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use hayate_tracker::protocol::{Announce, AnnounceEvent, SwarmCounts};
-use hayate_tracker::swarm::{Limits, Refused, Shard};
+use hayate_tracker::swarm::{Limits, Quotas, Refused, Shard};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 
@@ -236,6 +237,16 @@ impl Model {
     }
 }
 
+/// The source an address counts under: itself, or its IPv6 /64.
+fn source(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => IpAddr::from(std::net::Ipv6Addr::from(
+            u128::from(v6) & !(u64::MAX as u128),
+        )),
+    }
+}
+
 fn info_hash(h: u8) -> [u8; 20] {
     let mut x = [h; 20];
     x[19] = 0xaa;
@@ -254,7 +265,16 @@ struct SetTrip {
 /// Runs `ops` against the shard and the model; returns how many peer sets made the round trip
 /// past the index size, below 16 by stops, and past it again.
 fn run(ops: Vec<Op>, limits: Limits) -> Result<usize, TestCaseError> {
+    run_with_quota(ops, limits, 0)
+}
+
+/// The same with each source (IPv4 address, IPv6 /64) held to `quota` peers (0: none).
+fn run_with_quota(ops: Vec<Op>, limits: Limits, quota: u32) -> Result<usize, TestCaseError> {
     let mut shard = Shard::with_limits(LIFETIME, limits);
+    shard.limit_sources(Quotas {
+        peers: quota,
+        ..Quotas::default()
+    });
     let mut model = Model::default();
     let mut now = 1_000u32;
     let mut hashes_seen = Vec::new();
@@ -303,6 +323,18 @@ fn run(ops: Vec<Op>, limits: Limits) -> Result<usize, TestCaseError> {
                     Err(Refused::TrackerFull)
                 } else if !known && before.len() >= limits.max_peers_per_torrent {
                     Err(Refused::TorrentFull)
+                } else if !known && model.peers.len() >= limits.max_peers {
+                    Err(Refused::TrackerFull)
+                } else if !known
+                    && quota > 0
+                    && model
+                        .peers
+                        .keys()
+                        .filter(|k| source(k.1) == source(ip))
+                        .count()
+                        >= quota as usize
+                {
+                    Err(Refused::SourcePeers)
                 } else {
                     Ok(())
                 };
@@ -411,14 +443,16 @@ proptest! {
         run(ops, Limits::NONE)?;
     }
 
-    /// Small limits: refusals are exact and leave nothing behind.
+    /// Small limits and quotas: refusals are exact and leave nothing behind.
     #[test]
     fn limits_match_model(
         ops in ops(6, 4),
         max_torrents in 1usize..4,
         max_peers_per_torrent in 1usize..6,
+        max_peers in 1usize..12,
+        quota in 0u32..5,
     ) {
-        run(ops, Limits { max_torrents, max_peers_per_torrent })?;
+        run_with_quota(ops, Limits { max_torrents, max_peers_per_torrent, max_peers }, quota)?;
     }
 }
 
@@ -432,6 +466,7 @@ fn indexed_swarms_match_model() {
         (INDEX_AT + 2..3 * INDEX_AT).prop_map(|max_peers_per_torrent| Limits {
             max_torrents: 2,
             max_peers_per_torrent,
+            ..Limits::NONE
         }),
     ];
     let mut runner = TestRunner::new(Config::default());

@@ -5,6 +5,7 @@
 //! shutdown); `service` answers one request, `query`, `proxy` and `response` are the wire rules.
 
 mod bencode;
+mod connections;
 pub mod proxy;
 pub mod query;
 pub mod response;
@@ -21,7 +22,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::mesh::Mailbox;
@@ -105,7 +106,11 @@ pub fn spawn(
         stats,
         policy,
         builder,
-        connections: Arc::new(Semaphore::new(h.max_connections as usize)),
+        connections: connections::Connections::new(
+            h.max_connections,
+            h.max_connections_per_ip,
+            config.limits.exempt(),
+        ),
     });
     std::thread::Builder::new()
         .name("hayate-http".into())
@@ -123,8 +128,8 @@ struct Server {
     /// Read at each accept for the blocklist (reloaded on SIGHUP like the workers' view).
     policy: SharedPolicy,
     builder: http1::Builder,
-    /// One permit per open connection.
-    connections: Arc<Semaphore>,
+    /// The connection caps, total and per address.
+    connections: Arc<connections::Connections>,
 }
 
 /// How long a stop waits for requests in flight (their workers still run) before the rest of
@@ -173,11 +178,15 @@ async fn accept_loop(
             server.stats.error(crate::stats::ErrorReason::Blocked);
             continue;
         }
-        // At the cap, close at once: a fast refusal the client can retry beats a queue of
+        // At a cap, close at once: a fast refusal the client can retry beats a queue of
         // connections nobody is reading.
-        let Ok(permit) = server.connections.clone().try_acquire_owned() else {
-            tracing::debug!(%peer, "HTTP connection refused: http.max_connections reached");
-            continue;
+        let permit = match server.connections.admit(peer.ip()) {
+            Ok(slot) => slot,
+            Err(reason) => {
+                server.stats.error(reason);
+                tracing::debug!(%peer, reason = reason.as_str(), "HTTP connection refused");
+                continue;
+            }
         };
         let _ = stream.set_nodelay(true);
         let server = server.clone();

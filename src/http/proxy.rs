@@ -9,7 +9,7 @@ use std::net::{IpAddr, SocketAddr};
 pub use crate::cidr::Cidr;
 
 /// A trusted proxy's real-IP header that names no usable address.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Unreadable;
 
 /// The client's address: `peer` (the TCP peer) unless it is trusted and `header` (every value

@@ -6,14 +6,14 @@
 
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crossbeam_utils::CachePadded;
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::header::{HeaderName, HeaderValue, ALLOW, CONTENT_TYPE};
+use hyper::header::{HeaderName, HeaderValue, ALLOW, CONTENT_TYPE, RETRY_AFTER};
 use hyper::{Method, Request, Response, StatusCode};
 use tokio::sync::oneshot;
 use tokio::time::{timeout, timeout_at, Instant};
@@ -23,7 +23,8 @@ use crate::mesh::{HttpWork, Mailbox, Mesh};
 use crate::policy::refusal::BUSY_MESSAGE;
 use crate::policy::Refusal;
 use crate::protocol::InfoHash;
-use crate::stats::{Action, Forward, IpVersion, Traffic};
+use crate::rate_limit::RateLimiter;
+use crate::stats::{Action, ErrorReason, Forward, IpVersion, Traffic};
 
 use super::proxy::{self, Cidr};
 use super::query;
@@ -43,6 +44,11 @@ pub struct Service {
     /// What this frontend counts. Only the HTTP thread writes it (every connection task runs
     /// on that one thread), as the counters require.
     stats: Arc<CachePadded<Traffic>>,
+    /// Each client's request budget, when limited. Every connection task runs on the one HTTP
+    /// thread, so the lock is never contended; it is there because tasks must be `Send`.
+    rate: Option<Mutex<RateLimiter>>,
+    /// Milliseconds for the limiter count from here.
+    epoch: std::time::Instant,
 }
 
 /// How a request ended: the body, and whether it was a refusal (its reason already counted).
@@ -79,6 +85,13 @@ impl Service {
             worker_timeout: Duration::from_millis(h.worker_timeout_ms.into()),
             max_scrape_hashes: config.protocol.max_scrape_hashes as usize,
             stats: Default::default(),
+            rate: RateLimiter::new(
+                config.limits.requests_per_source_per_sec,
+                config.limits.request_burst,
+                config.limits.exempt(),
+            )
+            .map(Mutex::new),
+            epoch: std::time::Instant::now(),
         })
     }
 
@@ -117,14 +130,21 @@ impl Service {
             return Ok(r);
         }
         let started = std::time::Instant::now();
+        let client = self.client(peer.ip(), &req);
+        if let Some(rate) = &self.rate {
+            // A proxy whose header names nobody is judged by its own address.
+            let source = client.unwrap_or(peer.ip());
+            let now_ms = started.duration_since(self.epoch).as_millis() as u64;
+            if !rate.lock().is_ok_and(|mut r| r.allow(source, now_ms)) {
+                self.stats.error(ErrorReason::RateLimited);
+                return Ok(too_many_requests());
+            }
+        }
         let ip = IpVersion::of(peer.ip());
         let query = req.uri().query().unwrap_or("").as_bytes();
         self.stats.received(req.uri().path().len() + query.len());
         let (action, answer) = match route {
-            Route::Announce => (
-                Action::Announce,
-                self.announce(peer.ip(), &req, query).await,
-            ),
+            Route::Announce => (Action::Announce, self.announce(client, query).await),
             Route::Scrape => (Action::Scrape, self.scrape(query).await),
         };
         self.stats.request(action, ip);
@@ -138,18 +158,23 @@ impl Service {
         Ok(bencoded(answer.body))
     }
 
-    async fn announce<B>(&self, peer: IpAddr, req: &Request<B>, query: &[u8]) -> Answer {
-        let q = match query::parse_announce(query, self.allow_ip_spoofing) {
-            Ok(q) => q,
-            Err(e) => return self.refuse(Refusal::Malformed(e.to_string().into())),
-        };
+    /// The client's address: the TCP peer's, or a trusted proxy's header's.
+    fn client<B>(&self, peer: IpAddr, req: &Request<B>) -> Result<IpAddr, proxy::Unreadable> {
         let header: Vec<&[u8]> = req
             .headers()
             .get_all(&self.real_ip_header)
             .iter()
             .map(HeaderValue::as_bytes)
             .collect();
-        let client = match proxy::client_ip(peer, &self.trusted, &header) {
+        proxy::client_ip(peer, &self.trusted, &header)
+    }
+
+    async fn announce(&self, client: Result<IpAddr, proxy::Unreadable>, query: &[u8]) -> Answer {
+        let q = match query::parse_announce(query, self.allow_ip_spoofing) {
+            Ok(q) => q,
+            Err(e) => return self.refuse(Refusal::Malformed(e.to_string().into())),
+        };
+        let client = match client {
             Ok(ip) => ip,
             Err(proxy::Unreadable) => {
                 return self.refuse(Refusal::Malformed(
@@ -246,6 +271,15 @@ fn bencoded(body: Vec<u8>) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from(body)));
     r.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    r
+}
+
+/// 429 with a `failure reason` a client can show, and when to come back.
+fn too_many_requests() -> Response<Full<Bytes>> {
+    let mut r = bencoded(response::failure("rate limit exceeded, retry later"));
+    *r.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+    r.headers_mut()
+        .insert(RETRY_AFTER, HeaderValue::from_static("60"));
     r
 }
 

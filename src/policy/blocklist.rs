@@ -1,22 +1,19 @@
 //! Sources the tracker ignores: a file of networks (`203.0.113.0/24`, `2001:db8::/32`, or one
 //! address per line, `#` comments), whose UDP datagrams are dropped unread and whose HTTP
 //! connections are closed at accept, each counted (`hayate_errors_total{reason="blocked"}`).
-//! Checked once per datagram before anything is parsed, so the lookup is a binary search over
-//! sorted, merged ranges: no allocation, no hashing, a few dozen comparisons for a
-//! hundred-thousand-line list. Parsed whole before it replaces the old one (SIGHUP), so a bad
+//! Checked once per datagram before anything is parsed, so the lookup is a [`Networks`] search:
+//! no allocation, no hashing, a few dozen comparisons for a hundred-thousand-line list. Parsed whole before it replaces the old one (SIGHUP), so a bad
 //! file never half-applies; errors name the file and the line.
 
 use std::net::IpAddr;
 use std::path::Path;
 
-use crate::cidr::{Cidr, Span};
+use crate::cidr::{Cidr, Networks};
 
 /// A parsed list; empty when off.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Blocklist {
-    /// Inclusive ranges, sorted and merged, so no two overlap or touch.
-    v4: Vec<(u32, u32)>,
-    v6: Vec<(u128, u128)>,
+    networks: Networks,
     /// Lines the file listed.
     listed: usize,
 }
@@ -53,9 +50,7 @@ impl Blocklist {
 
     /// Parses list text (named `file` in errors).
     pub fn parse(text: &str, file: &str) -> Result<Blocklist, BlocklistError> {
-        let mut v4 = Vec::new();
-        let mut v6 = Vec::new();
-        let mut listed = 0;
+        let mut listed = Vec::new();
         for (i, raw) in text.lines().enumerate() {
             let line = raw.split('#').next().unwrap_or("").trim();
             if line.is_empty() {
@@ -66,26 +61,18 @@ impl Blocklist {
                 line: i + 1,
                 message,
             })?;
-            listed += 1;
-            match cidr.span() {
-                Span::V4(first, last) => v4.push((first, last)),
-                Span::V6(first, last) => v6.push((first, last)),
-            }
+            listed.push(cidr);
         }
         Ok(Blocklist {
-            v4: merged(v4, |x| x.checked_add(1)),
-            v6: merged(v6, |x| x.checked_add(1)),
-            listed,
+            listed: listed.len(),
+            networks: Networks::new(listed),
         })
     }
 
     /// Whether `ip` (an IPv4-mapped IPv6 address counts as IPv4) is listed.
     #[inline]
     pub fn blocks(&self, ip: IpAddr) -> bool {
-        match ip.to_canonical() {
-            IpAddr::V4(ip) => covered(&self.v4, u32::from(ip)),
-            IpAddr::V6(ip) => covered(&self.v6, u128::from(ip)),
-        }
+        self.networks.contains(ip)
     }
 
     /// Networks and addresses the file listed.
@@ -96,27 +83,6 @@ impl Blocklist {
     pub fn is_empty(&self) -> bool {
         self.listed == 0
     }
-}
-
-/// Sorted, with overlapping and adjacent ranges joined (`next` gives the address after one, if
-/// any).
-fn merged<T: Ord + Copy>(mut ranges: Vec<(T, T)>, next: impl Fn(T) -> Option<T>) -> Vec<(T, T)> {
-    ranges.sort_unstable();
-    let mut out: Vec<(T, T)> = Vec::with_capacity(ranges.len());
-    for (first, last) in ranges {
-        match out.last_mut() {
-            Some(prev) if next(prev.1).is_none_or(|n| first <= n) => prev.1 = prev.1.max(last),
-            _ => out.push((first, last)),
-        }
-    }
-    out.shrink_to_fit();
-    out
-}
-
-fn covered<T: Ord + Copy>(ranges: &[(T, T)], x: T) -> bool {
-    // The last range starting at or below x is the only one that can hold it.
-    let after = ranges.partition_point(|r| r.0 <= x);
-    after > 0 && x <= ranges[after - 1].1
 }
 
 #[cfg(test)]
@@ -164,11 +130,11 @@ mod tests {
             "b",
         )
         .unwrap();
-        assert_eq!(list.v4, vec![(0, u32::MAX)]);
+        assert_eq!(list.networks.v4, vec![(0, u32::MAX)]);
         let list =
             Blocklist::parse("10.0.0.0/8\n10.1.0.0/16\n11.0.0.0/8\n13.0.0.1\n", "b").unwrap();
         assert_eq!(
-            list.v4,
+            list.networks.v4,
             vec![(0x0a00_0000, 0x0bff_ffff), (0x0d00_0001, 0x0d00_0001)]
         );
         assert!(list.blocks(ip("11.255.255.255")));
@@ -177,7 +143,7 @@ mod tests {
         assert!(list.blocks(ip("13.0.0.1")));
         assert!(!list.blocks(ip("13.0.0.2")));
         let all6 = Blocklist::parse("::/0\n::1\n", "b").unwrap();
-        assert_eq!(all6.v6, vec![(0, u128::MAX)]);
+        assert_eq!(all6.networks.v6, vec![(0, u128::MAX)]);
         assert!(all6.blocks(ip("ffff::1")));
     }
 

@@ -60,6 +60,9 @@ impl Refusal {
             Refusal::Jwt(_) => ErrorReason::JwtRefused,
             Refusal::Full(Refused::TrackerFull) => ErrorReason::TrackerFull,
             Refusal::Full(Refused::TorrentFull) => ErrorReason::TorrentFull,
+            Refusal::Full(Refused::SourcePeers | Refused::SourceTorrents) => {
+                ErrorReason::SourceQuota
+            }
             Refusal::Busy => ErrorReason::WorkerTimeout,
         }
     }

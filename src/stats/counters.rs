@@ -114,7 +114,8 @@ pub enum ErrorReason {
     SendFailed = 6,
     /// The kernel failed a receive.
     ReceiveFailed = 7,
-    /// An announce for a new torrent while the shard held `limits.max_torrents`; refused.
+    /// An announce for a new torrent while the shard held `limits.max_torrents`, or of a new
+    /// peer while it held `limits.max_peers`; refused.
     TrackerFull = 8,
     /// A new peer for a torrent at `limits.max_peers_per_torrent`; refused.
     TorrentFull = 9,
@@ -130,10 +131,21 @@ pub enum ErrorReason {
     JwtRefused = 14,
     /// A datagram or connection from a source on the `[blocklist]`; ignored.
     Blocked = 15,
+    /// A new peer or torrent past its source's quota (`limits.max_peers_per_source`,
+    /// `max_new_torrents_per_source`); refused.
+    SourceQuota = 16,
+    /// A request past its source's rate (`limits.requests_per_source_per_sec`): a datagram
+    /// dropped unanswered, an HTTP request answered 429.
+    RateLimited = 17,
+    /// An HTTP connection closed at accept because `http.max_connections` were open.
+    ConnectionsFull = 18,
+    /// An HTTP connection closed at accept because its address held
+    /// `http.max_connections_per_ip`.
+    ConnectionsPerIp = 19,
 }
 
 impl ErrorReason {
-    pub const COUNT: usize = 16;
+    pub const COUNT: usize = 20;
     pub const ALL: [ErrorReason; Self::COUNT] = [
         ErrorReason::NotTracker,
         ErrorReason::Malformed,
@@ -151,6 +163,10 @@ impl ErrorReason {
         ErrorReason::ClientNotAllowed,
         ErrorReason::JwtRefused,
         ErrorReason::Blocked,
+        ErrorReason::SourceQuota,
+        ErrorReason::RateLimited,
+        ErrorReason::ConnectionsFull,
+        ErrorReason::ConnectionsPerIp,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -171,6 +187,10 @@ impl ErrorReason {
             ErrorReason::ClientNotAllowed => "client_not_allowed",
             ErrorReason::JwtRefused => "jwt_refused",
             ErrorReason::Blocked => "blocked",
+            ErrorReason::SourceQuota => "source_quota",
+            ErrorReason::RateLimited => "rate_limited",
+            ErrorReason::ConnectionsFull => "connections_full",
+            ErrorReason::ConnectionsPerIp => "connections_per_ip",
         }
     }
 }

@@ -5,15 +5,18 @@
 
 mod peers;
 mod persist;
+mod sources;
 mod subnet;
 mod table;
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 
 use ahash::RandomState;
 
 pub use peers::{Peer, PeerIp, PeerSet, Previous};
 pub use persist::Walk;
+pub use sources::{Held, Quotas, Sources};
 pub use subnet::SubnetIndex;
 use table::Torrents;
 
@@ -77,6 +80,10 @@ pub trait Family: PeerIp {
     fn set(t: &mut Torrent) -> &mut PeerSet<Self>;
     /// The set, if the torrent has one.
     fn existing(t: &mut Torrent) -> Option<&mut PeerSet<Self>>;
+    /// The source the address belongs to, for quotas: the address itself, or an IPv6 /64.
+    fn source(&self) -> Self;
+    /// This family's holdings by source, with the quotas they are held to.
+    fn held(s: &mut Sources) -> (&mut HashMap<Self, Held, RandomState>, &Quotas);
 }
 
 impl Family for [u8; 4] {
@@ -99,6 +106,12 @@ impl Family for [u8; 4] {
     fn existing(t: &mut Torrent) -> Option<&mut PeerSet<Self>> {
         Some(&mut t.v4)
     }
+    fn source(&self) -> Self {
+        *self
+    }
+    fn held(s: &mut Sources) -> (&mut HashMap<Self, Held, RandomState>, &Quotas) {
+        (&mut s.v4, &s.quotas)
+    }
 }
 
 impl Family for [u8; 16] {
@@ -120,6 +133,19 @@ impl Family for [u8; 16] {
     }
     fn existing(t: &mut Torrent) -> Option<&mut PeerSet<Self>> {
         t.v6.as_deref_mut()
+    }
+    fn source(&self) -> Self {
+        self.masked(64)
+    }
+    fn held(s: &mut Sources) -> (&mut HashMap<Self, Held, RandomState>, &Quotas) {
+        (&mut s.v6, &s.quotas)
+    }
+}
+
+/// Takes a peer at `ip` that left off its source's count.
+fn left<I: Family>(sources: Option<&mut Sources>, ip: I) {
+    if let Some(h) = sources.and_then(|s| I::held(s).0.get_mut(&ip.source())) {
+        h.peers = h.peers.saturating_sub(1);
     }
 }
 
@@ -168,26 +194,40 @@ pub struct ShardTotals {
 /// memory without bound.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
-    /// Torrents the shard holds at most; an announce that would add one more is refused.
+    /// Torrents the shard holds at most; an announce that would add one more is refused,
+    /// unless a torrent kept only for its download count can make room.
     pub max_torrents: usize,
     /// Peers (both families together) one torrent holds at most; a new peer past it is refused.
     pub max_peers_per_torrent: usize,
+    /// Peers the shard holds at most, over all torrents.
+    pub max_peers: usize,
 }
 
 impl Limits {
     pub const NONE: Limits = Limits {
         max_torrents: usize::MAX,
         max_peers_per_torrent: usize::MAX,
+        max_peers: usize::MAX,
     };
 }
+
+/// Random buckets looked at for a torrent kept only for its count when the shard is full:
+/// enough to find one when such torrents fill a good part of the table, few enough that a full
+/// table of live torrents costs a refused announce little.
+const EVICTION_PROBES: usize = 16;
 
 /// Why an announce was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refused {
-    /// The announce would add a torrent to a shard at `max_torrents`.
+    /// The announce would add a torrent to a shard at `max_torrents`, or a peer to one at
+    /// `max_peers`.
     TrackerFull,
     /// The announce would add a peer to a torrent at `max_peers_per_torrent`.
     TorrentFull,
+    /// The announce would add a peer past its source's quota.
+    SourcePeers,
+    /// The announce would add a torrent past its source's hourly quota.
+    SourceTorrents,
 }
 
 impl Refused {
@@ -196,6 +236,8 @@ impl Refused {
         match self {
             Refused::TrackerFull => "tracker is full",
             Refused::TorrentFull => "torrent is full",
+            Refused::SourcePeers => "too many peers from your address",
+            Refused::SourceTorrents => "too many new torrents from your address",
         }
     }
 }
@@ -222,6 +264,8 @@ pub struct Shard {
     seeders: usize,
     leechers: usize,
     subnets: Subnets,
+    /// What each source holds, when per-source quotas are on.
+    sources: Option<Box<Sources>>,
 }
 
 impl Shard {
@@ -241,6 +285,23 @@ impl Shard {
             seeders: 0,
             leechers: 0,
             subnets: Subnets::default(),
+            sources: None,
+        }
+    }
+
+    /// Holds each source (IPv4 address, IPv6 /64) to `quotas` from now on (0: no such quota;
+    /// both 0: sources are not tracked at all). Set before the first announce.
+    pub fn limit_sources(&mut self, quotas: Quotas) {
+        self.sources =
+            (quotas.peers > 0 || quotas.new_torrents > 0).then(|| Box::new(Sources::new(quotas)));
+    }
+
+    /// What a source holds, if quotas are on and it holds anything.
+    pub fn held(&self, ip: IpAddr) -> Option<Held> {
+        let s = self.sources.as_deref()?;
+        match ip.to_canonical() {
+            IpAddr::V4(v4) => s.v4.get(&v4.octets()).copied(),
+            IpAddr::V6(v6) => s.v6.get(&v6.octets().masked(64)).copied(),
         }
     }
 
@@ -299,6 +360,9 @@ impl Shard {
                 Some(set) => set.remove(key, &self.hasher),
                 None => Previous::Absent,
             };
+            if previous != Previous::Absent {
+                left(self.sources.as_deref_mut(), ip);
+            }
             if let Some(index) = I::subnets(&mut self.subnets) {
                 index.removed(&a.info_hash, I::existing(t).map(|s| &*s), key, &self.hasher);
             }
@@ -322,12 +386,58 @@ impl Shard {
             });
         }
         let seeder = a.seeds();
-        let room = self.torrents.len() < self.limits.max_torrents;
-        let Some(t) = self.torrents.get_or_add(&a.info_hash, room) else {
-            return Err(Refused::TrackerFull);
+        // The announcer's holdings, when quotas are on: one lookup, kept for the updates below.
+        let mut source = self.sources.as_deref_mut().map(|s| {
+            let (held, quotas) = I::held(s);
+            (held.entry(ip.source()).or_default(), quotas)
+        });
+        let may_add = match &mut source {
+            Some((held, q)) => {
+                q.new_torrents == 0
+                    || held.added_by(now) < q.new_torrents
+                    || q.exempt.contains(ip.addr())
+            }
+            None => true,
         };
-        if !t.has_room_for(key, self.limits.max_peers_per_torrent, &self.hasher) {
-            return Err(Refused::TorrentFull);
+        let mut room = self.torrents.len() < self.limits.max_torrents;
+        if !room && may_add && self.torrents.get(&a.info_hash).is_none() {
+            // History must not lock new swarms out: a torrent kept only for its count goes.
+            room = self.torrents.evict_empty(&mut self.rng, EVICTION_PROBES);
+        }
+        let Some((t, added)) = self.torrents.get_or_add(&a.info_hash, room && may_add) else {
+            return Err(if room {
+                Refused::SourceTorrents
+            } else {
+                Refused::TrackerFull
+            });
+        };
+        // Only a peer the torrent does not hold yet can break a peer limit, so the lookup
+        // is paid only at one.
+        let over_torrent = t.len() >= self.limits.max_peers_per_torrent;
+        let over_tracker = self.seeders + self.leechers >= self.limits.max_peers;
+        let over_source = source
+            .as_ref()
+            .is_some_and(|(held, q)| q.peers > 0 && held.peers >= q.peers);
+        if over_torrent || over_tracker || over_source {
+            let known = I::existing(t).is_some_and(|set| set.contains(key, &self.hasher));
+            let refused = match () {
+                _ if known => None,
+                _ if over_torrent => Some(Refused::TorrentFull),
+                _ if over_tracker => Some(Refused::TrackerFull),
+                _ if source
+                    .as_ref()
+                    .is_some_and(|(_, q)| q.exempt.contains(ip.addr())) =>
+                {
+                    None
+                }
+                _ => Some(Refused::SourcePeers),
+            };
+            if let Some(refused) = refused {
+                if added {
+                    self.torrents.remove(&a.info_hash);
+                }
+                return Err(refused);
+            }
         }
         let before = t.counts();
         let set = I::set(t);
@@ -360,6 +470,11 @@ impl Shard {
             counted: false,
         };
         let previous = set.upsert(peer, seeder, &self.hasher);
+        if let Some((held, q)) = source {
+            held.peers += u32::from(previous == Previous::Absent);
+            // Counted only under a quota, so an entry outlives its peers only then.
+            held.added += u32::from(added && q.new_torrents > 0);
+        }
         if previous == Previous::Absent {
             if let Some(index) = I::subnets(&mut self.subnets) {
                 index.added(&a.info_hash, set, key, &self.hasher);
@@ -444,16 +559,17 @@ impl Shard {
         let (seeders, leechers) = (&mut self.seeders, &mut self.leechers);
         let subnets = &mut self.subnets;
         let keep_secs = self.keep_downloaded_secs;
+        let mut sources = self.sources.as_deref_mut();
         self.torrents.retain(|hash, t| {
             let was_empty = t.is_empty();
             let before = t.counts();
-            let gone = t.v4.expire(now, hs);
+            let gone = t.v4.expire(now, hs, |p| left(sources.as_deref_mut(), p.ip));
             if let (true, Some(index)) = (gone > 0, subnets.v4.as_deref_mut()) {
                 index.rebuild(hash, &t.v4, hs);
             }
             dropped += gone;
             if let Some(v6) = t.v6.as_deref_mut() {
-                let gone = v6.expire(now, hs);
+                let gone = v6.expire(now, hs, |p| left(sources.as_deref_mut(), p.ip));
                 if let (true, Some(index)) = (gone > 0, subnets.v6.as_deref_mut()) {
                     index.rebuild(hash, v6, hs);
                 }
@@ -473,6 +589,9 @@ impl Shard {
         });
         if self.torrents.capacity() > 4 * self.torrents.len().max(1024) {
             self.torrents.shrink_to(2 * self.torrents.len());
+        }
+        if let Some(s) = self.sources.as_deref_mut() {
+            s.tidy(now);
         }
         dropped
     }
@@ -520,6 +639,27 @@ impl Shard {
             }
         }
         assert_eq!(self.totals(), self.walk_totals(), "running totals drifted");
+        if let Some(s) = self.sources.as_deref() {
+            let (mut v4, mut v6) = (HashMap::new(), HashMap::new());
+            for (_, t) in self.torrents.iter() {
+                for p in t.v4.peers() {
+                    *v4.entry(p.ip.source()).or_insert(0u32) += 1;
+                }
+                for p in t.v6.as_deref().map_or(&[][..], PeerSet::peers) {
+                    *v6.entry(p.ip.source()).or_insert(0u32) += 1;
+                }
+            }
+            fn held<K: Copy + Eq + std::hash::Hash>(
+                m: &HashMap<K, Held, RandomState>,
+            ) -> HashMap<K, u32> {
+                m.iter()
+                    .filter(|(_, h)| h.peers > 0)
+                    .map(|(k, h)| (*k, h.peers))
+                    .collect()
+            }
+            assert_eq!(held(&s.v4), v4, "IPv4 sources' holdings drifted");
+            assert_eq!(held(&s.v6), v6, "IPv6 sources' holdings drifted");
+        }
     }
 }
 
@@ -1249,6 +1389,7 @@ mod tests {
         let limits = Limits {
             max_torrents: 2,
             max_peers_per_torrent: 3,
+            ..Limits::NONE
         };
         let mut s = Shard::with_limits(100, limits);
         let a = |hash, port| announce(hash, port, 5, AnnounceEvent::Started);
@@ -1286,6 +1427,213 @@ mod tests {
         put(&mut s, [1; 4], announce(2, 1, 5, AnnounceEvent::Stopped));
         s.announce([1; 4], &a(3, 1), 50, 0, |_| {}).unwrap();
         assert_eq!(s.totals().torrents, 2);
+        s.check_invariants();
+    }
+
+    fn quotas(peers: u32, new_torrents: u32) -> Quotas {
+        Quotas {
+            peers,
+            new_torrents,
+            exempt: crate::cidr::Networks::new(["127.0.0.0/8".parse().unwrap()]),
+        }
+    }
+
+    #[test]
+    fn a_source_holds_at_most_its_peers_and_gets_them_back_as_they_leave() {
+        let mut s = Shard::new(100);
+        s.limit_sources(quotas(3, 0));
+        let a = |hash, port| announce(hash, port, 5, AnnounceEvent::Started);
+        for hash in 1..=3 {
+            s.announce([10, 0, 0, 1], &a(hash, 1), 50, 0, |_| {})
+                .unwrap();
+        }
+        let mut handed = 0;
+        assert_eq!(
+            s.announce([10, 0, 0, 1], &a(1, 2), 50, 0, |_| handed += 1),
+            Err(Refused::SourcePeers)
+        );
+        assert_eq!(handed, 0, "a refused announce is handed no peers");
+        assert_eq!(
+            s.announce([10, 0, 0, 1], &a(4, 1), 50, 0, |_| {}),
+            Err(Refused::SourcePeers)
+        );
+        assert_eq!(
+            s.totals().torrents,
+            3,
+            "the refused new torrent is not left behind"
+        );
+        // Its peers re-announce and complete as before; other sources are not affected.
+        s.announce(
+            [10, 0, 0, 1],
+            &announce(2, 1, 0, AnnounceEvent::Completed),
+            50,
+            0,
+            |_| {},
+        )
+        .unwrap();
+        s.announce([10, 0, 0, 2], &a(4, 1), 50, 0, |_| {}).unwrap();
+        // A stop gives one place back, an expiry the rest.
+        put(
+            &mut s,
+            [10, 0, 0, 1],
+            announce(1, 1, 5, AnnounceEvent::Stopped),
+        );
+        assert_eq!(s.held("10.0.0.1".parse().unwrap()).unwrap().peers, 2);
+        s.announce([10, 0, 0, 1], &a(5, 1), 50, 0, |_| {}).unwrap();
+        s.check_invariants();
+        s.sweep(100);
+        assert_eq!(
+            s.held("10.0.0.1".parse().unwrap()),
+            None,
+            "forgotten once empty"
+        );
+        for hash in 6..=8 {
+            s.announce([10, 0, 0, 1], &a(hash, 1), 50, 100, |_| {})
+                .unwrap();
+        }
+        // Loopback is exempt.
+        for port in 1..=10 {
+            s.announce([127, 0, 0, 1], &a(9, port), 50, 100, |_| {})
+                .unwrap();
+        }
+        s.check_invariants();
+    }
+
+    #[test]
+    fn an_ipv6_source_is_its_64() {
+        let mut s = Shard::new(100);
+        s.limit_sources(quotas(2, 0));
+        let a = |hash, port| announce(hash, port, 5, AnnounceEvent::Started);
+        let mut ip = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1];
+        s.announce(ip, &a(1, 1), 50, 0, |_| {}).unwrap();
+        ip[15] = 2;
+        s.announce(ip, &a(1, 1), 50, 0, |_| {}).unwrap();
+        ip[8] = 0xff;
+        assert_eq!(
+            s.announce(ip, &a(2, 1), 50, 0, |_| {}),
+            Err(Refused::SourcePeers)
+        );
+        ip[7] = 2;
+        s.announce(ip, &a(2, 1), 50, 0, |_| {}).unwrap();
+        s.check_invariants();
+    }
+
+    #[test]
+    fn a_source_adds_at_most_its_new_torrents_an_hour() {
+        let mut s = Shard::new(10_000);
+        s.limit_sources(quotas(0, 2));
+        let a = |hash, port| announce(hash, port, 5, AnnounceEvent::Started);
+        s.announce([10, 0, 0, 1], &a(1, 1), 50, 0, |_| {}).unwrap();
+        s.announce([10, 0, 0, 1], &a(2, 1), 50, 10, |_| {}).unwrap();
+        assert_eq!(
+            s.announce([10, 0, 0, 1], &a(3, 1), 50, 20, |_| {}),
+            Err(Refused::SourceTorrents)
+        );
+        // Torrents that exist are not new: joining them is fine, as is another source adding.
+        s.announce([10, 0, 0, 2], &a(3, 1), 50, 20, |_| {}).unwrap();
+        s.announce([10, 0, 0, 1], &a(3, 1), 50, 20, |_| {}).unwrap();
+        // Leaving does not give the hour back; the next hour does.
+        put(
+            &mut s,
+            [10, 0, 0, 1],
+            announce(1, 1, 5, AnnounceEvent::Stopped),
+        );
+        assert_eq!(
+            s.announce([10, 0, 0, 1], &a(4, 1), 50, sources::HOUR - 1, |_| {}),
+            Err(Refused::SourceTorrents)
+        );
+        s.announce([10, 0, 0, 1], &a(4, 1), 50, sources::HOUR, |_| {})
+            .unwrap();
+        for hash in 10..20 {
+            s.announce([127, 0, 0, 1], &a(hash, 1), 50, 0, |_| {})
+                .unwrap();
+        }
+        s.check_invariants();
+    }
+
+    #[test]
+    fn max_peers_bounds_the_shard_but_not_peers_it_holds() {
+        let limits = Limits {
+            max_peers: 3,
+            ..Limits::NONE
+        };
+        let mut s = Shard::with_limits(100, limits);
+        let a = |hash, port| announce(hash, port, 5, AnnounceEvent::Started);
+        s.announce([1; 4], &a(1, 1), 50, 0, |_| {}).unwrap();
+        s.announce([1; 4], &a(1, 2), 50, 0, |_| {}).unwrap();
+        s.announce([1; 16], &a(2, 1), 50, 0, |_| {}).unwrap();
+        assert_eq!(
+            s.announce([1; 4], &a(1, 3), 50, 0, |_| {}),
+            Err(Refused::TrackerFull)
+        );
+        assert_eq!(
+            s.announce([2; 4], &a(3, 1), 50, 0, |_| {}),
+            Err(Refused::TrackerFull)
+        );
+        assert_eq!(s.totals().torrents, 2);
+        s.announce([1; 4], &a(1, 2), 50, 0, |_| {}).unwrap();
+        put(&mut s, [1; 4], announce(1, 1, 5, AnnounceEvent::Stopped));
+        s.announce([2; 4], &a(3, 1), 50, 0, |_| {}).unwrap();
+        s.check_invariants();
+    }
+
+    #[test]
+    fn a_full_shard_makes_room_by_dropping_torrents_kept_only_for_their_count() {
+        let limits = Limits {
+            max_torrents: 4,
+            ..Limits::NONE
+        };
+        let mut s = Shard::with_limits(100, limits);
+        s.keep_downloaded(1000);
+        // Two live torrents, two kept for their downloads.
+        for hash in 1..=4 {
+            put(
+                &mut s,
+                [1; 4],
+                announce(hash, 1, 0, AnnounceEvent::Completed),
+            );
+        }
+        put(&mut s, [1; 4], announce(3, 1, 0, AnnounceEvent::Stopped));
+        put(&mut s, [1; 4], announce(4, 1, 0, AnnounceEvent::Stopped));
+        assert_eq!(s.totals().torrents, 4);
+        s.announce(
+            [2; 4],
+            &announce(5, 1, 5, AnnounceEvent::Started),
+            50,
+            0,
+            |_| {},
+        )
+        .unwrap();
+        s.announce(
+            [2; 4],
+            &announce(6, 1, 5, AnnounceEvent::Started),
+            50,
+            0,
+            |_| {},
+        )
+        .unwrap();
+        assert_eq!(s.totals().torrents, 4);
+        assert_eq!(
+            (s.counts(&[3; 20]).downloaded, s.counts(&[4; 20]).downloaded),
+            (0, 0)
+        );
+        // Now every torrent has peers: a new one is refused, and no live swarm is touched.
+        assert_eq!(
+            s.announce(
+                [2; 4],
+                &announce(7, 1, 5, AnnounceEvent::Started),
+                50,
+                0,
+                |_| {}
+            ),
+            Err(Refused::TrackerFull)
+        );
+        for hash in [1, 2, 5, 6] {
+            assert_eq!(
+                s.counts(&[hash; 20]).seeders + s.counts(&[hash; 20]).leechers,
+                1
+            );
+        }
         s.check_invariants();
     }
 }

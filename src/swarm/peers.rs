@@ -240,8 +240,13 @@ impl<I: PeerIp> PeerSet<I> {
         }
     }
 
-    /// Drops peers whose time is up; returns how many went.
-    pub fn expire(&mut self, now: u32, hs: &impl BuildHasher) -> usize {
+    /// Drops peers whose time is up, showing each to `gone`; returns how many went.
+    pub fn expire(
+        &mut self,
+        now: u32,
+        hs: &impl BuildHasher,
+        mut gone: impl FnMut(&Peer<I>),
+    ) -> usize {
         let before = self.peers.len();
         let mut kept = 0;
         let mut seeders_kept = 0;
@@ -253,6 +258,8 @@ impl<I: PeerIp> PeerSet<I> {
                 }
                 self.peers[kept] = p;
                 kept += 1;
+            } else {
+                gone(&p);
             }
         }
         if kept == before {
@@ -389,7 +396,7 @@ mod tests {
             set.upsert(peer(i), i % 2 == 0, &hs);
         }
         // expires = 100 + i, so at now=149 peers 0..=49 go.
-        assert_eq!(set.expire(149, &hs), 50);
+        assert_eq!(set.expire(149, &hs, |_| {}), 50);
         set.check_invariants(&hs);
         assert_eq!(set.seeders(), 25);
         assert_eq!(set.leechers(), 25);
@@ -480,9 +487,13 @@ mod tests {
             let leecher = peer(10 + i as u32);
             set.upsert(Peer { expires, ..leecher }, false, &hs);
         }
-        assert_eq!(set.expire(498, &hs), 0, "nothing is due yet");
+        assert_eq!(set.expire(498, &hs, |_| {}), 0, "nothing is due yet");
         assert_eq!((set.seeders(), set.leechers()), (3, 3));
-        assert_eq!(set.expire(500, &hs), 4, "expires <= now goes");
+        let mut gone = Vec::new();
+        let n = set.expire(500, &hs, |p| gone.push(u32::from_be_bytes(p.ip)));
+        assert_eq!(n, 4, "expires <= now goes");
+        gone.sort_unstable();
+        assert_eq!(gone, [0, 1, 10, 11], "each peer that went is shown once");
         assert_eq!((set.seeders(), set.leechers()), (1, 1));
         let mut left: Vec<(u32, u32)> = set
             .peers()
@@ -493,8 +504,12 @@ mod tests {
         assert_eq!(left, [(2, 501), (12, 501)], "the peers due at 501 stay");
         assert!(set.contains(peer(2).key(), &hs) && set.contains(peer(12).key(), &hs));
         set.check_invariants(&hs);
-        assert_eq!(set.expire(500, &hs), 0, "a second sweep finds nothing");
-        assert_eq!(set.expire(501, &hs), 2);
+        assert_eq!(
+            set.expire(500, &hs, |_| {}),
+            0,
+            "a second sweep finds nothing"
+        );
+        assert_eq!(set.expire(501, &hs, |_| {}), 2);
         assert!(set.is_empty());
         assert_eq!(
             set.peers.capacity(),
@@ -516,7 +531,7 @@ mod tests {
                 set.upsert(Peer { expires, ..peer(i) }, i % 2 == 0, &hs);
             }
             assert!(set.index.is_some());
-            assert_eq!(set.expire(0, &hs), (at + 10 - kept) as usize);
+            assert_eq!(set.expire(0, &hs, |_| {}), (at + 10 - kept) as usize);
             assert_eq!(set.index.is_some(), indexed, "index after expiry to {kept}");
             set.check_invariants(&hs);
         }
@@ -540,7 +555,7 @@ mod tests {
                 );
             }
             assert_eq!(set.peers.capacity(), 64);
-            set.expire(0, &hs);
+            set.expire(0, &hs, |_| {});
             assert_eq!(set.len(), kept as usize);
             assert_eq!(set.peers.capacity(), capacity, "room for {kept} survivors");
         }

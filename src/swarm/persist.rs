@@ -68,15 +68,26 @@ impl Shard {
     pub fn restore(&mut self, r: &TorrentRecord, now: u32) -> usize {
         let room = self.torrents.len() < self.limits.max_torrents;
         let max_peers = self.limits.max_peers_per_torrent;
-        let Some(t) = self.torrents.get_or_add(&r.info_hash, room) else {
+        let mut shard_room = self
+            .limits
+            .max_peers
+            .saturating_sub(self.seeders + self.leechers);
+        let Some((t, _)) = self.torrents.get_or_add(&r.info_hash, room) else {
             return 0;
         };
         let before = t.counts();
         t.downloaded = t.downloaded.saturating_add(r.downloaded);
         t.keep_until = now.saturating_add(r.keep_secs);
-        let (subnets, hs) = (&mut self.subnets, &self.hasher);
-        let stored = restore_peers(t, subnets, hs, &r.info_hash, &r.v4, now, max_peers)
-            + restore_peers(t, subnets, hs, &r.info_hash, &r.v6, now, max_peers);
+        let mut to = Into {
+            subnets: &mut self.subnets,
+            sources: self.sources.as_deref_mut(),
+            hs: &self.hasher,
+            hash: &r.info_hash,
+            now,
+            max_peers,
+            shard_room: &mut shard_room,
+        };
+        let stored = restore_peers(t, &mut to, &r.v4) + restore_peers(t, &mut to, &r.v6);
         t.tidy();
         let after = t.counts();
         self.seeders = self.seeders - before.seeders as usize + after.seeders as usize;
@@ -134,21 +145,30 @@ fn write_peers<I: Family>(set: &PeerSet<I>, now: u32, mut out: impl FnMut(&PeerR
     }
 }
 
-/// Stores the restored peers of one family, except those whose time is up, with port 0, or
-/// past the torrent's limit; returns how many were stored.
-fn restore_peers<I: Family>(
-    t: &mut Torrent,
-    subnets: &mut super::Subnets,
-    hs: &ahash::RandomState,
-    hash: &crate::protocol::InfoHash,
-    peers: &[PeerRecord<I>],
+/// Where restored peers of one torrent go, and the room left for them.
+struct Into<'a> {
+    subnets: &'a mut super::Subnets,
+    sources: Option<&'a mut super::Sources>,
+    hs: &'a ahash::RandomState,
+    hash: &'a crate::protocol::InfoHash,
     now: u32,
     max_peers: usize,
-) -> usize {
+    /// Peers the shard may still take (`max_peers`).
+    shard_room: &'a mut usize,
+}
+
+/// Stores the restored peers of one family, except those whose time is up, with port 0, or
+/// past the torrent's or the shard's limit; returns how many were stored. Each counts towards
+/// its source's holdings (a restore is not refused by quotas: the peers were admitted once).
+fn restore_peers<I: Family>(t: &mut Torrent, to: &mut Into<'_>, peers: &[PeerRecord<I>]) -> usize {
+    let (hs, now, hash) = (to.hs, to.now, to.hash);
     let mut stored = 0;
     for p in peers {
         let key = (p.ip, p.port);
-        if p.ttl_secs == 0 || p.port == 0 || !t.has_room_for(key, max_peers, hs) {
+        if p.ttl_secs == 0 || p.port == 0 || !t.has_room_for(key, to.max_peers, hs) {
+            continue;
+        }
+        if *to.shard_room == 0 && !I::existing(t).is_some_and(|s| s.contains(key, hs)) {
             continue;
         }
         let set = I::set(t);
@@ -160,8 +180,12 @@ fn restore_peers<I: Family>(
             counted: p.counted,
         };
         if set.upsert(peer, p.seeder, hs) == super::Previous::Absent {
-            if let Some(index) = I::subnets(subnets) {
+            *to.shard_room -= 1;
+            if let Some(index) = I::subnets(to.subnets) {
                 index.added(hash, set, key, hs);
+            }
+            if let Some(s) = to.sources.as_deref_mut() {
+                I::held(s).0.entry(p.ip.source()).or_default().peers += 1;
             }
         }
         stored += 1;

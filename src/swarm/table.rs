@@ -52,8 +52,13 @@ impl Torrents {
             .map(|(_, t)| t)
     }
 
-    /// The torrent, added empty if absent and `may_add`; `None` if absent and not.
-    pub fn get_or_add(&mut self, info_hash: &InfoHash, may_add: bool) -> Option<&mut Torrent> {
+    /// The torrent, added empty if absent and `may_add` (then with `true`); `None` if absent
+    /// and not.
+    pub fn get_or_add(
+        &mut self,
+        info_hash: &InfoHash,
+        may_add: bool,
+    ) -> Option<(&mut Torrent, bool)> {
         let hash = self.hash(info_hash);
         if self.table.len() == self.table.capacity() {
             // The insert below may reorganise the table.
@@ -64,10 +69,29 @@ impl Torrents {
             .table
             .entry(hash, |(k, _)| k == info_hash, |(k, _)| hs.hash_one(k))
         {
-            Entry::Occupied(e) => Some(&mut e.into_mut().1),
+            Entry::Occupied(e) => Some((&mut e.into_mut().1, false)),
             Entry::Vacant(_) if !may_add => None,
-            Entry::Vacant(e) => Some(&mut e.insert((*info_hash, Torrent::default())).into_mut().1),
+            Entry::Vacant(e) => Some((
+                &mut e.insert((*info_hash, Torrent::default())).into_mut().1,
+                true,
+            )),
         }
+    }
+
+    /// Drops one torrent without peers (one kept only for its download count), looked for in
+    /// up to `probes` random buckets; whether one was dropped. Removing leaves every other
+    /// bucket where it was, so a snapshot walk goes on undisturbed.
+    pub fn evict_empty(&mut self, rng: &mut fastrand::Rng, probes: usize) -> bool {
+        let buckets = self.table.num_buckets();
+        for _ in 0..probes {
+            if let Ok(e) = self.table.get_bucket_entry(rng.usize(..buckets.max(1))) {
+                if e.get().1.is_empty() {
+                    e.remove();
+                    return true;
+                }
+            }
+        }
+        false
     }
 
     pub fn remove(&mut self, info_hash: &InfoHash) {
@@ -127,7 +151,7 @@ mod tests {
     fn a_walk_finds_every_torrent_once() {
         let mut t = Torrents::new();
         for n in 0..1000 {
-            t.get_or_add(&hash(n), true).unwrap().downloaded = n;
+            t.get_or_add(&hash(n), true).unwrap().0.downloaded = n;
         }
         let mut found = walk(&t);
         found.sort();
@@ -176,8 +200,47 @@ mod tests {
         let mut t = Torrents::new();
         assert!(t.get_or_add(&hash(1), false).is_none());
         assert_eq!(t.len(), 0);
-        assert!(t.get_or_add(&hash(1), true).is_some());
-        assert!(t.get_or_add(&hash(1), false).is_some(), "present: returned");
+        assert!(t.get_or_add(&hash(1), true).unwrap().1, "added");
+        assert!(
+            !t.get_or_add(&hash(1), false).unwrap().1,
+            "present: returned"
+        );
+        assert!(
+            !t.get_or_add(&hash(1), true).unwrap().1,
+            "present: not added again"
+        );
         assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn eviction_drops_only_a_torrent_without_peers() {
+        let mut rng = fastrand::Rng::with_seed(7);
+        let mut t = Torrents::new();
+        for n in 0..100 {
+            let (torrent, _) = t.get_or_add(&hash(n), true).unwrap();
+            torrent.v4.upsert(
+                crate::swarm::Peer {
+                    expires: 10,
+                    ip: [1, 2, 3, 4],
+                    port: 1,
+                    peer_id: [0; 20],
+                    counted: false,
+                },
+                false,
+                &ahash::RandomState::new(),
+            );
+        }
+        assert!(!t.evict_empty(&mut rng, 1000), "every torrent has a peer");
+        assert_eq!(t.len(), 100);
+        t.get_or_add(&hash(500), true).unwrap().0.downloaded = 1;
+        let layout = t.layout();
+        assert!(t.evict_empty(&mut rng, 1000));
+        assert_eq!(t.len(), 100);
+        assert!(t.get(&hash(500)).is_none(), "the empty one went");
+        assert_eq!(t.layout(), layout, "nothing else moved");
+        assert!(
+            !Torrents::new().evict_empty(&mut rng, 4),
+            "an empty table has nothing to drop"
+        );
     }
 }

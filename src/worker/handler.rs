@@ -22,9 +22,10 @@ use crate::policy::{Change, PeerChange, Pipeline, Policy, Refusal, SharedPolicy}
 use crate::protocol::bep41::{self, Url, URL_CAPACITY};
 use crate::protocol::udp::{self, ParseError, Request};
 use crate::protocol::{Announce, AnnounceEvent, AnnounceRequest, SwarmCounts, Transport};
+use crate::rate_limit::RateLimiter;
 use crate::state::keeper::WorkerLink;
 use crate::stats::{Action, ErrorReason, Forward, IpVersion, WorkerStats};
-use crate::swarm::{Family, Limits, Peer, Previous, Shard};
+use crate::swarm::{Family, Limits, Peer, Previous, Quotas, Shard};
 
 use super::snapshot_duty::SnapshotDuty;
 
@@ -61,6 +62,8 @@ pub struct Handler {
     next_sweep: Option<u32>,
     /// This worker's part in snapshots, when state is kept.
     snapshots: Option<SnapshotDuty>,
+    /// Each source's request budget for the datagrams this worker receives, when limited.
+    rate: Option<RateLimiter>,
 }
 
 impl Handler {
@@ -72,15 +75,28 @@ impl Handler {
         stats: Arc<CachePadded<WorkerStats>>,
     ) -> Self {
         let p = &config.protocol;
+        let shards = mailboxes.len();
+        let l = &config.limits;
+        let share = |max: u32| shard_share(max as usize, me, shards);
         let limits = Limits {
-            max_torrents: shard_max_torrents(
-                config.limits.max_torrents as usize,
-                me,
-                mailboxes.len(),
-            ),
-            max_peers_per_torrent: config.limits.max_peers_per_torrent as usize,
+            max_torrents: share(l.max_torrents),
+            max_peers_per_torrent: l.max_peers_per_torrent as usize,
+            max_peers: share(l.max_peers),
         };
         let mut shard = Shard::with_limits(config.cleaning.peer_lifetime_secs, limits);
+        // A quota's share is at least 1, as 0 would mean no quota at all.
+        let quota = |max: u32| {
+            if max == 0 {
+                0
+            } else {
+                share(max).max(1) as u32
+            }
+        };
+        shard.limit_sources(Quotas {
+            peers: quota(l.max_peers_per_source),
+            new_torrents: quota(l.max_new_torrents_per_source),
+            exempt: l.exempt(),
+        });
         shard.prefer_subnets(p.prefer_subnet_v4, p.prefer_subnet_v6);
         shard.keep_downloaded(config.cleaning.keep_downloaded_secs);
         Self {
@@ -97,6 +113,7 @@ impl Handler {
             sweep_every: config.cleaning.sweep_interval_secs,
             next_sweep: None,
             snapshots: None,
+            rate: RateLimiter::new(l.requests_per_source_per_sec, l.request_burst, l.exempt()),
         }
     }
 
@@ -176,6 +193,12 @@ impl Handler {
         if self.pipeline.policy().blocklist.blocks(ip) {
             self.stats.udp.error(ErrorReason::Blocked);
             return 0;
+        }
+        if let Some(rate) = &mut self.rate {
+            if !rate.allow(ip, self.received_us / 1000) {
+                self.stats.udp.error(ErrorReason::RateLimited);
+                return 0;
+            }
         }
         let c = &self.stats.udp;
         c.received(packet.len());
@@ -597,11 +620,11 @@ fn named_action(packet: &[u8]) -> Action {
     }
 }
 
-/// Worker `me`'s part of `limits.max_torrents`, which bounds the whole tracker: the limit
-/// split as evenly as whole torrents allow, the remainder going one each to the lowest
-/// workers, so the parts add up to exactly `max` (rounding each part up would let the tracker
-/// exceed it by up to one torrent per worker).
-fn shard_max_torrents(max: usize, me: usize, shards: usize) -> usize {
+/// Worker `me`'s part of a limit that bounds the whole tracker (`max_torrents`, `max_peers`, a
+/// source's quota): split as evenly as whole units allow, the remainder going one each to the
+/// lowest workers, so the parts add up to exactly `max` (rounding each part up would let the
+/// tracker exceed it by up to one unit per worker).
+fn shard_share(max: usize, me: usize, shards: usize) -> usize {
     let shards = shards.max(1);
     max / shards + usize::from(me < max % shards)
 }
@@ -723,9 +746,8 @@ mod tests {
     fn shard_limits_add_up_to_the_tracker_limit() {
         for shards in 1..=9 {
             for max in 1..=40 {
-                let parts: Vec<usize> = (0..shards)
-                    .map(|me| shard_max_torrents(max, me, shards))
-                    .collect();
+                let parts: Vec<usize> =
+                    (0..shards).map(|me| shard_share(max, me, shards)).collect();
                 assert_eq!(parts.iter().sum::<usize>(), max, "{max} over {shards}");
                 let (lo, hi) = (parts.iter().min().unwrap(), parts.iter().max().unwrap());
                 assert!(hi - lo <= 1, "{max} over {shards}: {parts:?}");
