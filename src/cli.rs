@@ -85,6 +85,7 @@ pub fn main() -> ExitCode {
         }
     };
     init_logging(&config.log.level);
+    exit_on_panic();
     // Before any thread starts: both read and clear the environment.
     let launch = Launch::current();
     let inherited = match Inherited::from_environment() {
@@ -250,6 +251,38 @@ fn reload(tracker: &Tracker, path: Option<&Path>, started_max_numwant: u32) {
         }
         Err(e) => tracing::error!("reload failed, keeping the settings in force: {e}"),
     }
+}
+
+/// Makes a panic on any thread end the whole process (after logging it), instead of leaving
+/// the rest running without it: a worker that panicked would leave its shard unanswered, the
+/// HTTP thread its listeners unserved, while the process looked alive. Aborting hands recovery
+/// to the service manager (`Restart=on-failure`): the next process takes the sockets back from
+/// the fd store and the swarm from the last snapshot. Installed by `main` once logging is up;
+/// public so a test can install it in a process of its own.
+pub fn exit_on_panic() {
+    std::panic::set_hook(Box::new(|info| {
+        let thread = std::thread::current();
+        let thread = thread.name().unwrap_or("unnamed");
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<&str>()
+            .copied()
+            .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+            .unwrap_or("(no message)");
+        let location = info
+            .location()
+            .map_or_else(String::new, |l| format!(" at {l}"));
+        let backtrace = std::backtrace::Backtrace::capture();
+        let backtrace = match backtrace.status() {
+            std::backtrace::BacktraceStatus::Captured => format!("\n{backtrace}"),
+            _ => String::new(),
+        };
+        tracing::error!(
+            "thread {thread} panicked{location}: {message}; aborting so the service manager \
+             restarts hayate{backtrace}"
+        );
+        std::process::abort();
+    }));
 }
 
 fn init_logging(level: &str) {

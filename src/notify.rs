@@ -13,6 +13,45 @@ use sendfd::SendWithFd;
 pub const READY: &str = "READY=1";
 /// Shutdown has begun.
 pub const STOPPING: &str = "STOPPING=1";
+/// Still alive: resets the unit's `WatchdogSec=` timer.
+pub const WATCHDOG: &str = "WATCHDOG=1";
+
+/// How often to send `WATCHDOG=1`, from the variables systemd sets when the unit has
+/// `WatchdogSec=`: a third of `WATCHDOG_USEC` (sd_watchdog_enabled(3) advises half; a third
+/// leaves room for one late ping). `None` when no watchdog is asked of this process: the
+/// variable unset, or `WATCHDOG_PID` naming another process. A value that is not a positive
+/// number of microseconds is an error the caller logs.
+pub fn watchdog_period(
+    usec: Option<&str>,
+    pid: Option<&str>,
+    own_pid: u32,
+) -> Result<Option<std::time::Duration>, String> {
+    let Some(usec) = usec else { return Ok(None) };
+    if let Some(pid) = pid {
+        match pid.trim().parse::<u32>() {
+            Ok(p) if p == own_pid => {}
+            Ok(_) => return Ok(None),
+            Err(_) => return Err(format!("WATCHDOG_PID={pid:?} is not a process id")),
+        }
+    }
+    match usec.trim().parse::<u64>() {
+        Ok(n) if n > 0 => Ok(Some(std::time::Duration::from_micros(n / 3))),
+        _ => Err(format!(
+            "WATCHDOG_USEC={usec:?} is not a positive number of microseconds"
+        )),
+    }
+}
+
+/// `watchdog_period` from this process's environment, logging (and pinging never) on a bad
+/// value.
+pub fn watchdog_from_environment() -> Option<std::time::Duration> {
+    let usec = std::env::var("WATCHDOG_USEC").ok();
+    let pid = std::env::var("WATCHDOG_PID").ok();
+    watchdog_period(usec.as_deref(), pid.as_deref(), std::process::id()).unwrap_or_else(|e| {
+        tracing::warn!("{e}; no watchdog pings will be sent");
+        None
+    })
+}
 
 /// Tells the service manager `state` (newline-separated `KEY=value` lines). Returns whether a
 /// manager was there to tell.
@@ -138,5 +177,28 @@ mod tests {
         assert!(notify_to(Some(OsStr::new("relative")), READY, &[]).is_err());
         assert!(!notify_to(None, READY, &[]).unwrap());
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn watchdog_period_is_a_third_of_watchdog_usec_for_this_process_only() {
+        use std::time::Duration;
+        assert_eq!(watchdog_period(None, None, 7), Ok(None));
+        assert_eq!(
+            watchdog_period(Some("30000000"), None, 7),
+            Ok(Some(Duration::from_secs(10)))
+        );
+        assert_eq!(
+            watchdog_period(Some("30000000"), Some("7"), 7),
+            Ok(Some(Duration::from_secs(10)))
+        );
+        // Meant for another process (a parent that ran us): not ours to ping for.
+        assert_eq!(watchdog_period(Some("30000000"), Some("8"), 7), Ok(None));
+        for bad in ["0", "-5", "30s", ""] {
+            let e = watchdog_period(Some(bad), None, 7).unwrap_err();
+            assert!(e.contains("WATCHDOG_USEC"), "{e}");
+        }
+        assert!(watchdog_period(Some("1000"), Some("x"), 7)
+            .unwrap_err()
+            .contains("WATCHDOG_PID"));
     }
 }
