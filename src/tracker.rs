@@ -232,7 +232,10 @@ impl Tracker {
                 &config,
                 mailboxes,
                 sources.http.clone(),
-                sources.http_heartbeat.clone().unwrap_or_else(|| stats::Heartbeat::new(epoch)),
+                sources
+                    .http_heartbeat
+                    .clone()
+                    .unwrap_or_else(|| stats::Heartbeat::new(epoch)),
                 policy.clone(),
                 http_stopped,
             ) {

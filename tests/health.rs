@@ -79,12 +79,20 @@ fn health_answers_at_once_with_100_idle_connections_open() {
     let page = wait_sample(
         addr,
         "hayate_requests_total",
-        &[("protocol", "udp"), ("action", "connect"), ("ip_version", "4")],
+        &[
+            ("protocol", "udp"),
+            ("action", "connect"),
+            ("ip_version", "4"),
+        ],
         1.0,
         Duration::from_secs(2),
     );
-    let age = sample(&page, "hayate_thread_heartbeat_age_seconds", &[("thread", "stats")])
-        .expect("the stats thread's heartbeat age");
+    let age = sample(
+        &page,
+        "hayate_thread_heartbeat_age_seconds",
+        &[("thread", "stats")],
+    )
+    .expect("the stats thread's heartbeat age");
     assert!(age < 1.0, "stats heartbeat {age} s old");
     // All of this happened while the flood was open (the endpoint drops a silent connection
     // after 2 s).
@@ -96,7 +104,11 @@ fn health_answers_at_once_with_100_idle_connections_open() {
     // And stopping does not wait for them.
     let asked = Instant::now();
     t.stop().unwrap();
-    assert!(asked.elapsed() < Duration::from_secs(1), "stop took {:?}", asked.elapsed());
+    assert!(
+        asked.elapsed() < Duration::from_secs(1),
+        "stop took {:?}",
+        asked.elapsed()
+    );
     drop(idle);
 }
 
@@ -123,7 +135,10 @@ fn connections_are_bounded_and_the_oldest_idle_one_makes_room() {
     let addr = t.metrics_address().unwrap();
     let idle = idle_connections(addr, 3 * max);
     let median = health_median(addr, 3);
-    assert!(median < Duration::from_millis(100), "/health took {median:?}");
+    assert!(
+        median < Duration::from_millis(100),
+        "/health took {median:?}"
+    );
     // At most `max` connections are ever open: of the 3 * max silent ones, the newest max stay
     // open but one: the first /health took its place (the next ones found the first's slot
     // free again).
@@ -141,7 +156,10 @@ fn connections_are_bounded_and_the_oldest_idle_one_makes_room() {
 fn methods_paths_and_caching_as_before() {
     let t = start_tracker(1, FAST);
     let addr = t.metrics_address().unwrap();
-    let (head, body) = exchange(addr, "POST /metrics HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n");
+    let (head, body) = exchange(
+        addr,
+        "POST /metrics HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n",
+    );
     assert!(head.starts_with("HTTP/1.1 405"), "{head}");
     assert_eq!(header(&head, "allow"), Some("GET, HEAD"), "{head}");
     assert_eq!(body, b"only GET and HEAD\n");
@@ -161,14 +179,19 @@ fn methods_paths_and_caching_as_before() {
     for path in ["/metrics", "/health", "/"] {
         let (head, _) = exchange(addr, &format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n"));
         assert!(head.starts_with("HTTP/1.1 200"), "{path}: {head}");
-        assert_eq!(header(&head, "cache-control"), Some("no-store"), "{path}: {head}");
+        assert_eq!(
+            header(&head, "cache-control"),
+            Some("no-store"),
+            "{path}: {head}"
+        );
         // One request per connection: the server closes (exchange read to the end).
         assert_eq!(header(&head, "connection"), Some("close"), "{path}: {head}");
     }
     // A request head that never ends is cut off, not waited on forever.
     let mut slow = TcpStream::connect(addr).unwrap();
     slow.write_all(b"GET /health HTTP/1.1\r\n").unwrap();
-    slow.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     let asked = Instant::now();
     let mut rest = Vec::new();
     let _ = slow.read_to_end(&mut rest);
@@ -185,13 +208,22 @@ fn health_lists_every_thread_and_http_only_when_on() {
     let t = start_tracker_http(2, "", FAST);
     let (status, _, body) = http_get(t.metrics_address().unwrap(), "/health", None);
     assert_eq!(status, 200, "{body}");
-    for line in ["worker 0 ok", "worker 1 ok", "http thread ok", "stats thread ok"] {
+    for line in [
+        "worker 0 ok",
+        "worker 1 ok",
+        "http thread ok",
+        "stats thread ok",
+    ] {
         assert!(body.contains(line), "{line}: {body}");
     }
     let page = metrics_text(&t);
     for thread in ["http", "stats"] {
-        let age = sample(&page, "hayate_thread_heartbeat_age_seconds", &[("thread", thread)])
-            .unwrap_or_else(|| panic!("no {thread} heartbeat age on the page"));
+        let age = sample(
+            &page,
+            "hayate_thread_heartbeat_age_seconds",
+            &[("thread", thread)],
+        )
+        .unwrap_or_else(|| panic!("no {thread} heartbeat age on the page"));
         assert!((0.0..1.0).contains(&age), "{thread}: {age}");
     }
     t.stop().unwrap();
@@ -200,7 +232,11 @@ fn health_lists_every_thread_and_http_only_when_on() {
     assert!(!body.contains("http"), "{body}");
     assert!(body.contains("stats thread ok"), "{body}");
     assert_eq!(
-        sample(&metrics_text(&t), "hayate_thread_heartbeat_age_seconds", &[("thread", "http")]),
+        sample(
+            &metrics_text(&t),
+            "hayate_thread_heartbeat_age_seconds",
+            &[("thread", "http")]
+        ),
         None
     );
     t.stop().unwrap();
@@ -287,7 +323,10 @@ fn a_stopped_http_thread_fails_health_and_stops_the_watchdog() {
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("http thread ok"), "{body}");
     let pings = pings_within(&notify, Duration::from_secs(1));
-    assert!((3..=7).contains(&pings), "{pings} pings in 1 s at one per 200 ms");
+    assert!(
+        (3..=7).contains(&pings),
+        "{pings} pings in 1 s at one per 200 ms"
+    );
 
     let tid = thread_named(d.pid(), "hayate-http");
     if !stop_thread(tid) {
@@ -303,17 +342,32 @@ fn a_stopped_http_thread_fails_health_and_stops_the_watchdog() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert_eq!(status, 503, "{body}");
-    assert!(body.starts_with("unhealthy: http thread stuck for 2."), "{body}");
-    assert!(!body.contains("worker") && !body.contains("stats"), "{body}");
+    assert!(
+        body.starts_with("unhealthy: http thread stuck for 2."),
+        "{body}"
+    );
+    assert!(
+        !body.contains("worker") && !body.contains("stats"),
+        "{body}"
+    );
     let page = {
         let (_, _, page) = http_get(metrics, "/metrics", None);
         page
     };
-    let age = sample(&page, "hayate_thread_heartbeat_age_seconds", &[("thread", "http")]).unwrap();
+    let age = sample(
+        &page,
+        "hayate_thread_heartbeat_age_seconds",
+        &[("thread", "http")],
+    )
+    .unwrap();
     assert!(age >= 2.0, "http heartbeat age {age} while stopped");
     // No ping while unhealthy (one sent just before the check turned may still be queued).
     let _ = pings_within(&notify, Duration::from_millis(50));
-    assert_eq!(pings_within(&notify, Duration::from_secs(1)), 0, "pinged while 503");
+    assert_eq!(
+        pings_within(&notify, Duration::from_secs(1)),
+        0,
+        "pinged while 503"
+    );
 
     resume(tid);
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -384,14 +438,20 @@ fn process_figures_all_show_under_proc_subset_pid() {
     assert_eq!(status, 200);
     for name in PROCESS_FIGURES {
         let v = sample(&page, name, &[]).unwrap_or_else(|| panic!("{name} missing:\n{page}"));
-        assert!(v > 0.0 || name == "hayate_process_cpu_seconds_total", "{name} = {v}");
+        assert!(
+            v > 0.0 || name == "hayate_process_cpu_seconds_total",
+            "{name} = {v}"
+        );
     }
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs_f64();
     let start = sample(&page, "hayate_process_start_time_seconds", &[]).unwrap();
-    assert!((now - 60.0..=now + 1.0).contains(&start), "started at {start}, now {now}");
+    assert!(
+        (now - 60.0..=now + 1.0).contains(&start),
+        "started at {start}, now {now}"
+    );
     d.signal(libc::SIGTERM);
     let (status, log) = d.wait_exit(Duration::from_secs(5));
     assert_eq!(status.code(), Some(0), "{log}");
@@ -433,11 +493,19 @@ fn panicking_child(hook: bool) {
 
 fn run_child(which: &str) -> (std::process::ExitStatus, String) {
     let out = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "a_panicked_thread_ends_the_process_non_zero", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "a_panicked_thread_ends_the_process_non_zero",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(CHILD, which)
         .output()
         .unwrap();
-    (out.status, String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[test]

@@ -24,7 +24,10 @@ pub fn health(sources: &Sources, stale_after: Duration) -> Result<String, String
                 secs(limit)
             ));
         } else {
-            report.push_str(&format!("worker {i} ok, last tick {:.1} s ago\n", secs(age)));
+            report.push_str(&format!(
+                "worker {i} ok, last tick {:.1} s ago\n",
+                secs(age)
+            ));
         }
     }
     let threads = [
@@ -98,14 +101,20 @@ mod tests {
             ..sources.clone()
         };
         let e = health(&stuck, Duration::from_secs(5)).unwrap_err();
-        assert!(e.starts_with("unhealthy: http thread stuck for 6.0 s"), "{e}");
+        assert!(
+            e.starts_with("unhealthy: http thread stuck for 6.0 s"),
+            "{e}"
+        );
         assert!(!e.contains("stats") && !e.contains("worker"), "{e}");
         let stuck = Sources {
             stats_heartbeat: stale,
             ..sources.clone()
         };
         let e = health(&stuck, Duration::from_secs(5)).unwrap_err();
-        assert!(e.starts_with("unhealthy: stats thread stuck for 6.0 s"), "{e}");
+        assert!(
+            e.starts_with("unhealthy: stats thread stuck for 6.0 s"),
+            "{e}"
+        );
         assert!(!e.contains("http"), "{e}");
     }
 

@@ -71,7 +71,10 @@ impl StatsThread {
             Some(l) => {
                 l.set_nonblocking(true)?;
                 let _inside = runtime.enter();
-                Some(tokio::net::TcpListener::from_std(l).context("registering the metrics listener")?)
+                Some(
+                    tokio::net::TcpListener::from_std(l)
+                        .context("registering the metrics listener")?,
+                )
             }
             None => None,
         };

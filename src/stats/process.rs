@@ -118,10 +118,7 @@ fn boot_time() -> Result<f64, String> {
         };
         // SAFETY: `ts` is a valid timespec to write to.
         if unsafe { libc::clock_gettime(id, &mut ts) } != 0 {
-            return Err(format!(
-                "clock_gettime: {}",
-                io::Error::last_os_error()
-            ));
+            return Err(format!("clock_gettime: {}", io::Error::last_os_error()));
         }
         Ok(ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9)
     };
@@ -200,12 +197,18 @@ mod tests {
         let p = ProcessFigures::read_from(&root);
         assert_eq!(p.open_fds, None, "{p:?}");
         assert!(p.resident_bytes.is_some() && p.threads.is_some(), "{p:?}");
-        assert!(p.start_time_seconds.is_some() && p.max_fds.is_some(), "{p:?}");
+        assert!(
+            p.start_time_seconds.is_some() && p.max_fds.is_some(),
+            "{p:?}"
+        );
         // And without stat, the fd count still reads.
         let root2 = pid_only_view("no-stat");
         std::fs::remove_file(root2.join("self/stat")).unwrap();
         let p = ProcessFigures::read_from(&root2);
-        assert_eq!((p.resident_bytes, p.threads, p.cpu_seconds), (None, None, None));
+        assert_eq!(
+            (p.resident_bytes, p.threads, p.cpu_seconds),
+            (None, None, None)
+        );
         assert!(p.open_fds.is_some() && p.max_fds.is_some(), "{p:?}");
         let _ = std::fs::remove_dir_all(&root);
         let _ = std::fs::remove_dir_all(&root2);

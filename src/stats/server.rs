@@ -142,7 +142,11 @@ impl Endpoint {
     fn answer(&self, req: &Request<Incoming>) -> Response<Full<Bytes>> {
         let method = req.method();
         if method != Method::GET && method != Method::HEAD {
-            let mut r = respond(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "only GET and HEAD\n");
+            let mut r = respond(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "text/plain",
+                "only GET and HEAD\n",
+            );
             r.headers_mut()
                 .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
             return r;
@@ -175,8 +179,7 @@ impl Endpoint {
                 }
             }
             "/health" => {
-                let (status, text) = match super::health(&self.sources, self.settings.stale_after)
-                {
+                let (status, text) = match super::health(&self.sources, self.settings.stale_after) {
                     Ok(text) => (StatusCode::OK, text),
                     Err(text) => (StatusCode::SERVICE_UNAVAILABLE, text),
                 };
@@ -192,7 +195,11 @@ impl Endpoint {
     }
 }
 
-fn respond(status: StatusCode, kind: &'static str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+fn respond(
+    status: StatusCode,
+    kind: &'static str,
+    body: impl Into<Bytes>,
+) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(body.into()));
     *r.status_mut() = status;
     let h = r.headers_mut();

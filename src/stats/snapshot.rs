@@ -46,8 +46,7 @@ impl Snapshot {
         if let Some(http) = &sources.http_heartbeat {
             s.threads.push(("http", http.last_ms()));
         }
-        s.threads
-            .push(("stats", sources.stats_heartbeat.last_ms()));
+        s.threads.push(("stats", sources.stats_heartbeat.last_ms()));
         s.taken_ms = sources.epoch.elapsed().as_millis() as u64;
         s
     }
