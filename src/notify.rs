@@ -95,8 +95,34 @@ fn store_to(target: Option<&std::ffi::OsStr>, fds: &[(&'static str, OwnedFd)]) -
 /// `notify` with the socket named by `target` (`$NOTIFY_SOCKET`'s value; `None`: unset). Tests
 /// pass it here: setting the variable while other threads read the environment is unsound.
 fn notify_to(target: Option<&std::ffi::OsStr>, state: &str, fds: &[RawFd]) -> io::Result<bool> {
-    let Some(target) = target else {
+    let Some(socket) = connect(target)? else {
         return Ok(false);
+    };
+    socket.send_with_fd(state.as_bytes(), fds)?;
+    Ok(true)
+}
+
+/// `WATCHDOG=1`, without ever waiting: the ping is sent from the stats thread, which also
+/// answers `/health`, and a manager that stopped reading (its queue full) must not freeze it.
+/// A ping that cannot be sent at once is an error (`WouldBlock`) and is not retried: the next
+/// one comes a third of the watchdog time later.
+pub fn ping_watchdog() -> io::Result<bool> {
+    ping_watchdog_to(std::env::var_os("NOTIFY_SOCKET").as_deref())
+}
+
+fn ping_watchdog_to(target: Option<&std::ffi::OsStr>) -> io::Result<bool> {
+    let Some(socket) = connect(target)? else {
+        return Ok(false);
+    };
+    socket.set_nonblocking(true)?;
+    socket.send(WATCHDOG.as_bytes())?;
+    Ok(true)
+}
+
+/// A datagram socket connected to `target` (see `notify_to`); `None` when it is unset.
+fn connect(target: Option<&std::ffi::OsStr>) -> io::Result<Option<UnixDatagram>> {
+    let Some(target) = target else {
+        return Ok(None);
     };
     let target = target.as_encoded_bytes();
     let socket = UnixDatagram::unbound()?;
@@ -117,8 +143,7 @@ fn notify_to(target: Option<&std::ffi::OsStr>, state: &str, fds: &[RawFd]) -> io
             ))
         }
     }
-    socket.send_with_fd(state.as_bytes(), fds)?;
-    Ok(true)
+    Ok(Some(socket))
 }
 
 /// A reload has begun; `READY=1` ends it. systemd wants the monotonic clock with it.
@@ -200,5 +225,32 @@ mod tests {
         assert!(watchdog_period(Some("1000"), Some("x"), 7)
             .unwrap_err()
             .contains("WATCHDOG_PID"));
+    }
+
+    #[test]
+    fn a_watchdog_ping_to_a_full_queue_fails_at_once() {
+        let dir = std::env::temp_dir().join(format!("hayate-ping-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("notify.sock");
+        let _ = std::fs::remove_file(&path);
+        let manager = UnixDatagram::bind(&path).unwrap();
+        // Nobody reads: the queue fills (net.unix.max_dgram_qlen, 10 by default, or the
+        // receive buffer), then every ping must fail without waiting.
+        let started = std::time::Instant::now();
+        let mut sent = 0;
+        let error = loop {
+            match ping_watchdog_to(Some(path.as_os_str())) {
+                Ok(true) => sent += 1,
+                Ok(false) => panic!("the target is set"),
+                Err(e) => break e,
+            }
+            assert!(sent < 100_000, "the queue never filled");
+        };
+        assert_eq!(error.kind(), io::ErrorKind::WouldBlock, "{error}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
+        let mut buf = [0u8; 32];
+        let n = manager.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"WATCHDOG=1");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

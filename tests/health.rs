@@ -257,23 +257,35 @@ fn thread_named(pid: u32, name: &str) -> i32 {
         .unwrap_or_else(|| panic!("no thread {name} in {pid}"))
 }
 
-/// Stops one thread (not its process) until `resume`; false where ptrace is refused.
-fn stop_thread(tid: i32) -> bool {
-    // SAFETY: plain ptrace calls on a thread of our own child process.
-    unsafe {
-        if libc::ptrace(libc::PTRACE_SEIZE, tid, 0, 0) != 0 {
-            return false;
+/// One thread (not its process) held in a ptrace stop until this is dropped. Dropping resumes
+/// it, on a failed assertion too: a thread left stopped would make the process unkillable by
+/// the `Daemon` drop (its exit would wait for this tracer) and hang the test.
+struct StoppedThread(i32);
+
+impl StoppedThread {
+    /// `None` where ptrace is refused.
+    fn stop(tid: i32) -> Option<StoppedThread> {
+        // SAFETY: plain ptrace calls on a thread of our own child process.
+        unsafe {
+            if libc::ptrace(libc::PTRACE_SEIZE, tid, 0, 0) != 0 {
+                return None;
+            }
+            assert_eq!(libc::ptrace(libc::PTRACE_INTERRUPT, tid, 0, 0), 0);
+            let mut status = 0;
+            assert_eq!(libc::waitpid(tid, &mut status, libc::__WALL), tid);
         }
-        assert_eq!(libc::ptrace(libc::PTRACE_INTERRUPT, tid, 0, 0), 0);
-        let mut status = 0;
-        assert_eq!(libc::waitpid(tid, &mut status, libc::__WALL), tid);
+        Some(StoppedThread(tid))
     }
-    true
 }
 
-fn resume(tid: i32) {
-    // SAFETY: as above; the thread is in a ptrace stop.
-    assert_eq!(unsafe { libc::ptrace(libc::PTRACE_DETACH, tid, 0, 0) }, 0);
+impl Drop for StoppedThread {
+    fn drop(&mut self) {
+        // SAFETY: as above; the thread is in a ptrace stop.
+        let detached = unsafe { libc::ptrace(libc::PTRACE_DETACH, self.0, 0, 0) };
+        if detached != 0 && !std::thread::panicking() {
+            panic!("PTRACE_DETACH failed: {}", std::io::Error::last_os_error());
+        }
+    }
 }
 
 /// Every `WATCHDOG=1` that arrives on `socket` within `within` (other notifications are
@@ -328,11 +340,10 @@ fn a_stopped_http_thread_fails_health_and_stops_the_watchdog() {
         "{pings} pings in 1 s at one per 200 ms"
     );
 
-    let tid = thread_named(d.pid(), "hayate-http");
-    if !stop_thread(tid) {
+    let Some(stopped) = StoppedThread::stop(thread_named(d.pid(), "hayate-http")) else {
         eprintln!("skipped: ptrace is refused here");
         return;
-    }
+    };
     let deadline = Instant::now() + Duration::from_secs(10);
     let (status, body) = loop {
         let (status, body) = health();
@@ -369,7 +380,7 @@ fn a_stopped_http_thread_fails_health_and_stops_the_watchdog() {
         "pinged while 503"
     );
 
-    resume(tid);
+    drop(stopped);
     let deadline = Instant::now() + Duration::from_secs(10);
     while health().0 != 200 {
         assert!(Instant::now() < deadline, "health never recovered");

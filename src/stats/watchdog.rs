@@ -1,7 +1,8 @@
 //! systemd's watchdog: `WATCHDOG=1` every third of `WATCHDOG_USEC`, sent only while the health
 //! check (`health`, the one `/health` answers with) passes. A stuck worker or HTTP thread
 //! stops the pings, and so does a stuck stats thread (this task runs on its runtime); past
-//! `WatchdogSec=` systemd kills the process and restarts it.
+//! `WatchdogSec=` systemd kills the process and restarts it. A ping never waits on the
+//! manager (`notify::ping_watchdog`): this runtime also answers `/health`.
 
 use std::time::Duration;
 
@@ -22,7 +23,7 @@ pub(super) async fn keep(period: Duration, sources: Sources, stale_after: Durati
                     tracing::info!("healthy again: watchdog pings resume");
                     withheld = false;
                 }
-                match notify::notify(notify::WATCHDOG) {
+                match notify::ping_watchdog() {
                     Ok(_) => failed = false,
                     Err(e) if !failed => {
                         failed = true;
