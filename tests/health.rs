@@ -396,6 +396,61 @@ fn a_stopped_http_thread_fails_health_and_stops_the_watchdog() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+#[test]
+fn after_an_upgrade_the_new_process_pings_the_watchdog() {
+    let dir = test_dir("upgrade-watchdog");
+    let config = dir.join("hayate.toml");
+    std::fs::write(
+        &config,
+        "[udp]\naddresses = [\"127.0.0.1:0\"]\n[http]\naddresses = []\n[workers]\ncount = 1\n\
+         [metrics]\naddress = \"\"\n[state]\ndirectory = \"\"\n",
+    )
+    .unwrap();
+    let socket_path = dir.join("notify.sock");
+    let notify = UnixDatagram::bind(&socket_path).unwrap();
+    // As systemd starts it: WATCHDOG_PID names the main process (the shell's pid is hayate's
+    // once it execs).
+    let mut cmd = Command::new("sh");
+    cmd.args(["-c", "WATCHDOG_PID=$$ exec \"$0\" --config \"$1\""])
+        .arg(env!("CARGO_BIN_EXE_hayate"))
+        .arg(&config)
+        .env("NOTIFY_SOCKET", &socket_path)
+        .env("WATCHDOG_USEC", "300000");
+    let old = Daemon::start(cmd);
+    assert!(
+        pings_within(&notify, Duration::from_secs(1)) >= 5,
+        "the first process pings"
+    );
+    old.signal(libc::SIGUSR2);
+    // Without a swarm to write, the old process is gone as soon as it has handed over.
+    let (status, log) = old.wait_exit(Duration::from_secs(20));
+    assert!(status.success(), "{log}");
+    let new_pid: i32 = log
+        .lines()
+        .find(|l| l.contains("upgrade: started the new process"))
+        .and_then(|l| l.split("pid=").nth(1))
+        .and_then(|p| p.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no new process pid in the log:\n{log}"));
+    assert!(log.contains("handed over to the new process"), "{log}");
+    // Only the new process is left to ping (it inherited WATCHDOG_USEC but not the old pid):
+    // past what is queued now, every ping is its own.
+    notify.set_nonblocking(true).unwrap();
+    while notify.recv(&mut [0u8; 512]).is_ok() {}
+    notify.set_nonblocking(false).unwrap();
+    let pings = pings_within(&notify, Duration::from_secs(1));
+    // SAFETY: plain signals to the pid the tracker logged for its successor.
+    unsafe { libc::kill(new_pid, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while unsafe { libc::kill(new_pid, 0) } == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if unsafe { libc::kill(new_pid, 0) } == 0 {
+        unsafe { libc::kill(new_pid, libc::SIGKILL) };
+    }
+    assert!(pings >= 5, "{pings} pings in 1 s from the new process");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 // ---- The process figures under the unit's sandbox. ----
 
 const PROCESS_FIGURES: [&str; 6] = [
