@@ -21,8 +21,10 @@ use crate::tracker::Tracker;
 /// hayate: a UDP-first, high-throughput BitTorrent tracker on io_uring.
 ///
 /// With no options it serves on its embedded defaults (see --print-config): UDP (BEP 15) and
-/// HTTP (BEP 3) on 0.0.0.0:6969 and [::]:6969, Prometheus metrics and /health on
-/// 127.0.0.1:9000, one worker per core. SIGINT or SIGTERM stops it (writing the swarm snapshot
+/// HTTP (BEP 3) on 0.0.0.0:6969 and [::]:6969, Prometheus metrics and /health (503 naming any
+/// worker, HTTP or stats thread that stopped beating) on 127.0.0.1:9000, one worker per core.
+/// Under systemd with WatchdogSec= it sends WATCHDOG=1 while that check passes; a panic on any
+/// thread aborts the process so the service manager restarts it. SIGINT or SIGTERM stops it (writing the swarm snapshot
 /// when [state] directory is set); SIGHUP re-reads the config file and applies the announce
 /// pipeline's settings (access list, client list, JWT keys, intervals, jitter, numwant) from the
 /// next request on. SIGUSR2 upgrades in place: it starts the binary now at the same path with
@@ -85,6 +87,7 @@ pub fn main() -> ExitCode {
         }
     };
     init_logging(&config.log.level);
+    exit_on_panic();
     // Before any thread starts: both read and clear the environment.
     let launch = Launch::current();
     let inherited = match Inherited::from_environment() {
@@ -250,6 +253,38 @@ fn reload(tracker: &Tracker, path: Option<&Path>, started_max_numwant: u32) {
         }
         Err(e) => tracing::error!("reload failed, keeping the settings in force: {e}"),
     }
+}
+
+/// Makes a panic on any thread end the whole process (after logging it), instead of leaving
+/// the rest running without it: a worker that panicked would leave its shard unanswered, the
+/// HTTP thread its listeners unserved, while the process looked alive. Aborting hands recovery
+/// to the service manager (`Restart=on-failure`): the next process takes the sockets back from
+/// the fd store and the swarm from the last snapshot. Installed by `main` once logging is up;
+/// public so a test can install it in a process of its own.
+pub fn exit_on_panic() {
+    std::panic::set_hook(Box::new(|info| {
+        let thread = std::thread::current();
+        let thread = thread.name().unwrap_or("unnamed");
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<&str>()
+            .copied()
+            .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+            .unwrap_or("(no message)");
+        let location = info
+            .location()
+            .map_or_else(String::new, |l| format!(" at {l}"));
+        let backtrace = std::backtrace::Backtrace::capture();
+        let backtrace = match backtrace.status() {
+            std::backtrace::BacktraceStatus::Captured => format!("\n{backtrace}"),
+            _ => String::new(),
+        };
+        tracing::error!(
+            "thread {thread} panicked{location}: {message}; aborting so the service manager \
+             restarts hayate{backtrace}"
+        );
+        std::process::abort();
+    }));
 }
 
 fn init_logging(level: &str) {

@@ -13,6 +13,45 @@ use sendfd::SendWithFd;
 pub const READY: &str = "READY=1";
 /// Shutdown has begun.
 pub const STOPPING: &str = "STOPPING=1";
+/// Still alive: resets the unit's `WatchdogSec=` timer.
+pub const WATCHDOG: &str = "WATCHDOG=1";
+
+/// How often to send `WATCHDOG=1`, from the variables systemd sets when the unit has
+/// `WatchdogSec=`: a third of `WATCHDOG_USEC` (sd_watchdog_enabled(3) advises half; a third
+/// leaves room for one late ping). `None` when no watchdog is asked of this process: the
+/// variable unset, or `WATCHDOG_PID` naming another process. A value that is not a positive
+/// number of microseconds is an error the caller logs.
+pub fn watchdog_period(
+    usec: Option<&str>,
+    pid: Option<&str>,
+    own_pid: u32,
+) -> Result<Option<std::time::Duration>, String> {
+    let Some(usec) = usec else { return Ok(None) };
+    if let Some(pid) = pid {
+        match pid.trim().parse::<u32>() {
+            Ok(p) if p == own_pid => {}
+            Ok(_) => return Ok(None),
+            Err(_) => return Err(format!("WATCHDOG_PID={pid:?} is not a process id")),
+        }
+    }
+    match usec.trim().parse::<u64>() {
+        Ok(n) if n > 0 => Ok(Some(std::time::Duration::from_micros(n / 3))),
+        _ => Err(format!(
+            "WATCHDOG_USEC={usec:?} is not a positive number of microseconds"
+        )),
+    }
+}
+
+/// `watchdog_period` from this process's environment, logging (and pinging never) on a bad
+/// value.
+pub fn watchdog_from_environment() -> Option<std::time::Duration> {
+    let usec = std::env::var("WATCHDOG_USEC").ok();
+    let pid = std::env::var("WATCHDOG_PID").ok();
+    watchdog_period(usec.as_deref(), pid.as_deref(), std::process::id()).unwrap_or_else(|e| {
+        tracing::warn!("{e}; no watchdog pings will be sent");
+        None
+    })
+}
 
 /// Tells the service manager `state` (newline-separated `KEY=value` lines). Returns whether a
 /// manager was there to tell.
@@ -56,8 +95,34 @@ fn store_to(target: Option<&std::ffi::OsStr>, fds: &[(&'static str, OwnedFd)]) -
 /// `notify` with the socket named by `target` (`$NOTIFY_SOCKET`'s value; `None`: unset). Tests
 /// pass it here: setting the variable while other threads read the environment is unsound.
 fn notify_to(target: Option<&std::ffi::OsStr>, state: &str, fds: &[RawFd]) -> io::Result<bool> {
-    let Some(target) = target else {
+    let Some(socket) = connect(target)? else {
         return Ok(false);
+    };
+    socket.send_with_fd(state.as_bytes(), fds)?;
+    Ok(true)
+}
+
+/// `WATCHDOG=1`, without ever waiting: the ping is sent from the stats thread, which also
+/// answers `/health`, and a manager that stopped reading (its queue full) must not freeze it.
+/// A ping that cannot be sent at once is an error (`WouldBlock`) and is not retried: the next
+/// one comes a third of the watchdog time later.
+pub fn ping_watchdog() -> io::Result<bool> {
+    ping_watchdog_to(std::env::var_os("NOTIFY_SOCKET").as_deref())
+}
+
+fn ping_watchdog_to(target: Option<&std::ffi::OsStr>) -> io::Result<bool> {
+    let Some(socket) = connect(target)? else {
+        return Ok(false);
+    };
+    socket.set_nonblocking(true)?;
+    socket.send(WATCHDOG.as_bytes())?;
+    Ok(true)
+}
+
+/// A datagram socket connected to `target` (see `notify_to`); `None` when it is unset.
+fn connect(target: Option<&std::ffi::OsStr>) -> io::Result<Option<UnixDatagram>> {
+    let Some(target) = target else {
+        return Ok(None);
     };
     let target = target.as_encoded_bytes();
     let socket = UnixDatagram::unbound()?;
@@ -78,8 +143,7 @@ fn notify_to(target: Option<&std::ffi::OsStr>, state: &str, fds: &[RawFd]) -> io
             ))
         }
     }
-    socket.send_with_fd(state.as_bytes(), fds)?;
-    Ok(true)
+    Ok(Some(socket))
 }
 
 /// A reload has begun; `READY=1` ends it. systemd wants the monotonic clock with it.
@@ -137,6 +201,56 @@ mod tests {
 
         assert!(notify_to(Some(OsStr::new("relative")), READY, &[]).is_err());
         assert!(!notify_to(None, READY, &[]).unwrap());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn watchdog_period_is_a_third_of_watchdog_usec_for_this_process_only() {
+        use std::time::Duration;
+        assert_eq!(watchdog_period(None, None, 7), Ok(None));
+        assert_eq!(
+            watchdog_period(Some("30000000"), None, 7),
+            Ok(Some(Duration::from_secs(10)))
+        );
+        assert_eq!(
+            watchdog_period(Some("30000000"), Some("7"), 7),
+            Ok(Some(Duration::from_secs(10)))
+        );
+        // Meant for another process (a parent that ran us): not ours to ping for.
+        assert_eq!(watchdog_period(Some("30000000"), Some("8"), 7), Ok(None));
+        for bad in ["0", "-5", "30s", ""] {
+            let e = watchdog_period(Some(bad), None, 7).unwrap_err();
+            assert!(e.contains("WATCHDOG_USEC"), "{e}");
+        }
+        assert!(watchdog_period(Some("1000"), Some("x"), 7)
+            .unwrap_err()
+            .contains("WATCHDOG_PID"));
+    }
+
+    #[test]
+    fn a_watchdog_ping_to_a_full_queue_fails_at_once() {
+        let dir = std::env::temp_dir().join(format!("hayate-ping-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("notify.sock");
+        let _ = std::fs::remove_file(&path);
+        let manager = UnixDatagram::bind(&path).unwrap();
+        // Nobody reads: the queue fills (net.unix.max_dgram_qlen, 10 by default, or the
+        // receive buffer), then every ping must fail without waiting.
+        let started = std::time::Instant::now();
+        let mut sent = 0;
+        let error = loop {
+            match ping_watchdog_to(Some(path.as_os_str())) {
+                Ok(true) => sent += 1,
+                Ok(false) => panic!("the target is set"),
+                Err(e) => break e,
+            }
+            assert!(sent < 100_000, "the queue never filled");
+        };
+        assert_eq!(error.kind(), io::ErrorKind::WouldBlock, "{error}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
+        let mut buf = [0u8; 32];
+        let n = manager.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"WATCHDOG=1");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -77,6 +77,7 @@ impl Tracker {
         // A bad list or key file is fatal at start-up, before anything is bound.
         let policy = Policy::load(&config)?.shared();
         let from = inherited.from;
+        let watchdog = inherited.watchdog;
         let sockets = Sockets::open(&config, count, inherited.fds)?;
         if sockets.inherited > 0 {
             tracing::info!(sockets = sockets.inherited, "took over sockets from {from}");
@@ -174,7 +175,10 @@ impl Tracker {
             http: http_stop,
         };
         let cores = worker::allowed_cores();
-        let sources = Sources::new(count, epoch);
+        let mut sources = Sources::new(count, epoch);
+        if !http_listeners.is_empty() {
+            sources = sources.with_http();
+        }
         let mut sockets = sockets.udp.into_iter();
         let mut tracker = Tracker {
             config: config.clone(),
@@ -228,6 +232,10 @@ impl Tracker {
                 &config,
                 mailboxes,
                 sources.http.clone(),
+                sources
+                    .http_heartbeat
+                    .clone()
+                    .unwrap_or_else(|| stats::Heartbeat::new(epoch)),
                 policy.clone(),
                 http_stopped,
             ) {
@@ -238,13 +246,20 @@ impl Tracker {
                 }
             }
         }
-        if let Some(listener) = metrics_listener {
+        // The stats thread also runs without the endpoint when systemd wants watchdog pings.
+        if metrics_listener.is_some() || watchdog.is_some() {
             let settings = stats::Settings {
                 interval: Duration::from_millis(config.metrics.interval_ms.into()),
                 stale_after: Duration::from_secs(config.metrics.stale_after_secs.into()),
                 io: tracker.backend,
             };
-            match StatsThread::start(listener, sources, settings) {
+            if let Some(period) = watchdog {
+                tracing::info!(
+                    every_ms = period.as_millis() as u64,
+                    "sending systemd watchdog pings while every thread is healthy"
+                );
+            }
+            match StatsThread::start(metrics_listener, sources, settings, watchdog) {
                 Ok(thread) => tracker.stats = Some(thread),
                 Err(e) => {
                     let _ = tracker.stop();
@@ -303,7 +318,7 @@ impl Tracker {
 
     /// The metrics endpoint's address actually bound (port 0 resolved); `None` when off.
     pub fn metrics_address(&self) -> Option<SocketAddr> {
-        self.stats.as_ref().map(StatsThread::address)
+        self.stats.as_ref().and_then(StatsThread::address)
     }
 
     /// Every thread's counters, as the stats thread reads them. The HTTP frontend counts into

@@ -1,6 +1,6 @@
 //! hayate as a service: the access list and its live reload (in process and by SIGHUP to the
-//! binary), systemd readiness notifications, dropping root, and the epoll fallback where
-//! io_uring is forbidden.
+//! binary), systemd readiness notifications and watchdog pings, dropping root, and the epoll
+//! fallback where io_uring is forbidden.
 
 mod common;
 #[path = "support/hayate_process.rs"]
@@ -313,6 +313,77 @@ fn notifies_systemd_and_reloads_on_sighup() {
     assert!(status.success(), "{status:?}: {err}");
     assert!(
         err.contains("reload failed") && err.contains("deny.txt, line 1"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The `WATCHDOG=1` pings that arrive on `listener` within `within`; other notifications
+/// (READY, the fd store) are passed over.
+fn watchdog_pings(listener: &UnixDatagram, within: Duration) -> usize {
+    let deadline = std::time::Instant::now() + within;
+    let mut pings = 0;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return pings;
+        }
+        listener.set_read_timeout(Some(left)).unwrap();
+        let mut buf = [0u8; 512];
+        match listener.recv(&mut buf) {
+            Ok(n) if &buf[..n] == b"WATCHDOG=1" => pings += 1,
+            Ok(_) => {}
+            Err(_) => return pings,
+        }
+    }
+}
+
+#[test]
+fn pings_the_watchdog_when_systemd_asks_and_only_then() {
+    let dir = temp_dir("watchdog");
+    // The metrics endpoint is off in these configs: the pings must not depend on it.
+    let config = binary_config(&dir, 0, "");
+    let run = |name: &str, env: &[(&str, String)]| {
+        let socket_path = dir.join(format!("{name}.sock"));
+        let listener = UnixDatagram::bind(&socket_path).unwrap();
+        listener
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut cmd = hayate(&config);
+        cmd.env("NOTIFY_SOCKET", &socket_path);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = Hayate::spawn(&mut cmd);
+        assert_eq!(notification(&listener), "READY=1");
+        serving_at(&mut child);
+        // WATCHDOG_USEC = 300 ms: a ping every 100 ms, so 1.5 s holds about 15.
+        let pings = watchdog_pings(&listener, Duration::from_millis(1500));
+        child.signal(libc::SIGTERM);
+        let (status, err) = child.wait_exit(Duration::from_secs(3));
+        assert!(status.success(), "{status:?}: {err}");
+        (pings, err)
+    };
+    let (pings, err) = run("on", &[("WATCHDOG_USEC", "300000".into())]);
+    assert!((8..=20).contains(&pings), "{pings} pings in 1.5 s:\n{err}");
+    assert!(err.contains("sending systemd watchdog pings"), "{err}");
+    // systemd names the process the watchdog is for; a child that inherited the variables
+    // (a shell started by hayate's unit, say) does not ping on its behalf.
+    let (pings, _) = run(
+        "own-pid",
+        &[
+            ("WATCHDOG_USEC", "300000".into()),
+            ("WATCHDOG_PID", "1".into()),
+        ],
+    );
+    assert_eq!(pings, 0, "pinged for another process");
+    let (pings, err) = run("off", &[]);
+    assert_eq!(pings, 0, "pinged without WATCHDOG_USEC");
+    assert!(!err.contains("watchdog"), "{err}");
+    let (pings, err) = run("bad", &[("WATCHDOG_USEC", "30s".into())]);
+    assert_eq!(pings, 0);
+    assert!(
+        err.contains("WATCHDOG_USEC=\"30s\" is not a positive number"),
         "{err}"
     );
     let _ = std::fs::remove_dir_all(&dir);

@@ -66,6 +66,8 @@ pub struct Inherited {
     pub predecessor: Option<Predecessor>,
     /// Where the sockets came from, for the log: "systemd" or "the previous process".
     pub from: &'static str,
+    /// How often to send systemd's `WATCHDOG=1` (`notify::watchdog_period`); `None`: never.
+    pub watchdog: Option<std::time::Duration>,
 }
 
 impl Inherited {
@@ -79,6 +81,9 @@ impl Inherited {
         for var in [UPGRADE_FD, "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"] {
             std::env::remove_var(var);
         }
+        // Left in the environment: a successor started by SIGUSR2 inherits WATCHDOG_USEC and
+        // pings once it is the main process (it is not given WATCHDOG_PID, see `successor`).
+        let watchdog = crate::notify::watchdog_from_environment();
         if let Some(fd) = upgrade {
             let fd: RawFd = fd
                 .parse()
@@ -90,6 +95,7 @@ impl Inherited {
                 fds,
                 predecessor: Some(predecessor),
                 from: "the previous process",
+                watchdog,
             });
         }
         let fds = listen_fds_range(
@@ -116,6 +122,7 @@ impl Inherited {
             fds,
             predecessor: None,
             from: "systemd",
+            watchdog,
         })
     }
 }

@@ -50,6 +50,9 @@ impl Successor {
         command
             .args(&launch.args)
             .env(UPGRADE_FD, fd.to_string())
+            // systemd's WATCHDOG_PID names this process; the new one becomes the main process
+            // and must ping in its place (WATCHDOG_USEC, inherited, says how often).
+            .env_remove("WATCHDOG_PID")
             .stdin(Stdio::null());
         // SAFETY: between fork and exec the closure only calls fcntl, which is
         // async-signal-safe, on a descriptor the child has.

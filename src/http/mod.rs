@@ -71,6 +71,7 @@ pub fn spawn(
     config: &Config,
     mailboxes: Vec<Mailbox>,
     stats: std::sync::Arc<crossbeam_utils::CachePadded<crate::stats::Traffic>>,
+    heartbeat: crate::stats::Heartbeat,
     policy: SharedPolicy,
     stopped: Stopped,
 ) -> anyhow::Result<JoinHandle<()>> {
@@ -115,6 +116,9 @@ pub fn spawn(
     std::thread::Builder::new()
         .name("hayate-http".into())
         .spawn(move || {
+            // A task of this runtime, so /health sees the runtime itself stall, not just the
+            // thread: anything that blocks it stops the heartbeat.
+            runtime.spawn(heartbeat.keep());
             runtime.block_on(serve(listeners, server, stopped));
             // Dropping the runtime drops every connection task and closes its socket.
             drop(runtime);
@@ -234,6 +238,7 @@ mod tests {
             &config,
             vec![mailbox],
             Default::default(),
+            crate::stats::Heartbeat::new(std::time::Instant::now()),
             crate::policy::Policy::load(&config).unwrap().shared(),
             stopped,
         )

@@ -12,6 +12,8 @@
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
+use super::heartbeat::Heartbeat;
+
 /// A count with one writer. See the module comment for why load + store, not `fetch_add`.
 #[derive(Debug, Default)]
 pub struct Counter(AtomicU64);
@@ -431,23 +433,37 @@ pub struct WorkerStats {
     pub heartbeat_ms: Counter,
 }
 
-/// Where the stats thread finds every block: one per worker, one for the HTTP frontend.
-/// Each block is cache-padded: it is written by one core and read by another.
+/// Where the stats thread finds every block: one per worker, one for the HTTP frontend, and
+/// the heartbeats of the threads that are not workers. Each block is cache-padded: it is
+/// written by one core and read by another.
 #[derive(Debug, Clone)]
 pub struct Sources {
     pub workers: Vec<std::sync::Arc<crossbeam_utils::CachePadded<WorkerStats>>>,
     pub http: std::sync::Arc<crossbeam_utils::CachePadded<Traffic>>,
-    /// The instant worker heartbeats count from.
+    /// The HTTP thread's heartbeat; `None` when HTTP is off (no `http.addresses`).
+    pub http_heartbeat: Option<Heartbeat>,
+    /// The stats thread's heartbeat, stamped by its aggregation loop.
+    pub stats_heartbeat: Heartbeat,
+    /// The instant heartbeats count from.
     pub epoch: std::time::Instant,
 }
 
 impl Sources {
+    /// Blocks for `workers` workers and no HTTP thread (see `with_http`).
     pub fn new(workers: usize, epoch: std::time::Instant) -> Self {
         Self {
             workers: (0..workers).map(|_| Default::default()).collect(),
             http: Default::default(),
+            http_heartbeat: None,
+            stats_heartbeat: Heartbeat::new(epoch),
             epoch,
         }
+    }
+
+    /// The same, with an HTTP thread whose heartbeat `/health` checks.
+    pub fn with_http(mut self) -> Self {
+        self.http_heartbeat = Some(Heartbeat::new(self.epoch));
+        self
     }
 }
 

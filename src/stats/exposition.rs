@@ -24,7 +24,8 @@ pub struct Page {
     pub snapshot: Snapshot,
     /// Milliseconds since the epoch now, for heartbeat ages.
     pub now_ms: u64,
-    pub process: Option<ProcessFigures>,
+    /// Each figure `None` when it could not be read.
+    pub process: ProcessFigures,
     /// The UDP I/O backend in use.
     pub io: &'static str,
 }
@@ -280,44 +281,67 @@ impl Collector for Page {
                 )?;
         }
 
-        if let Some(p) = &self.process {
+        let mut m = gauge(
+            &mut e,
+            "hayate_thread_heartbeat_age",
+            "Seconds since the HTTP thread (when HTTP is on) and the stats thread last beat; both beat every 250 ms while their loop runs.",
+            Some(&Unit::Seconds),
+        )?;
+        for &(thread, at_ms) in &self.snapshot.threads {
+            let age = self.now_ms.saturating_sub(at_ms) as f64 / 1000.0;
+            ConstGauge::new(age).encode(m.encode_family(&[("thread", thread)])?)?;
+        }
+
+        // Each process figure on its own: one the sandbox hides leaves the others.
+        let p = &self.process;
+        if let Some(v) = p.resident_bytes {
             let m = gauge(
                 &mut e,
                 "hayate_process_resident_memory",
                 "Resident memory.",
                 Some(&Unit::Bytes),
             )?;
-            ConstGauge::new(p.resident_bytes as i64).encode(m)?;
+            ConstGauge::new(v as i64).encode(m)?;
+        }
+        if let Some(v) = p.cpu_seconds {
             let m = counter(
                 &mut e,
                 "hayate_process_cpu",
                 "User and system CPU time.",
                 Some(&Unit::Seconds),
             )?;
-            ConstCounter::new(p.cpu_seconds).encode(m)?;
+            ConstCounter::new(v).encode(m)?;
+        }
+        if let Some(v) = p.threads {
             let m = gauge(&mut e, "hayate_process_threads", "OS threads.", None)?;
-            ConstGauge::new(p.threads as i64).encode(m)?;
+            ConstGauge::new(v as i64).encode(m)?;
+        }
+        if let Some(v) = p.open_fds {
             let m = gauge(
                 &mut e,
                 "hayate_process_open_fds",
                 "Open file descriptors.",
                 None,
             )?;
-            ConstGauge::new(p.open_fds as i64).encode(m)?;
+            ConstGauge::new(v as i64).encode(m)?;
+        }
+        if let Some(v) = p.max_fds {
             let m = gauge(
                 &mut e,
                 "hayate_process_max_fds",
                 "File descriptor limit (RLIMIT_NOFILE).",
                 None,
             )?;
-            ConstGauge::new(p.max_fds as i64).encode(m)?;
+            ConstGauge::new(v as i64).encode(m)?;
+        }
+        if let Some(v) = p.start_time_seconds {
             let m = gauge(
                 &mut e,
                 "hayate_process_start_time",
                 "Unix time the process started.",
                 Some(&Unit::Seconds),
             )?;
-            ConstGauge::new(p.start_time_seconds).encode(m)?;
+            ConstGauge::new(v).encode(m)?;
         }
         Ok(())
     }
@@ -365,7 +389,7 @@ mod tests {
     use crate::stats::counters::Sources;
 
     fn page() -> Page {
-        let sources = Sources::new(2, std::time::Instant::now());
+        let sources = Sources::new(2, std::time::Instant::now()).with_http();
         sources.workers[1]
             .udp
             .request(Action::Scrape, IpVersion::V6);
@@ -374,7 +398,7 @@ mod tests {
         Page {
             snapshot: Snapshot::take(&sources),
             now_ms: 1500,
-            process: ProcessFigures::read().ok(),
+            process: ProcessFigures::read(),
             io: "io_uring",
         }
     }
@@ -394,6 +418,17 @@ mod tests {
         );
         assert!(text.contains("hayate_torrents 4\n"), "{text}");
         assert!(text.contains("hayate_worker_heartbeat_age_seconds{worker=\"1\"} 1.5\n"));
+        // The HTTP and stats threads were stamped when the sources were made (epoch + ~0 ms).
+        for thread in ["http", "stats"] {
+            let line = format!("hayate_thread_heartbeat_age_seconds{{thread=\"{thread}\"}} ");
+            let age: f64 = text
+                .lines()
+                .find_map(|l| l.strip_prefix(line.as_str()))
+                .unwrap_or_else(|| panic!("no {line} in {text}"))
+                .parse()
+                .unwrap();
+            assert!((1.4..=1.5).contains(&age), "{thread}: {age}");
+        }
         assert!(
             text.contains(
                 "hayate_request_duration_seconds_bucket{le=\"0.00005\",protocol=\"udp\"} 1\n"

@@ -1,25 +1,35 @@
-//! The stats side: what every thread counts (`counters`, one writer per block), how the stats
-//! thread gathers it (`snapshot`, on an interval), the process's own figures (`process`), the
-//! Prometheus page (`exposition`) and the endpoint that serves it and `/health` (`server`).
-//! Workers never wait for this thread and this thread never locks anything a worker holds.
+//! The stats side: what every thread counts (`counters`, one writer per block), the heartbeats
+//! of the threads that are not workers (`heartbeat`), how the stats thread gathers it all
+//! (`snapshot`, on an interval), the process's own figures (`process`), the Prometheus page
+//! (`exposition`), the health check (`health`), the endpoint that serves the page and
+//! `/health` (`server`) and the systemd watchdog fed from the same check (`watchdog`). The
+//! stats thread runs a single-threaded tokio runtime: aggregation, each connection and the
+//! watchdog are tasks, so no client delays another or the aggregation. Workers never wait for
+//! this thread and this thread never locks anything a worker holds.
 
 pub mod counters;
 mod exposition;
+mod health;
+pub mod heartbeat;
 mod process;
 mod server;
 mod snapshot;
+mod watchdog;
 
-use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
-use std::os::unix::net::UnixStream;
+use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use tokio::sync::{oneshot, watch};
 
 pub use counters::{Action, ErrorReason, Forward, IpVersion, Sources, Traffic, WorkerStats};
 pub use exposition::openmetrics_to_prometheus;
+pub use health::health;
+pub use heartbeat::Heartbeat;
 pub use process::ProcessFigures;
+pub use server::MAX_CONNECTIONS;
 pub use snapshot::{Snapshot, WorkerSnapshot};
 
 /// How the stats thread runs.
@@ -27,7 +37,8 @@ pub use snapshot::{Snapshot, WorkerSnapshot};
 pub struct Settings {
     /// Between aggregations of the workers' counters.
     pub interval: Duration,
-    /// A worker whose heartbeat is older than this fails `/health`.
+    /// A thread (worker, HTTP, stats) whose heartbeat is older than this fails `/health` and
+    /// stops the watchdog pings.
     pub stale_after: Duration,
     /// The UDP I/O backend the workers run ("io_uring" or "epoll"), for `hayate_build_info`.
     pub io: &'static str,
@@ -35,97 +46,100 @@ pub struct Settings {
 
 /// The running stats thread.
 pub struct StatsThread {
-    address: SocketAddr,
-    wake: UnixStream,
+    address: Option<SocketAddr>,
+    stop: oneshot::Sender<()>,
     thread: JoinHandle<()>,
 }
 
 impl StatsThread {
-    /// Serves on `listener` (non-blocking; bound by `sockets`, so a bad address fails before
-    /// anything runs).
+    /// Serves the endpoint on `listener` when there is one (bound by `sockets`, so a bad address
+    /// fails before anything runs) and pings systemd's watchdog every `watchdog` when set.
+    /// Returns once the runtime is built and the listener registered.
     pub fn start(
-        listener: TcpListener,
+        listener: Option<TcpListener>,
         sources: Sources,
         settings: Settings,
+        watchdog: Option<Duration>,
     ) -> anyhow::Result<StatsThread> {
-        let address = listener.local_addr()?;
-        let (wake, wake_rx) = UnixStream::pair().context("creating the stats wake socket")?;
-        let server = server::Server {
-            listener,
-            wake: wake_rx,
-            sources,
-            settings,
+        let address = listener.as_ref().map(TcpListener::local_addr).transpose()?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .enable_time()
+            .build()
+            .context("building the stats runtime")?;
+        let listener = match listener {
+            Some(l) => {
+                l.set_nonblocking(true)?;
+                let _inside = runtime.enter();
+                Some(
+                    tokio::net::TcpListener::from_std(l)
+                        .context("registering the metrics listener")?,
+                )
+            }
+            None => None,
         };
+        let (stop, stopped) = oneshot::channel();
         let thread = std::thread::Builder::new()
             .name("hayate-stats".into())
-            .spawn(move || server.run())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    let (latest, snapshots) = watch::channel(Arc::new(Snapshot::take(&sources)));
+                    tokio::spawn(aggregate(sources.clone(), settings.interval, latest));
+                    if let Some(listener) = listener {
+                        let endpoint = server::Endpoint {
+                            sources: sources.clone(),
+                            settings,
+                            latest: snapshots,
+                        };
+                        tokio::spawn(server::serve(listener, Arc::new(endpoint)));
+                    }
+                    if let Some(period) = watchdog {
+                        tokio::spawn(watchdog::keep(period, sources, settings.stale_after));
+                    }
+                    // An error means the handle is gone, which is a stop too.
+                    let _ = stopped.await;
+                });
+                // Dropping the runtime drops every task and closes every connection.
+                drop(runtime);
+            })
             .context("spawning the stats thread")?;
         Ok(StatsThread {
             address,
-            wake,
+            stop,
             thread,
         })
     }
 
-    /// The address actually bound.
-    pub fn address(&self) -> SocketAddr {
+    /// The endpoint's address actually bound; `None` when it is off.
+    pub fn address(&self) -> Option<SocketAddr> {
         self.address
     }
 
-    /// Wakes the thread and waits for it; it ends within one client deadline (500 ms).
-    pub fn stop(mut self) {
-        let _ = self.wake.write_all(&[1]);
+    /// Stops the thread and waits for it: at once, whatever clients are connected.
+    pub fn stop(self) {
+        let _ = self.stop.send(());
         if self.thread.join().is_err() {
             tracing::error!("the stats thread panicked");
         }
     }
 }
 
-/// `Ok` with a line per worker while every worker has ticked within `stale_after`; `Err`
-/// naming each stuck worker otherwise.
-pub fn health(sources: &Sources, stale_after: Duration) -> Result<String, String> {
-    let now = sources.epoch.elapsed().as_millis() as u64;
-    let limit = stale_after.as_millis() as u64;
-    let mut stuck = Vec::new();
-    let mut report = String::new();
-    for (i, w) in sources.workers.iter().enumerate() {
-        let age = now.saturating_sub(w.heartbeat_ms.get());
-        if age > limit {
-            stuck.push(format!(
-                "worker {i} has not checked in for {:.1} s (limit {:.1} s)",
-                age as f64 / 1000.0,
-                limit as f64 / 1000.0
-            ));
-        } else {
-            report.push_str(&format!(
-                "worker {i} ok, last tick {:.1} s ago\n",
-                age as f64 / 1000.0
-            ));
+/// Takes a snapshot every `interval` and beats the stats thread's heartbeat every
+/// `heartbeat::PERIOD` (or every interval, when shorter), whatever the endpoint's clients do.
+async fn aggregate(sources: Sources, interval: Duration, latest: watch::Sender<Arc<Snapshot>>) {
+    let beat = heartbeat::PERIOD.min(interval);
+    let mut next = Instant::now() + interval;
+    loop {
+        let now = Instant::now();
+        tokio::time::sleep_until((next.min(now + beat)).into()).await;
+        sources.stats_heartbeat.beat();
+        if Instant::now() >= next {
+            latest.send_replace(Arc::new(Snapshot::take(&sources)));
+            next += interval;
+            // After a stall, the next one is an interval from now, not a burst of catch-ups.
+            if next < Instant::now() {
+                next = Instant::now() + interval;
+            }
         }
-    }
-    if stuck.is_empty() {
-        Ok(format!("ok\n{report}"))
-    } else {
-        Err(format!("unhealthy: {}\n", stuck.join("; ")))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::time::Instant;
-
-    #[test]
-    fn health_names_the_stuck_worker() {
-        let epoch = Instant::now() - Duration::from_secs(10);
-        let sources = Sources::new(3, epoch);
-        for w in &sources.workers {
-            w.heartbeat_ms.set(10_000);
-        }
-        assert!(health(&sources, Duration::from_secs(5)).is_ok());
-        sources.workers[1].heartbeat_ms.set(2_000);
-        let e = health(&sources, Duration::from_secs(5)).unwrap_err();
-        assert!(e.contains("worker 1 has not checked in"), "{e}");
-        assert!(!e.contains("worker 0") && !e.contains("worker 2"), "{e}");
     }
 }

@@ -1,15 +1,26 @@
-//! The stats thread's loop and its HTTP endpoint: `GET /metrics` and `GET /health` on a plain
-//! blocking `TcpListener`. Two read-only pages scraped every few seconds by one or two
-//! Prometheus servers need no async runtime: the thread waits in poll(2) on the listener and a
-//! wake socket (stop) with a timeout that is the next aggregation, answers one connection at a
-//! time under a short deadline, and closes it. A client that stalls costs the page at most
-//! `CLIENT_DEADLINE`, never a worker anything.
+//! The metrics endpoint: `GET /metrics`, `GET /health` and `GET /` over HTTP/1.1 (hyper) on the
+//! stats thread's runtime. Every connection is a task of its own, so a client that stalls holds
+//! its own socket and nothing else: `/health` answers at once however many idle connections are
+//! open. Connections are bounded (`MAX_CONNECTIONS`); past the bound a new connection takes the
+//! place of the oldest one still waiting for its request, so an idle flood cannot lock a
+//! liveness probe out, and one that is being answered is never cut short for it. Each
+//! connection carries one request (no keep-alive: scrapers make one every few seconds), sent
+//! within `HEADER_READ_TIMEOUT`, answered and closed within `CONNECTION_DEADLINE`.
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
-use std::os::unix::net::UnixStream;
-use std::time::{Duration, Instant};
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, ACCEPT, ALLOW, CACHE_CONTROL, CONTENT_TYPE};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::sync::{watch, Notify, Semaphore};
 
 use super::counters::Sources;
 use super::exposition::Page;
@@ -17,166 +28,183 @@ use super::process::ProcessFigures;
 use super::snapshot::Snapshot;
 use super::Settings;
 
-/// Longest one client may take to send its request and take the answer.
-const CLIENT_DEADLINE: Duration = Duration::from_millis(500);
+/// Open connections at most: a few scrapers and probes need a handful; 64 idle sockets cost
+/// a few kilobytes.
+pub const MAX_CONNECTIONS: usize = 64;
+/// Longest a client may take to send its request head.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(2);
+/// Longest a connection may stay open, request and answer together (a page is tens of
+/// kilobytes; a scraper reading it slower than this is not one).
+const CONNECTION_DEADLINE: Duration = Duration::from_secs(5);
 
-/// Largest request head read; metrics requests are a few hundred bytes.
-const MAX_REQUEST: usize = 8192;
-
-pub(super) struct Server {
-    pub listener: TcpListener,
-    pub wake: UnixStream,
+/// What a request is answered from.
+pub(super) struct Endpoint {
     pub sources: Sources,
     pub settings: Settings,
+    /// The latest aggregation, replaced every `settings.interval`.
+    pub latest: watch::Receiver<Arc<Snapshot>>,
 }
 
-impl Server {
-    /// Aggregates every interval and answers requests until the wake socket becomes readable.
-    pub fn run(self) {
-        let mut snapshot = Snapshot::take(&self.sources);
-        let mut next = Instant::now() + self.settings.interval;
-        let mut fds = [
-            libc::pollfd {
-                fd: self.listener.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-            libc::pollfd {
-                fd: self.wake.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-        ];
-        loop {
-            let wait = next.saturating_duration_since(Instant::now());
-            // Round up so the loop never spins on a sub-millisecond remainder.
-            let timeout = wait.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
-            // SAFETY: `fds` is a valid array of two pollfd for the duration of the call.
-            let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, timeout) };
-            if n < 0 {
-                let e = std::io::Error::last_os_error();
-                if e.kind() != std::io::ErrorKind::Interrupted {
-                    tracing::error!("stats thread poll failed: {e}");
-                    return;
-                }
-            }
-            if fds[1].revents != 0 {
-                return;
-            }
-            if Instant::now() >= next {
-                snapshot = Snapshot::take(&self.sources);
-                next = Instant::now() + self.settings.interval;
-            }
-            if fds[0].revents != 0 {
-                // The listener is non-blocking: take every waiting connection.
-                while let Ok((stream, peer)) = self.listener.accept() {
-                    if let Err(e) = self.answer(stream, &snapshot) {
-                        tracing::debug!(%peer, "metrics request failed: {e}");
-                    }
-                }
-            }
-        }
-    }
+/// Connections still waiting for their request head, oldest first, each with the signal that
+/// closes it.
+#[derive(Default)]
+struct Waiting {
+    next_id: u64,
+    queue: VecDeque<(u64, Arc<Notify>)>,
+}
 
-    fn answer(&self, mut stream: TcpStream, snapshot: &Snapshot) -> std::io::Result<()> {
-        let deadline = Instant::now() + CLIENT_DEADLINE;
-        stream.set_nonblocking(false)?;
-        stream.set_write_timeout(Some(CLIENT_DEADLINE))?;
-        let mut buf = [0u8; MAX_REQUEST];
-        let mut len = 0;
-        while !buf[..len].windows(4).any(|w| w == b"\r\n\r\n") {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() || len == buf.len() {
-                return respond(
-                    &mut stream,
-                    408,
-                    "text/plain",
-                    b"request too slow or large\n",
-                );
+impl Waiting {
+    fn remove(waiting: &Mutex<Waiting>, id: u64) {
+        let mut w = waiting.lock().unwrap_or_else(|e| e.into_inner());
+        w.queue.retain(|(i, _)| *i != id);
+    }
+}
+
+/// Accepts until the runtime is dropped (which closes every connection with it).
+pub(super) async fn serve(listener: tokio::net::TcpListener, endpoint: Arc<Endpoint>) {
+    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let waiting = Arc::new(Mutex::new(Waiting::default()));
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .keep_alive(false)
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        // hyper's smallest read buffer; metrics requests are a few hundred bytes.
+        .max_buf_size(8192);
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // Out of descriptors or memory: back off instead of spinning.
+                tracing::debug!(error = %e, "accepting a metrics connection failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
             }
-            stream.set_read_timeout(Some(left))?;
-            match stream.read(&mut buf[len..])? {
-                0 => return Ok(()),
-                n => len += n,
+        };
+        let permit = match permits.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                let oldest = waiting
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .queue
+                    .pop_front();
+                let Some((_, close)) = oldest else {
+                    tracing::debug!(%peer, "metrics connection refused: every connection is being answered");
+                    continue;
+                };
+                close.notify_one();
+                // The closed connection's task gives its permit back as soon as it runs.
+                match tokio::time::timeout(Duration::from_secs(1), permits.clone().acquire_owned())
+                    .await
+                {
+                    Ok(Ok(permit)) => permit,
+                    _ => continue,
+                }
             }
+        };
+        let close = Arc::new(Notify::new());
+        let id = {
+            let mut w = waiting.lock().unwrap_or_else(|e| e.into_inner());
+            w.next_id += 1;
+            let id = w.next_id;
+            w.queue.push_back((id, close.clone()));
+            id
+        };
+        let (endpoint, waiting) = (endpoint.clone(), waiting.clone());
+        let builder = builder.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let answering = waiting.clone();
+            let service = service_fn(move |req| {
+                // The head is in: answered from here, no longer one to make room with.
+                Waiting::remove(&answering, id);
+                let response = endpoint.answer(&req);
+                async move { Ok::<_, Infallible>(response) }
+            });
+            let connection = builder.serve_connection(TokioIo::new(stream), service);
+            tokio::select! {
+                done = tokio::time::timeout(CONNECTION_DEADLINE, connection) => match done {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::debug!(%peer, "metrics connection failed: {e}"),
+                    Err(_) => tracing::debug!(%peer, "metrics connection closed at its deadline"),
+                },
+                () = close.notified() => {
+                    tracing::debug!(%peer, "idle metrics connection closed to make room for a new one");
+                }
+            }
+            Waiting::remove(&waiting, id);
+        });
+    }
+}
+
+impl Endpoint {
+    fn answer(&self, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+        let method = req.method();
+        if method != Method::GET && method != Method::HEAD {
+            let mut r = respond(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "text/plain",
+                "only GET and HEAD\n",
+            );
+            r.headers_mut()
+                .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+            return r;
         }
-        let head = String::from_utf8_lossy(&buf[..len]);
-        let mut words = head.split_whitespace();
-        let (method, target) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
-        let path = target.split('?').next().unwrap_or("");
-        if method != "GET" && method != "HEAD" {
-            return respond(&mut stream, 405, "text/plain", b"only GET and HEAD\n");
-        }
-        let head_only = method == "HEAD";
-        let body = |b: &[u8]| if head_only { Vec::new() } else { b.to_vec() };
-        match path {
+        // HEAD gets the same head as GET (Content-Length included); hyper leaves the body out.
+        match req.uri().path() {
             "/metrics" => {
-                let openmetrics = head
-                    .lines()
-                    .filter_map(|l| l.split_once(':'))
-                    .any(|(k, v)| {
-                        k.trim().eq_ignore_ascii_case("accept")
-                            && v.contains("application/openmetrics-text")
-                    });
+                let openmetrics = req.headers().get_all(ACCEPT).iter().any(|v| {
+                    v.to_str()
+                        .is_ok_and(|v| v.contains("application/openmetrics-text"))
+                });
                 let page = Page {
-                    snapshot: snapshot.clone(),
+                    snapshot: Snapshot::clone(&self.latest.borrow()),
                     now_ms: self.sources.epoch.elapsed().as_millis() as u64,
-                    process: ProcessFigures::read()
-                        .map_err(|e| tracing::debug!("reading /proc/self: {e}"))
-                        .ok(),
+                    process: ProcessFigures::read(),
                     io: self.settings.io,
                 };
-                let (kind, text) = if openmetrics {
-                    (
+                if openmetrics {
+                    respond(
+                        StatusCode::OK,
                         "application/openmetrics-text; version=1.0.0; charset=utf-8",
                         page.openmetrics(),
                     )
                 } else {
-                    (
+                    respond(
+                        StatusCode::OK,
                         "text/plain; version=0.0.4; charset=utf-8",
                         page.prometheus_text(),
                     )
-                };
-                respond(&mut stream, 200, kind, &body(text.as_bytes()))
+                }
             }
             "/health" => {
                 let (status, text) = match super::health(&self.sources, self.settings.stale_after) {
-                    Ok(text) => (200, text),
-                    Err(text) => (503, text),
+                    Ok(text) => (StatusCode::OK, text),
+                    Err(text) => (StatusCode::SERVICE_UNAVAILABLE, text),
                 };
-                respond(
-                    &mut stream,
-                    status,
-                    "text/plain; charset=utf-8",
-                    &body(text.as_bytes()),
-                )
+                respond(status, "text/plain; charset=utf-8", text)
             }
             "/" => respond(
-                &mut stream,
-                200,
+                StatusCode::OK,
                 "text/html; charset=utf-8",
-                &body(b"<a href=\"/metrics\">/metrics</a> <a href=\"/health\">/health</a>\n"),
+                "<a href=\"/metrics\">/metrics</a> <a href=\"/health\">/health</a>\n",
             ),
-            _ => respond(&mut stream, 404, "text/plain", &body(b"not found\n")),
+            _ => respond(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
         }
     }
 }
 
-fn respond(stream: &mut TcpStream, status: u16, kind: &str, body: &[u8]) -> std::io::Result<()> {
-    let reason = match status {
-        200 => "OK",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        408 => "Request Timeout",
-        503 => "Service Unavailable",
-        _ => "",
-    };
-    let head = format!(
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\nCache-Control: no-store\r\n\r\n",
-        body.len()
-    );
-    let mut out = head.into_bytes();
-    out.extend_from_slice(body);
-    stream.write_all(&out)?;
-    stream.flush()
+fn respond(
+    status: StatusCode,
+    kind: &'static str,
+    body: impl Into<Bytes>,
+) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    let h = r.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static(kind));
+    // Figures of one moment: a cache in between must not serve them later.
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
 }

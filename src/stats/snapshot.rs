@@ -20,6 +20,9 @@ pub struct Snapshot {
     pub udp: TrafficSnapshot,
     pub http: TrafficSnapshot,
     pub workers: Vec<WorkerSnapshot>,
+    /// The heartbeats of the threads that are not workers, by name ("http" when HTTP is on,
+    /// "stats"): milliseconds since the epoch at each one's last beat.
+    pub threads: Vec<(&'static str, u64)>,
     /// Milliseconds since the epoch when it was taken.
     pub taken_ms: u64,
 }
@@ -40,6 +43,10 @@ impl Snapshot {
                 heartbeat_ms: w.heartbeat_ms.get(),
             });
         }
+        if let Some(http) = &sources.http_heartbeat {
+            s.threads.push(("http", http.last_ms()));
+        }
+        s.threads.push(("stats", sources.stats_heartbeat.last_ms()));
         s.taken_ms = sources.epoch.elapsed().as_millis() as u64;
         s
     }
