@@ -4,7 +4,7 @@
 //! figure `config.toml` sizes `limits.max_torrents` by.
 
 use hayate_tracker::protocol::{Announce, AnnounceEvent};
-use hayate_tracker::swarm::{Limits, Refused, Shard};
+use hayate_tracker::swarm::{Limits, Quotas, Refused, Shard};
 
 #[path = "support/counting_alloc.rs"]
 mod counting_alloc;
@@ -49,6 +49,41 @@ fn floods_stop_at_the_limits() {
     let per_torrent = (counting_alloc::live_bytes() - before) as f64 / 200_000.0;
     println!("swarm table: {per_torrent:.0} bytes per single-peer torrent");
     drop(open);
+
+    // The worst case the default limits allow: every peer from a source of its own (each one
+    // an entry in the quota map), the first max_torrents of them alone in their torrents, the
+    // rest joining those torrents.
+    let before = counting_alloc::live_bytes();
+    let mut worst = Shard::new(3600);
+    worst.limit_sources(Quotas {
+        peers: 20_000,
+        new_torrents: 1_000,
+        exempt: Default::default(),
+    });
+    for i in 0..100_000u32 {
+        let ip = (0x0b00_0000 + i).to_be_bytes();
+        worst.announce(ip, &fake(i, 6881), 50, 0, |_| {}).unwrap();
+    }
+    let alone = (counting_alloc::live_bytes() - before) as f64 / 100_000.0;
+    let before = counting_alloc::live_bytes();
+    for i in 100_000..400_000u32 {
+        let ip = (0x0b00_0000 + i).to_be_bytes();
+        worst
+            .announce(ip, &fake(i % 100_000, 6881), 50, 0, |_| {})
+            .unwrap();
+    }
+    let joining = (counting_alloc::live_bytes() - before) as f64 / 300_000.0;
+    let (max_torrents, max_peers) = (4_000_000f64, 10_000_000f64);
+    println!(
+        "with quotas on: {alone:.0} bytes per single-peer torrent, {joining:.0} per peer joining \
+         one, each from its own address; the default limits' worst case: {:.2} GB",
+        (max_torrents * alone + (max_peers - max_torrents) * joining) / 1e9
+    );
+    assert!(
+        alone < 2.0 * per_torrent,
+        "a source's entry costs {alone:.0} B a torrent"
+    );
+    drop(worst);
 
     // A flood ten times the limit holds what the limit allows, not what the flood sent.
     let max_torrents = 50_000;
