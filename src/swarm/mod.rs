@@ -211,9 +211,10 @@ impl Limits {
     };
 }
 
-/// Random buckets looked at for a torrent kept only for its count when the shard is full:
-/// enough to find one when such torrents fill a good part of the table, few enough that a full
-/// table of live torrents costs a refused announce little.
+/// Buckets looked at for a torrent kept only for its count when the shard is full, each time
+/// from where the last look stopped: enough to find one soon when such torrents fill a good
+/// part of the table, few enough that a full table of live torrents costs a refused announce
+/// little.
 const EVICTION_PROBES: usize = 16;
 
 /// Why an announce was refused.
@@ -402,7 +403,7 @@ impl Shard {
         let mut room = self.torrents.len() < self.limits.max_torrents;
         if !room && may_add && self.torrents.get(&a.info_hash).is_none() {
             // History must not lock new swarms out: a torrent kept only for its count goes.
-            room = self.torrents.evict_empty(&mut self.rng, EVICTION_PROBES);
+            room = self.torrents.evict_empty(EVICTION_PROBES);
         }
         let Some((t, added)) = self.torrents.get_or_add(&a.info_hash, room && may_add) else {
             return Err(if room {

@@ -16,6 +16,9 @@ pub struct Torrents {
     table: HashTable<(InfoHash, Torrent)>,
     hasher: RandomState,
     layout: u64,
+    /// Where the next look for a torrent to evict starts: a cursor going round the buckets,
+    /// so repeated looks cover the whole table instead of leaving it to chance.
+    evict_at: usize,
 }
 
 impl Torrents {
@@ -24,6 +27,7 @@ impl Torrents {
             table: HashTable::new(),
             hasher: RandomState::new(),
             layout: 0,
+            evict_at: 0,
         }
     }
 
@@ -79,12 +83,14 @@ impl Torrents {
     }
 
     /// Drops one torrent without peers (one kept only for its download count), looked for in
-    /// up to `probes` random buckets; whether one was dropped. Removing leaves every other
-    /// bucket where it was, so a snapshot walk goes on undisturbed.
-    pub fn evict_empty(&mut self, rng: &mut fastrand::Rng, probes: usize) -> bool {
-        let buckets = self.table.num_buckets();
-        for _ in 0..probes {
-            if let Ok(e) = self.table.get_bucket_entry(rng.usize(..buckets.max(1))) {
+    /// the next `probes` buckets from where the last look stopped; whether one was dropped.
+    /// Removing leaves every other bucket where it was, so a snapshot walk goes on undisturbed.
+    pub fn evict_empty(&mut self, probes: usize) -> bool {
+        let buckets = self.table.num_buckets().max(1);
+        for _ in 0..probes.min(buckets) {
+            let at = self.evict_at % buckets;
+            self.evict_at = at + 1;
+            if let Ok(e) = self.table.get_bucket_entry(at) {
                 if e.get().1.is_empty() {
                     e.remove();
                     return true;
@@ -214,7 +220,6 @@ mod tests {
 
     #[test]
     fn eviction_drops_only_a_torrent_without_peers() {
-        let mut rng = fastrand::Rng::with_seed(7);
         let mut t = Torrents::new();
         for n in 0..100 {
             let (torrent, _) = t.get_or_add(&hash(n), true).unwrap();
@@ -230,16 +235,16 @@ mod tests {
                 &ahash::RandomState::new(),
             );
         }
-        assert!(!t.evict_empty(&mut rng, 1000), "every torrent has a peer");
+        assert!(!t.evict_empty(1000), "every torrent has a peer");
         assert_eq!(t.len(), 100);
         t.get_or_add(&hash(500), true).unwrap().0.downloaded = 1;
         let layout = t.layout();
-        assert!(t.evict_empty(&mut rng, 1000));
+        assert!(t.evict_empty(1000));
         assert_eq!(t.len(), 100);
         assert!(t.get(&hash(500)).is_none(), "the empty one went");
         assert_eq!(t.layout(), layout, "nothing else moved");
         assert!(
-            !Torrents::new().evict_empty(&mut rng, 4),
+            !Torrents::new().evict_empty(4),
             "an empty table has nothing to drop"
         );
     }
