@@ -5,7 +5,7 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::time::Duration;
 
 use common::*;
@@ -19,20 +19,6 @@ fn blocked(t: &hayate_tracker::Tracker, protocol: &str, want: f64) {
         want,
         Duration::from_secs(10),
     );
-}
-
-/// A TCP connection to `to` from the local address `from`.
-fn connect_from(from: &str, to: SocketAddr) -> TcpStream {
-    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    socket
-        .bind(&from.parse::<SocketAddr>().unwrap().into())
-        .unwrap();
-    socket.connect(&to.into()).unwrap();
-    let stream: TcpStream = socket.into();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    stream
 }
 
 /// Sends a scrape over `stream`; the answer, or what the closed connection gave.

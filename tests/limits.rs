@@ -12,7 +12,7 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::time::Duration;
 
 use common::*;
@@ -303,20 +303,6 @@ fn an_idle_connection_flood_from_one_address_leaves_other_clients_served() {
         }
     }
     assert_eq!(answered, 16);
-}
-
-/// A TCP connection to `to` from the local address `from`.
-fn connect_from(from: &str, to: SocketAddr) -> TcpStream {
-    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    socket
-        .bind(&from.parse::<SocketAddr>().unwrap().into())
-        .unwrap();
-    socket.connect(&to.into()).unwrap();
-    let stream: TcpStream = socket.into();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    stream
 }
 
 /// Reads one response (head and a Content-Length body) from a keep-alive connection: its

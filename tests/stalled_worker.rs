@@ -5,42 +5,13 @@
 //! again everything it queued is answered and `/health` is 200. Skipped where ptrace is refused.
 
 mod common;
+#[path = "support/stopped_thread.rs"]
+mod stopped_thread;
 
 use std::time::{Duration, Instant};
 
 use common::*;
-
-/// The thread id of the worker thread named `name` in process `pid`.
-fn thread_named(pid: u32, name: &str) -> i32 {
-    std::fs::read_dir(format!("/proc/{pid}/task"))
-        .unwrap()
-        .filter_map(|e| {
-            let tid = e.ok()?.file_name().into_string().ok()?;
-            let comm = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm")).ok()?;
-            (comm.trim() == name).then(|| tid.parse().unwrap())
-        })
-        .next()
-        .unwrap_or_else(|| panic!("no thread {name} in {pid}"))
-}
-
-/// Stops one thread (not its process) until `resume`. The thread that stops it must resume it.
-fn stop_thread(tid: i32) -> bool {
-    // SAFETY: plain ptrace calls on a thread of our own child process.
-    unsafe {
-        if libc::ptrace(libc::PTRACE_SEIZE, tid, 0, 0) != 0 {
-            return false;
-        }
-        assert_eq!(libc::ptrace(libc::PTRACE_INTERRUPT, tid, 0, 0), 0);
-        let mut status = 0;
-        assert_eq!(libc::waitpid(tid, &mut status, libc::__WALL), tid);
-    }
-    true
-}
-
-fn resume(tid: i32) {
-    // SAFETY: as above; the thread is in a ptrace stop.
-    assert_eq!(unsafe { libc::ptrace(libc::PTRACE_DETACH, tid, 0, 0) }, 0);
-}
+use stopped_thread::{thread_named, StoppedThread};
 
 fn health(d: &Daemon) -> (u16, String) {
     let (status, _, body) = http_get(d.metrics.unwrap(), "/health", None);
@@ -65,10 +36,10 @@ fn a_stopped_worker_means_busy_http_a_failing_health_check_and_counted_drops() {
     let mine = hash_for_shard(1, 2, 1); // owned by the worker that will stop
     let other = hash_for_shard(0, 2, 2);
     let tid = thread_named(d.pid(), "hayate-w1");
-    if !stop_thread(tid) {
+    let Some(stopped) = StoppedThread::stop(tid) else {
         eprintln!("skipped: ptrace is refused here");
         return;
-    }
+    };
 
     // HTTP: the stopped worker's torrent is busy after the timeout; the other is served.
     let asked = Instant::now();
@@ -154,7 +125,7 @@ fn a_stopped_worker_means_busy_http_a_failing_health_check_and_counted_drops() {
     );
 
     // Running again: the 16 it held are answered, and the health check recovers.
-    resume(tid);
+    drop(stopped);
     c.socket
         .set_read_timeout(Some(Duration::from_secs(2)))
         .unwrap();

@@ -759,3 +759,18 @@ pub fn test_dir(name: &str) -> std::path::PathBuf {
 pub fn hex(h: &[u8; 20]) -> String {
     h.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+/// A TCP connection to `to` from the local address `from` (e.g. "127.0.0.2:0", another host),
+/// with a 10 s read timeout.
+pub fn connect_from(from: &str, to: SocketAddr) -> std::net::TcpStream {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket
+        .bind(&from.parse::<SocketAddr>().unwrap().into())
+        .unwrap();
+    socket.connect(&to.into()).unwrap();
+    let stream: std::net::TcpStream = socket.into();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream
+}
