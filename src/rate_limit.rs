@@ -14,6 +14,7 @@ use std::net::IpAddr;
 use ahash::RandomState;
 
 use crate::cidr::Networks;
+use crate::swarm::Family;
 
 /// Buckets per table: 16 bytes each, so a limiter costs 1 MiB.
 pub const SLOTS: usize = 1 << 16;
@@ -64,9 +65,10 @@ impl RateLimiter {
     /// budget; takes one request from the budget if so.
     #[inline]
     pub fn allow(&mut self, ip: IpAddr, now_ms: u64) -> bool {
+        // One source as the swarm's quotas count it: the address, or its IPv6 /64.
         let source = match ip.to_canonical() {
-            IpAddr::V4(v4) => self.hasher.hash_one(v4.octets()),
-            IpAddr::V6(v6) => self.hasher.hash_one(&v6.octets()[..8]),
+            IpAddr::V4(v4) => self.hasher.hash_one(v4.octets().source()),
+            IpAddr::V6(v6) => self.hasher.hash_one(v6.octets().source()),
         }
         .max(1);
         let now = now_ms as u32;

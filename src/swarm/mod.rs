@@ -301,8 +301,8 @@ impl Shard {
     pub fn held(&self, ip: IpAddr) -> Option<Held> {
         let s = self.sources.as_deref()?;
         match ip.to_canonical() {
-            IpAddr::V4(v4) => s.v4.get(&v4.octets()).copied(),
-            IpAddr::V6(v6) => s.v6.get(&v6.octets().masked(64)).copied(),
+            IpAddr::V4(v4) => s.v4.get(&v4.octets().source()).copied(),
+            IpAddr::V6(v6) => s.v6.get(&v6.octets().source()).copied(),
         }
     }
 
