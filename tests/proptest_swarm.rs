@@ -8,7 +8,9 @@
 //! - a reply never holds the announcer, never more than `want` peers, exactly as many as there
 //!   are to give, only peers of the announcer's family, only leechers to a seeder;
 //! - past a limit (torrents, peers per torrent, peers in all, a source's peers) the announce is
-//!   refused with that limit's reason, hands out nothing and changes nothing.
+//!   refused with that limit's reason, hands out nothing and changes nothing;
+//! - with subnet preference, a reply leads with every eligible peer of the announcer's subnet
+//!   it has room for, and holds none of them after the first peer from elsewhere.
 //!
 //! Peer sets are indexed past `INDEX_AT` (32) peers and the index is dropped when stops take a
 //! set below 16. The wave generator grows one set past 32, churns it (role changes, stops,
@@ -247,6 +249,15 @@ fn source(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// The subnet subnet preference groups an address in: IPv4 /31 (10.0.0.2 and 10.0.0.3 share
+/// one, 10.0.0.1 is alone), IPv6 /127 (each test address alone).
+fn subnet(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(v4) => IpAddr::from(std::net::Ipv4Addr::from(u32::from(v4) & !1)),
+        IpAddr::V6(v6) => IpAddr::from(std::net::Ipv6Addr::from(u128::from(v6) & !1)),
+    }
+}
+
 fn info_hash(h: u8) -> [u8; 20] {
     let mut x = [h; 20];
     x[19] = 0xaa;
@@ -265,12 +276,22 @@ struct SetTrip {
 /// Runs `ops` against the shard and the model; returns how many peer sets made the round trip
 /// past the index size, below 16 by stops, and past it again.
 fn run(ops: Vec<Op>, limits: Limits) -> Result<usize, TestCaseError> {
-    run_with_quota(ops, limits, 0)
+    run_with(ops, limits, 0, false)
 }
 
-/// The same with each source (IPv4 address, IPv6 /64) held to `quota` peers (0: none).
-fn run_with_quota(ops: Vec<Op>, limits: Limits, quota: u32) -> Result<usize, TestCaseError> {
+/// The same with each source (IPv4 address, IPv6 /64) held to `quota` peers (0: none), and
+/// with `prefer`, announcers handed their own subnet's peers first (IPv4 /31, IPv6 /127: see
+/// [`subnet`]).
+fn run_with(
+    ops: Vec<Op>,
+    limits: Limits,
+    quota: u32,
+    prefer: bool,
+) -> Result<usize, TestCaseError> {
     let mut shard = Shard::with_limits(LIFETIME, limits);
+    if prefer {
+        shard.prefer_subnets(31, 127);
+    }
     shard.limit_sources(Quotas {
         peers: quota,
         ..Quotas::default()
@@ -348,18 +369,39 @@ fn run_with_quota(ops: Vec<Op>, limits: Limits, quota: u32) -> Result<usize, Tes
                 }
                 if let Ok(counts) = result {
                     // The reply, checked against the swarm as it was before the announce.
-                    let eligible = before
+                    let eligible: Vec<IpAddr> = before
                         .iter()
                         .filter(|((pip, pport), p)| {
                             pip.is_ipv4() == ip.is_ipv4()
                                 && (*pip, *pport) != (ip, port)
                                 && !(as_seeder && p.seeder)
                         })
-                        .count();
+                        .map(|((pip, _), _)| *pip)
+                        .collect();
                     if event == AnnounceEvent::Stopped {
                         prop_assert!(got.is_empty(), "a stopping peer was handed peers");
                     } else {
-                        prop_assert_eq!(got.len(), want.min(eligible), "peers handed out");
+                        prop_assert_eq!(got.len(), want.min(eligible.len()), "peers handed out");
+                    }
+                    if prefer {
+                        // The announcer's subnet first, as many as it has to give, then no more
+                        // of it.
+                        let near = eligible
+                            .iter()
+                            .filter(|p| subnet(**p) == subnet(ip))
+                            .count();
+                        let first = want.min(near).min(got.len());
+                        for (i, &(pip, _)) in got.iter().enumerate() {
+                            prop_assert_eq!(
+                                subnet(pip) == subnet(ip),
+                                i < first,
+                                "peer {} of {:?} for {} ({} near)",
+                                i,
+                                got,
+                                ip,
+                                near
+                            );
+                        }
                     }
                     let mut distinct = got.clone();
                     distinct.sort();
@@ -443,6 +485,12 @@ proptest! {
         run(ops, Limits::NONE)?;
     }
 
+    /// The same with subnet preference: each reply leads with the announcer's subnet.
+    #[test]
+    fn subnet_preference_matches_model(ops in ops(6, 4)) {
+        run_with(ops, Limits::NONE, 0, true)?;
+    }
+
     /// Small limits and quotas: refusals are exact and leave nothing behind.
     #[test]
     fn limits_match_model(
@@ -452,13 +500,14 @@ proptest! {
         max_peers in 1usize..12,
         quota in 0u32..5,
     ) {
-        run_with_quota(ops, Limits { max_torrents, max_peers_per_torrent, max_peers }, quota)?;
+        run_with(ops, Limits { max_torrents, max_peers_per_torrent, max_peers }, quota, false)?;
     }
 }
 
-/// Waves over indexed peer sets, with and without a per-torrent limit they run into: the shard
-/// matches the model, and most cases take a set past the index size, below 16 by stops and past
-/// it again (counted, so a generator that stops reaching there fails).
+/// Waves over indexed peer sets, with and without a per-torrent limit they run into, with and
+/// without subnet preference (whose index follows the set's size): the shard matches the model,
+/// and most cases take a set past the index size, below 16 by stops and past it again (counted,
+/// so a generator that stops reaching there fails).
 #[test]
 fn indexed_swarms_match_model() {
     let limits = prop_oneof![
@@ -472,12 +521,15 @@ fn indexed_swarms_match_model() {
     let mut runner = TestRunner::new(Config::default());
     let cases = runner.config().cases as usize;
     let round_trips = std::cell::Cell::new(0);
-    let result = runner.run(&(waves(), limits), |(ops, limits)| {
-        if run(ops, limits)? > 0 {
-            round_trips.set(round_trips.get() + 1);
-        }
-        Ok(())
-    });
+    let result = runner.run(
+        &(waves(), limits, any::<bool>()),
+        |(ops, limits, prefer)| {
+            if run_with(ops, limits, 0, prefer)? > 0 {
+                round_trips.set(round_trips.get() + 1);
+            }
+            Ok(())
+        },
+    );
     let round_trips = round_trips.get();
     if let Err(e) = result {
         panic!("{e}");

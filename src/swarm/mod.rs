@@ -1050,6 +1050,56 @@ mod tests {
     }
 
     #[test]
+    fn stops_drop_the_subnet_index_below_half_its_size_not_before() {
+        let mut s = Shard::new(100);
+        s.prefer_subnets(24, 0);
+        let ip = |i: u16| [10, 7, (i / 8) as u8, i as u8];
+        for i in 0..40u16 {
+            near(&mut s, ip(i), 1000 + i, 0);
+        }
+        let stop = |s: &mut Shard, i: u16| {
+            let a = announce(5, 1000 + i, 10, AnnounceEvent::Stopped);
+            s.announce(ip(i), &a, 0, 0, |_| {}).unwrap();
+        };
+        let indexed = |s: &mut Shard| {
+            <[u8; 4]>::subnets(&mut s.subnets)
+                .unwrap()
+                .is_indexed(&[5; 20])
+        };
+        // Down to 16 (INDEX_AT / 2) peers the index stays, so a set hovering near the size
+        // does not rebuild it on every announce; at 15 it goes.
+        for i in 0..24u16 {
+            stop(&mut s, i);
+            assert!(indexed(&mut s), "index dropped at {} peers", 39 - i);
+            s.check_invariants();
+        }
+        stop(&mut s, 24);
+        assert!(!indexed(&mut s), "index kept at 15 peers");
+        // Back past INDEX_AT by announces: indexed again, and still true to the set.
+        for i in 0..20u16 {
+            near(&mut s, ip(i), 1000 + i, 0);
+        }
+        assert!(indexed(&mut s));
+        s.check_invariants();
+        let got = near(&mut s, [10, 7, 0, 200], 3000, 8);
+        check_near(&got, 8, 8, |ip| ip[..3] == [10, 7, 0]);
+    }
+
+    #[test]
+    #[should_panic(expected = "subnet index size")]
+    fn the_invariant_check_sees_an_index_out_of_step_with_its_set() {
+        let mut s = Shard::new(100);
+        s.prefer_subnets(24, 0);
+        for i in 0..40u16 {
+            near(&mut s, [10, 7, 0, i as u8], 1000 + i, 0);
+        }
+        // Remove a peer from the set behind the index's back.
+        let t = s.torrents.get_mut(&[5; 20]).unwrap();
+        t.v4.remove(([10, 7, 0, 3], 1003), &s.hasher);
+        s.check_invariants();
+    }
+
+    #[test]
     fn candidates_and_samples_follow_the_announcers_role() {
         let mut s = Shard::new(100);
         put(

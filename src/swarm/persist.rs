@@ -50,7 +50,7 @@ impl Shard {
                 break;
             }
             if let Some((hash, t)) = self.torrents.bucket(index) {
-                spent += 1 + write_torrent(hash, t, now, out);
+                spent += 1 + write_torrent(hash, t, now, self.keep_downloaded_secs, out);
             }
             walk.next_bucket = index + 1;
         }
@@ -64,7 +64,8 @@ impl Shard {
     }
 
     /// Adds a restored torrent: peers whose time is up are dropped, the rest live the seconds
-    /// they had left. Limits hold as for announces; returns the peers stored.
+    /// they had left. Limits hold as for announces; returns the peers it added. A record of a
+    /// torrent already held merges into it (peers it already has are updated, not added).
     pub fn restore(&mut self, r: &TorrentRecord, now: u32) -> usize {
         let room = self.torrents.len() < self.limits.max_torrents;
         let max_peers = self.limits.max_peers_per_torrent;
@@ -99,17 +100,22 @@ impl Shard {
     }
 }
 
-/// Writes one torrent (with its live peers); returns the peers written.
+/// Writes one torrent (with its live peers); returns the peers written. A torrent whose peers
+/// all ran out since the last sweep is written as that sweep would leave it: kept `keep_secs`
+/// for its download count.
 fn write_torrent(
     hash: &crate::protocol::InfoHash,
     t: &Torrent,
     now: u32,
+    keep_secs: u32,
     out: &mut SectionWriter,
 ) -> usize {
     let v4 = live(&t.v4, now);
     let v6 = t.v6.as_deref().map_or(0, |s| live(s, now));
     let keep_secs = if t.is_empty() {
         t.keep_until.saturating_sub(now)
+    } else if v4 + v6 == 0 {
+        keep_secs
     } else {
         0
     };
@@ -158,7 +164,7 @@ struct Into<'a> {
 }
 
 /// Stores the restored peers of one family, except those whose time is up, with port 0, or
-/// past the torrent's or the shard's limit; returns how many were stored. Each counts towards
+/// past the torrent's or the shard's limit; returns how many it added. Each counts towards
 /// its source's holdings (a restore is not refused by quotas: the peers were admitted once).
 fn restore_peers<I: Family>(t: &mut Torrent, to: &mut Into<'_>, peers: &[PeerRecord<I>]) -> usize {
     let (hs, now, hash) = (to.hs, to.now, to.hash);
@@ -187,8 +193,8 @@ fn restore_peers<I: Family>(t: &mut Torrent, to: &mut Into<'_>, peers: &[PeerRec
             if let Some(s) = to.sources.as_deref_mut() {
                 I::held(s).0.entry(p.ip.source()).or_default().peers += 1;
             }
+            stored += 1;
         }
-        stored += 1;
     }
     stored
 }
@@ -386,6 +392,168 @@ mod tests {
             0,
             "its 3 s were kept, no more"
         );
+    }
+
+    fn peer<I: Family>(ip: I, port: u16, seeder: bool, ttl_secs: u32) -> PeerRecord<I> {
+        PeerRecord {
+            ip,
+            port,
+            peer_id: [port as u8; 20],
+            seeder,
+            counted: false,
+            ttl_secs,
+        }
+    }
+
+    fn record(
+        hash: u8,
+        v4: Vec<PeerRecord<[u8; 4]>>,
+        v6: Vec<PeerRecord<[u8; 16]>>,
+    ) -> TorrentRecord {
+        TorrentRecord {
+            info_hash: [hash; 20],
+            downloaded: 0,
+            keep_secs: 0,
+            v4,
+            v6,
+        }
+    }
+
+    #[test]
+    fn a_restore_adds_each_live_peer_once_and_says_how_many() {
+        let mut s = Shard::new(100);
+        s.limit_sources(crate::swarm::Quotas {
+            peers: 100,
+            ..Default::default()
+        });
+        s.prefer_subnets(24, 64);
+        let v6 = |last: u8| {
+            let mut ip = [0u8; 16];
+            ip[0] = 0x20;
+            ip[15] = last;
+            ip
+        };
+        let r = record(
+            1,
+            vec![
+                peer([10, 0, 0, 1], 1, false, 10),
+                // The same peer again (a seeder now): one peer, the later record's role.
+                peer([10, 0, 0, 1], 1, true, 10),
+                // Time up, and a port no client listens on: left out.
+                peer([10, 0, 0, 2], 2, false, 0),
+                peer([10, 0, 0, 3], 0, false, 10),
+                peer([10, 0, 0, 4], 4, false, 10),
+            ],
+            vec![peer(v6(1), 1, false, 10), peer(v6(2), 2, true, 10)],
+        );
+        assert_eq!(s.restore(&r, 0), 4, "two IPv4 peers and two IPv6 ones");
+        let c = s.counts(&[1; 20]);
+        assert_eq!((c.seeders, c.leechers), (2, 2));
+        assert_eq!(
+            s.held("10.0.0.1".parse().unwrap()).map(|h| h.peers),
+            Some(1)
+        );
+        assert_eq!(s.held("10.0.0.2".parse().unwrap()), None);
+        s.check_invariants();
+        // The same record again merges into the torrent: nothing new, counts unchanged.
+        assert_eq!(s.restore(&r, 0), 0);
+        assert_eq!(s.counts(&[1; 20]), c);
+        assert_eq!((s.totals().seeders, s.totals().leechers), (2, 2));
+        s.check_invariants();
+    }
+
+    #[test]
+    fn a_restore_holds_the_limits_as_announces_do() {
+        let mut s = Shard::with_limits(
+            100,
+            crate::swarm::Limits {
+                max_torrents: 2,
+                max_peers_per_torrent: 3,
+                max_peers: 5,
+            },
+        );
+        let v4 = |n: u8| {
+            (1..=n)
+                .map(|i| peer([10, 0, 0, i], 1000, false, 10))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            s.restore(&record(1, v4(4), vec![]), 0),
+            3,
+            "a torrent's limit"
+        );
+        assert_eq!(
+            s.restore(&record(2, v4(4), vec![]), 0),
+            2,
+            "the shard's limit"
+        );
+        assert_eq!(
+            s.restore(&record(3, v4(1), vec![]), 0),
+            0,
+            "the torrent limit"
+        );
+        let t = s.totals();
+        assert_eq!((t.torrents, t.leechers), (2, 5));
+        s.check_invariants();
+    }
+
+    #[test]
+    fn a_peer_whose_time_is_up_at_the_snapshot_is_left_out() {
+        let mut s = Shard::new(100);
+        let a = |port| announce(1, port, 10, AnnounceEvent::Started);
+        s.announce([10, 0, 0, 1], &a(1), 0, 0, |_| {}).unwrap();
+        s.announce([10, 0, 0, 2], &a(2), 0, 10, |_| {}).unwrap();
+        s.announce([10, 0, 0, 3], &a(3), 0, 20, |_| {}).unwrap();
+        // At 100 the first peer's lifetime is over (a sweep has not run): the file holds the
+        // other two, and the torrent's record says two.
+        let back = round_trip(&s, 100, 0, usize::MAX);
+        let ports: Vec<u16> = contents(&back)[0].2.iter().map(|p| p.1).collect();
+        assert_eq!(ports, vec![2, 3]);
+    }
+
+    #[test]
+    fn a_torrent_whose_peers_ran_out_since_the_sweep_keeps_its_downloads() {
+        let mut s = Shard::new(100);
+        s.keep_downloaded(600);
+        let done = announce(1, 1, 0, AnnounceEvent::Completed);
+        s.announce([10, 0, 0, 1], &done, 0, 0, |_| {}).unwrap();
+        // Never downloaded: nothing to keep once its peer is gone.
+        let idle = announce(2, 1, 10, AnnounceEvent::Started);
+        s.announce([10, 0, 0, 1], &idle, 0, 0, |_| {}).unwrap();
+        let mut out = SectionWriter::new();
+        s.write_all(150, &mut out);
+        assert_eq!(
+            (out.torrents(), out.peers()),
+            (1, 0),
+            "only the downloaded torrent"
+        );
+        let mut back = round_trip(&s, 150, 0, usize::MAX);
+        assert_eq!(back.counts(&[1; 20]).downloaded, 1);
+        assert_eq!(back.totals().torrents, 1);
+        back.sweep(599);
+        assert_eq!(
+            back.counts(&[1; 20]).downloaded,
+            1,
+            "kept as a sweep would keep it"
+        );
+        back.sweep(600);
+        assert_eq!(back.totals().torrents, 0);
+    }
+
+    #[test]
+    fn the_shutdown_snapshot_holds_the_whole_shard() {
+        let s = sample_shard(50);
+        let mut out = SectionWriter::new();
+        s.write_all(5, &mut out);
+        let mut walked = SectionWriter::new();
+        let mut walk = s.start_walk();
+        while !s.walk_slice(&mut walk, 5, 3, &mut walked) {}
+        assert_eq!(
+            out.torrents(),
+            40,
+            "39 swarms and the one kept for its count"
+        );
+        assert_eq!(out.as_bytes(), walked.as_bytes());
     }
 
     #[test]

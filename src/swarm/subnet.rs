@@ -95,11 +95,6 @@ impl<I: Family> SubnetIndex<I> {
         self.by_torrent.contains_key(info_hash)
     }
 
-    /// Forgets a torrent (it is gone).
-    pub fn forget(&mut self, info_hash: &InfoHash) {
-        self.by_torrent.remove(info_hash);
-    }
-
     /// Whether two addresses share a subnet.
     #[inline]
     pub fn same(&self, a: I, b: I) -> bool {
