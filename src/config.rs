@@ -59,6 +59,8 @@ pub struct UdpConfig {
     pub recv_depth: u32,
     pub send_depth: u32,
     pub backend: Backend,
+    /// Have the kernel deliver each announce to its owner's socket (see `steering`).
+    pub steer_announces: bool,
 }
 
 /// Which I/O loop the UDP workers run.

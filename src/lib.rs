@@ -17,6 +17,7 @@ pub mod resources;
 pub mod sockets;
 pub mod state;
 pub mod stats;
+pub mod steering;
 pub mod swarm;
 pub mod tracker;
 pub mod worker;

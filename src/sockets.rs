@@ -78,6 +78,9 @@ impl Sockets {
                 address = socket.local_addr()?;
                 own.push(socket);
             }
+            if config.udp.steer_announces && workers > 1 {
+                steer(&sockets.udp[0][sockets.udp[0].len() - 1], workers);
+            }
             // Fewer workers than the process that bound them: the rest still hold datagrams.
             for (i, held) in taken.enumerate() {
                 sockets.udp[i % workers].push(held.socket.into());
@@ -190,6 +193,23 @@ fn take_one(pool: &mut Vec<Held>, kind: &str, configured: SocketAddr) -> Option<
         h.kind == Type::STREAM && may_serve(&h.name, kind) && matches(configured, h.address)
     })?;
     Some(pool.remove(at).socket)
+}
+
+/// Attaches announce steering to the group `socket` is in, saying whether it is in force.
+fn steer(socket: &UdpSocket, workers: usize) {
+    let address = socket.local_addr().ok();
+    match crate::steering::attach(socket, workers) {
+        Ok(()) => tracing::info!(
+            address = ?address,
+            workers,
+            "announces steered to the worker owning their torrent by the kernel"
+        ),
+        Err(e) => tracing::warn!(
+            address = ?address,
+            error = %e,
+            "announce steering unavailable: announces reaching another worker are forwarded"
+        ),
+    }
 }
 
 /// SO_REUSEPORT would let a second tracker join the first one's group and take half of every

@@ -53,7 +53,13 @@ fn steady_state_udp_traffic_allocates_nothing() {
 }
 
 fn steady_state_allocates_nothing_on(backend: &str) {
-    let t = start_tracker_on(backend, 2, "[metrics]\naddress = \"\"\n");
+    // Unsteered, so forwarding between the workers is part of the steady state measured.
+    let t = start_tracker_with_udp(
+        2,
+        &format!("backend = \"{backend}\"\nsteer_announces = false"),
+        "[metrics]\naddress = \"\"\n",
+    );
+    assert_eq!(t.backend(), backend);
     let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
     socket.connect(v4(&t)).unwrap();
     socket

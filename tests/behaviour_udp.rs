@@ -166,12 +166,13 @@ fn ipv6_clients_scrape_across_workers() {
 
 #[test]
 fn replies_leave_from_the_address_the_request_was_sent_to() {
-    for backend in BACKENDS {
+    // Steered, each announce arrives at its owner; not, one of each pair is forwarded.
+    for (backend, steer) in BACKENDS.iter().flat_map(|b| [(b, false), (b, true)]) {
         // Two IPv4 addresses, so the wrong socket would show as the wrong source.
         let t = start_tracker_toml(&format!(
             "[udp]\naddresses = [\"127.0.0.1:0\", \"127.0.0.2:0\", \"[::1]:0\"]\n\
-             backend = \"{backend}\"\n[http]\naddresses = []\n[workers]\ncount = 2\n\
-             {FAST_METRICS}"
+             backend = \"{backend}\"\nsteer_announces = {steer}\n[http]\naddresses = []\n\
+             [workers]\ncount = 2\n{FAST_METRICS}"
         ));
         let a = hash_for_shard(0, 2, 5);
         let b = hash_for_shard(1, 2, 6);
@@ -187,7 +188,8 @@ fn replies_leave_from_the_address_the_request_was_sent_to() {
                 let Reply::Connect { connection_id, .. } = reply else {
                     panic!("{reply:?}")
                 };
-                // One of the two is owned by the other worker: forwarded, answered from there.
+                // One of the two is owned by the other worker: steered to it, or forwarded and
+                // answered from there.
                 for h in [a, b] {
                     let txid = c.txid();
                     c.send(&announce_packet(
@@ -212,12 +214,12 @@ fn replies_leave_from_the_address_the_request_was_sent_to() {
             }
         }
         assert_eq!(pairs, 12);
-        // Exactly one announce of each pair went to the other worker.
+        // Unsteered, exactly one announce of each pair went to the other worker.
         wait_sample(
             t.metrics_address().unwrap(),
             "hayate_forwarded_total",
             &[("protocol", "udp"), ("kind", "announce")],
-            pairs as f64,
+            if steer { 0.0 } else { pairs as f64 },
             Duration::from_secs(5),
         );
         t.stop().unwrap();

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use common::*;
 
-/// Distinct info hash number `n`, spread over the workers (the first 8 bytes pick one).
+/// Distinct info hash number `n`, spread over the workers (the first 4 bytes pick one).
 fn hash(n: u32) -> [u8; 20] {
     let mut h = [7u8; 20];
     h[..4].copy_from_slice(&n.to_be_bytes());

@@ -276,11 +276,11 @@ fn expect(page: &Page, want: &[Want]) -> Result<(), String> {
 
 #[test]
 fn udp_traffic_is_counted_exactly_and_gauges_follow_the_swarm() {
-    let t = start_tracker(2, FAST);
+    // Unsteered, each client's packets all land on one worker (SO_REUSEPORT hashes the
+    // 4-tuple), so a client that announces one torrent of each shard is forwarded exactly once.
+    let t = start_tracker_with_udp(2, "steer_announces = false", FAST);
     let (h0, h1) = (hash_for_shard(0, 2, 1), hash_for_shard(1, 2, 1));
     let mut tally = Tally::default();
-    // Each client's packets all land on one worker (SO_REUSEPORT hashes the 4-tuple), so a
-    // client that announces one torrent of each shard is forwarded exactly once.
     let c4 = Client::new(v4(&t));
     let c4b = Client::new(v4(&t));
     let c6 = Client::new(v6(&t));

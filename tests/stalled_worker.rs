@@ -24,7 +24,9 @@ fn a_stopped_worker_means_busy_http_a_failing_health_check_and_counted_drops() {
     let config = dir.join("hayate.toml");
     std::fs::write(
         &config,
-        "[udp]\naddresses = [\"127.0.0.1:0\"]\n[http]\naddresses = [\"127.0.0.1:0\"]\n\
+        // Unsteered, so a worker that is not stopped receives the stopped one's announces and
+        // forwards them to its filling inbox.
+        "[udp]\naddresses = [\"127.0.0.1:0\"]\nsteer_announces = false\n[http]\naddresses = [\"127.0.0.1:0\"]\n\
          worker_timeout_ms = 300\n[workers]\ncount = 2\ninbox_capacity = 16\n\
          [metrics]\naddress = \"127.0.0.1:0\"\ninterval_ms = 100\nstale_after_secs = 2\n",
     )

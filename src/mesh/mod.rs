@@ -13,11 +13,13 @@ pub use inbox::{
 };
 
 /// The shard that owns `info_hash` among `shards`. Every thread must agree, so the hash is
-/// unkeyed: the hash is already uniformly random, its first bytes are as good as any.
+/// unkeyed: the hash is already uniformly random, its first bytes are as good as any. The
+/// kernel must agree too (see [`crate::steering`]), so it is what classic BPF can compute: the
+/// first four bytes in network order, modulo the shard count (a bias of at most
+/// shards / 2^32).
 pub fn shard_of(info_hash: &InfoHash, shards: usize) -> usize {
-    let x = u64::from_le_bytes(info_hash[..8].try_into().expect("8 bytes"));
-    // Multiply-shift instead of `%`: uniform and cheap for any shard count.
-    ((u128::from(x) * shards as u128) >> 64) as usize
+    let x = u32::from_be_bytes(info_hash[..4].try_into().expect("4 bytes"));
+    x as usize % shards
 }
 
 /// Every worker's inbox, as one thread sees them: the way to reach the owner of a torrent.
