@@ -112,17 +112,20 @@ fn write_torrent(
 ) -> usize {
     let v4 = live(&t.v4, now);
     let v6 = t.v6.as_deref().map_or(0, |s| live(s, now));
-    let keep_secs = if t.is_empty() {
-        t.keep_until.saturating_sub(now)
-    } else if v4 + v6 == 0 {
-        keep_secs
-    } else {
-        0
-    };
-    if v4 + v6 == 0 && (t.downloaded == 0 || keep_secs == 0) {
+    if v4 + v6 == 0 {
+        // Kept only for its download count, if at all.
+        let keep_secs = if t.is_empty() {
+            t.keep_until.saturating_sub(now)
+        } else {
+            keep_secs
+        };
+        if t.downloaded > 0 && keep_secs > 0 {
+            out.torrent(hash, t.downloaded, keep_secs, 0, 0);
+        }
         return 0;
     }
-    out.torrent(hash, t.downloaded, keep_secs, v4 as u32, v6 as u32);
+    // A torrent with peers is kept once they are gone, from then: no time of its own to keep.
+    out.torrent(hash, t.downloaded, 0, v4 as u32, v6 as u32);
     write_peers(&t.v4, now, |r| out.peer_v4(r));
     if let Some(v6) = t.v6.as_deref() {
         write_peers(v6, now, |r| out.peer_v6(r));
@@ -327,21 +330,42 @@ mod tests {
             .unwrap();
         }
         // Each torrent is two records (itself and its peer): a budget of 4 takes two a slice.
+        assert!(slices_of(&s, 4, (20, 20)) >= 10);
+        // One IPv4 peer and two IPv6 ones: four records, one torrent a slice.
+        let mut s = Shard::new(100);
+        for t in 0..20u8 {
+            let a = |port| announce(t, port, 5, AnnounceEvent::Started);
+            s.announce([10, 0, 0, 1], &a(1000), 0, 0, |_| {}).unwrap();
+            for port in [1000, 1001] {
+                let v6 = std::net::Ipv6Addr::LOCALHOST.octets();
+                s.announce(v6, &a(port), 0, 0, |_| {}).unwrap();
+            }
+        }
+        // (A last slice may only find the table's end.)
+        assert!((20..=21).contains(&slices_of(&s, 4, (20, 60))));
+    }
+
+    /// Walks `s` in slices of `budget` records, checking each keeps to it and the whole holds
+    /// `records` (torrents, peers); returns the slices taken.
+    fn slices_of(s: &Shard, budget: usize, records: (u64, u64)) -> usize {
         let mut out = SectionWriter::new();
         let mut walk = s.start_walk();
         let mut slices = 0;
         loop {
             let before = out.torrents() + out.peers();
-            let done = s.walk_slice(&mut walk, 0, 4, &mut out);
-            assert!(out.torrents() + out.peers() - before <= 4, "slice {slices}");
+            let done = s.walk_slice(&mut walk, 0, budget, &mut out);
+            assert!(
+                out.torrents() + out.peers() - before <= budget as u64,
+                "slice {slices}"
+            );
             slices += 1;
             if done {
                 break;
             }
             assert!(slices < 1_000, "the walk ends");
         }
-        assert_eq!((out.torrents(), out.peers()), (20, 20));
-        assert!(slices >= 10, "{slices} slices");
+        assert_eq!((out.torrents(), out.peers()), records);
+        slices
     }
 
     #[test]
@@ -464,6 +488,18 @@ mod tests {
 
     #[test]
     fn a_restore_holds_the_limits_as_announces_do() {
+        let mut one = Shard::with_limits(
+            100,
+            crate::swarm::Limits {
+                max_torrents: 1,
+                ..crate::swarm::Limits::NONE
+            },
+        );
+        let a = record(1, vec![peer([10, 0, 0, 1], 1, false, 10)], vec![]);
+        assert_eq!(one.restore(&a, 0), 1);
+        let b = record(2, vec![peer([10, 0, 0, 1], 1, false, 10)], vec![]);
+        assert_eq!(one.restore(&b, 0), 0, "the torrent limit");
+        assert_eq!(one.totals().torrents, 1);
         let mut s = Shard::with_limits(
             100,
             crate::swarm::Limits {
@@ -490,7 +526,7 @@ mod tests {
         assert_eq!(
             s.restore(&record(3, v4(1), vec![]), 0),
             0,
-            "the torrent limit"
+            "no room for its peer"
         );
         let t = s.totals();
         assert_eq!((t.torrents, t.leechers), (2, 5));
