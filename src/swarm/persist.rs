@@ -556,22 +556,33 @@ mod tests {
         // Never downloaded: nothing to keep once its peer is gone.
         let idle = announce(2, 1, 10, AnnounceEvent::Started);
         s.announce([10, 0, 0, 1], &idle, 0, 0, |_| {}).unwrap();
+        // Downloaded and left at 0: kept until 600, when its time is up.
+        for event in [AnnounceEvent::Completed, AnnounceEvent::Stopped] {
+            let a = announce(3, 1, 0, event);
+            s.announce([10, 0, 0, 1], &a, 0, 0, |_| {}).unwrap();
+        }
+        let mut out = SectionWriter::new();
+        s.write_all(600, &mut out);
+        assert_eq!(
+            out.torrents(),
+            1,
+            "a kept torrent whose time is up is not written"
+        );
         let mut out = SectionWriter::new();
         s.write_all(150, &mut out);
-        assert_eq!(
-            (out.torrents(), out.peers()),
-            (1, 0),
-            "only the downloaded torrent"
-        );
+        let written = (out.torrents(), out.peers());
+        assert_eq!(written, (2, 0), "only the downloaded torrents");
         let mut back = round_trip(&s, 150, 0, usize::MAX);
         assert_eq!(back.counts(&[1; 20]).downloaded, 1);
-        assert_eq!(back.totals().torrents, 1);
+        assert_eq!(back.counts(&[3; 20]).downloaded, 1);
+        assert_eq!(back.totals().torrents, 2);
+        back.sweep(449);
+        assert_eq!(back.counts(&[3; 20]).downloaded, 1, "its 450 s left");
+        back.sweep(450);
+        assert_eq!(back.counts(&[3; 20]).downloaded, 0);
         back.sweep(599);
-        assert_eq!(
-            back.counts(&[1; 20]).downloaded,
-            1,
-            "kept as a sweep would keep it"
-        );
+        let kept = back.counts(&[1; 20]).downloaded;
+        assert_eq!(kept, 1, "kept as a sweep would keep it");
         back.sweep(600);
         assert_eq!(back.totals().torrents, 0);
     }
