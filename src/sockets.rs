@@ -78,8 +78,8 @@ impl Sockets {
                 address = socket.local_addr()?;
                 own.push(socket);
             }
-            if config.udp.steer_announces && workers > 1 {
-                steer(&sockets.udp[0][sockets.udp[0].len() - 1], workers);
+            if let Some(group) = sockets.udp[0].last() {
+                steer(group, workers, config.udp.steer_announces);
             }
             // Fewer workers than the process that bound them: the rest still hold datagrams.
             for (i, held) in taken.enumerate() {
@@ -195,9 +195,26 @@ fn take_one(pool: &mut Vec<Held>, kind: &str, configured: SocketAddr) -> Option<
     Some(pool.remove(at).socket)
 }
 
-/// Attaches announce steering to the group `socket` is in, saying whether it is in force.
-fn steer(socket: &UdpSocket, workers: usize) {
+/// Steers announces on the group `socket` is in when `wanted` and there is more than one
+/// worker, saying whether it is in force; otherwise removes the steering a predecessor may
+/// have left on an inherited group, which would go on steering by its own worker count.
+fn steer(socket: &UdpSocket, workers: usize, wanted: bool) {
     let address = socket.local_addr().ok();
+    if !wanted || workers == 1 {
+        match crate::steering::detach(socket) {
+            Ok(false) => {}
+            Ok(true) => tracing::info!(
+                address = ?address,
+                "announce steering off: the program a predecessor attached is removed"
+            ),
+            Err(e) => tracing::warn!(
+                address = ?address,
+                error = %e,
+                "the announce steering a predecessor attached could not be removed"
+            ),
+        }
+        return;
+    }
     match crate::steering::attach(socket, workers) {
         Ok(()) => tracing::info!(
             address = ?address,
@@ -328,6 +345,24 @@ mod tests {
         for w in &second.udp {
             assert_eq!(w.len(), 1);
             assert_eq!(w[0].local_addr().unwrap(), udp);
+        }
+    }
+
+    #[test]
+    fn a_successor_steers_its_inherited_group_or_takes_the_steering_off() {
+        let steered = config("\"127.0.0.1:0\"", "", "");
+        let mut unsteered = steered.clone();
+        unsteered.udp.steer_announces = false;
+        let first = Sockets::open(&steered, 2, Vec::new()).unwrap();
+        // A successor with steering on (3 workers now) keeps the group steered.
+        let second = Sockets::open(&steered, 3, fds(&first)).unwrap();
+        assert!(crate::steering::detach(&second.udp[0][0]).unwrap());
+        crate::steering::attach(&second.udp[0][0], 3).unwrap();
+        // One with it off, or with one worker, leaves none behind.
+        for (config, workers) in [(&unsteered, 3), (&steered, 1)] {
+            let next = Sockets::open(config, workers, fds(&second)).unwrap();
+            assert!(!crate::steering::detach(&next.udp[0][0]).unwrap());
+            crate::steering::attach(&second.udp[0][0], 3).unwrap();
         }
     }
 

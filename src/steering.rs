@@ -16,16 +16,21 @@
 use std::net::UdpSocket;
 use std::os::fd::AsRawFd;
 
-/// `SO_ATTACH_REUSEPORT_CBPF` of asm-generic/socket.h (libc does not define it for Linux).
-#[cfg(any(
+/// `SO_ATTACH_REUSEPORT_CBPF` and `SO_DETACH_REUSEPORT_BPF` of asm-generic/socket.h (libc
+/// does not define them for Linux), on the architectures known to number them so; elsewhere
+/// steering is unavailable.
+const OPTIONS: Option<(libc::c_int, libc::c_int)> = if cfg!(any(
     target_arch = "x86_64",
     target_arch = "x86",
     target_arch = "aarch64",
     target_arch = "arm",
     target_arch = "riscv64",
     target_arch = "loongarch64"
-))]
-const SO_ATTACH_REUSEPORT_CBPF: libc::c_int = 51;
+)) {
+    Some((51, 68))
+} else {
+    None
+};
 
 /// BEP 15: an announce is at least 98 bytes, its action (1) at offset 8, its info hash at 16.
 const ANNOUNCE_LEN: u32 = 98;
@@ -69,30 +74,38 @@ pub fn attach(socket: &UdpSocket, workers: usize) -> std::io::Result<()> {
     if workers == 0 {
         return Err(std::io::ErrorKind::InvalidInput.into());
     }
-    attach_program(socket, &program(workers))
-}
-
-#[cfg(any(
-    target_arch = "x86_64",
-    target_arch = "x86",
-    target_arch = "aarch64",
-    target_arch = "arm",
-    target_arch = "riscv64",
-    target_arch = "loongarch64"
-))]
-fn attach_program(socket: &UdpSocket, code: &[libc::sock_filter]) -> std::io::Result<()> {
+    let (attach, _) = OPTIONS.ok_or(std::io::ErrorKind::Unsupported)?;
+    let code = program(workers);
     let prog = libc::sock_fprog {
         len: code.len() as u16,
         filter: code.as_ptr().cast_mut(),
     };
-    // SAFETY: `prog` points at `code`, which outlives the call; the kernel copies the program.
+    // The kernel copies the program: `code` need only outlive the call.
+    set(socket, attach, &prog)
+}
+
+/// Removes the steering program from the group `socket` is in, so a group a predecessor
+/// steered is spread by the kernel again; whether there was one.
+pub fn detach(socket: &UdpSocket) -> std::io::Result<bool> {
+    let Some((_, detach)) = OPTIONS else {
+        return Ok(false); // never attached here
+    };
+    match set(socket, detach, &0 as &libc::c_int) {
+        Ok(()) => Ok(true),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+fn set<T>(socket: &UdpSocket, name: libc::c_int, value: &T) -> std::io::Result<()> {
+    // SAFETY: `value` is a live `T` of the size passed, read by the kernel during the call.
     let rc = unsafe {
         libc::setsockopt(
             socket.as_raw_fd(),
             libc::SOL_SOCKET,
-            SO_ATTACH_REUSEPORT_CBPF,
-            (&prog as *const libc::sock_fprog).cast(),
-            std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+            name,
+            (value as *const T).cast(),
+            std::mem::size_of::<T>() as libc::socklen_t,
         )
     };
     if rc == 0 {
@@ -100,18 +113,6 @@ fn attach_program(socket: &UdpSocket, code: &[libc::sock_filter]) -> std::io::Re
     } else {
         Err(std::io::Error::last_os_error())
     }
-}
-
-#[cfg(not(any(
-    target_arch = "x86_64",
-    target_arch = "x86",
-    target_arch = "aarch64",
-    target_arch = "arm",
-    target_arch = "riscv64",
-    target_arch = "loongarch64"
-)))]
-fn attach_program(_: &UdpSocket, _: &[libc::sock_filter]) -> std::io::Result<()> {
-    Err(std::io::ErrorKind::Unsupported.into())
 }
 
 #[cfg(test)]
@@ -192,7 +193,7 @@ mod tests {
     }
 
     #[test]
-    fn the_kernel_takes_the_program() {
+    fn the_kernel_takes_the_program_and_gives_it_back() {
         let a = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None).unwrap();
         a.set_reuse_port(true).unwrap();
         a.bind(
@@ -203,7 +204,10 @@ mod tests {
         )
         .unwrap();
         let a: UdpSocket = a.into();
+        assert!(!detach(&a).unwrap(), "nothing attached yet");
         attach(&a, 2).expect("SO_ATTACH_REUSEPORT_CBPF needs no privileges");
         assert!(attach(&a, 0).is_err());
+        assert!(detach(&a).unwrap(), "the program goes");
+        assert!(!detach(&a).unwrap(), "and is gone");
     }
 }
