@@ -171,13 +171,20 @@ mod tests {
 
     use std::ffi::OsStr;
 
-    #[test]
-    fn path_and_abstract_sockets_receive_the_state() {
-        let dir = std::env::temp_dir().join(format!("hayate-notify-{}", std::process::id()));
+    /// A service manager's notify socket in a fresh directory named after `tag`: (directory,
+    /// socket path, socket).
+    fn manager(tag: &str) -> (std::path::PathBuf, std::path::PathBuf, UnixDatagram) {
+        let dir = std::env::temp_dir().join(format!("hayate-{tag}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("notify.sock");
         let _ = std::fs::remove_file(&path);
-        let listener = UnixDatagram::bind(&path).unwrap();
+        let socket = UnixDatagram::bind(&path).unwrap();
+        (dir, path, socket)
+    }
+
+    #[test]
+    fn path_and_abstract_sockets_receive_the_state() {
+        let (dir, path, listener) = manager("notify");
         listener
             .set_read_timeout(Some(std::time::Duration::from_secs(2)))
             .unwrap();
@@ -229,11 +236,7 @@ mod tests {
 
     #[test]
     fn a_watchdog_ping_to_a_full_queue_fails_at_once() {
-        let dir = std::env::temp_dir().join(format!("hayate-ping-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("notify.sock");
-        let _ = std::fs::remove_file(&path);
-        let manager = UnixDatagram::bind(&path).unwrap();
+        let (dir, path, manager) = manager("ping");
         // Nobody reads: the queue fills (net.unix.max_dgram_qlen, 10 by default, or the
         // receive buffer), then every ping must fail without waiting.
         let started = std::time::Instant::now();

@@ -101,13 +101,13 @@ impl Shard {
 }
 
 /// Writes one torrent (with its live peers); returns the peers written. A torrent whose peers
-/// all ran out since the last sweep is written as that sweep would leave it: kept `keep_secs`
-/// for its download count.
+/// all ran out since the last sweep is written as that sweep would leave it: kept
+/// `keep_downloaded_secs` for its download count.
 fn write_torrent(
     hash: &crate::protocol::InfoHash,
     t: &Torrent,
     now: u32,
-    keep_secs: u32,
+    keep_downloaded_secs: u32,
     out: &mut SectionWriter,
 ) -> usize {
     let v4 = live(&t.v4, now);
@@ -117,7 +117,7 @@ fn write_torrent(
         let keep_secs = if t.is_empty() {
             t.keep_until.saturating_sub(now)
         } else {
-            keep_secs
+            keep_downloaded_secs
         };
         if t.downloaded > 0 && keep_secs > 0 {
             out.torrent(hash, t.downloaded, keep_secs, 0, 0);
