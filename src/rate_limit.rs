@@ -1,13 +1,16 @@
 //! Per-source request budgets: a token bucket per source (an IPv4 address, or an IPv6 /64,
 //! which one subscriber usually holds whole), refilled at `per_sec` up to `burst`. Each UDP
-//! worker and the HTTP thread keep their own limiter, so nothing is shared or locked.
+//! worker and the HTTP thread keep their own limiter, so nothing is shared or locked; a source
+//! whose datagrams reach several workers (steered announces go to their torrent's owner) has a
+//! budget at each.
 //!
 //! The buckets live in a fixed table whatever the number of sources, so a flood from millions
 //! of addresses costs no memory: the table is 4-way set-associative, and a source that finds
 //! its set full takes the place of the fullest bucket in it. A source evicted that way starts
 //! again with a full bucket — the limiter fails open for quiet sources, never for the busy one
-//! it exists to slow, whose bucket is the emptiest in its set. Sources on the exempt networks (loopback by default) are
-//! never refused; the network lookup is paid only when a bucket runs dry.
+//! it exists to slow, whose bucket is the emptiest in its set. Sources on the exempt networks
+//! (loopback by default) are never refused; the network lookup is paid only when a bucket runs
+//! dry.
 
 use std::net::IpAddr;
 
