@@ -9,8 +9,8 @@
 //!
 //! `--hello` runs the same client against a bare hyper "hello world" server
 //! (`examples/hello_server.rs`, started as a child of this bench) pinned like the tracker would
-//! be, for the baseline the HTTP target is measured against. Every loop is bounded by
-//! --duration.
+//! be, for the baseline the HTTP target is measured against; `--compare` runs the baseline and
+//! then hayate and prints the ratios. Every loop is bounded by --duration.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -24,7 +24,7 @@ use clap::Parser;
 use hdrhistogram::Histogram;
 
 mod load;
-use load::{cores, info_hash, pin, pinned, proc_figures, splitmix, torrent_of_peer};
+use load::{cores, info_hash, pin, pinned, proc_figures, splitmix, torrent_of_peer, Figures};
 use socket2::{Domain, Protocol, Socket, Type};
 
 #[allow(dead_code)]
@@ -37,6 +37,10 @@ struct Args {
     /// Start hayate itself (the release binary next to this bench) instead of using --target.
     #[arg(long)]
     spawn: bool,
+    /// Run the hello baseline and then hayate (as --spawn starts it) under the same load,
+    /// pinned the same way, and print each figure's ratio.
+    #[arg(long)]
+    compare: bool,
     /// Start a bare hyper "hello world" server instead of hayate (the baseline).
     #[arg(long)]
     hello: bool,
@@ -485,43 +489,97 @@ fn main() {
     }
     args.workers = args.workers.max(1);
     args.connections = args.connections.max(args.workers);
-    let (mut child, target, pid) = if args.hello {
+    if args.compare {
+        println!("== hello baseline");
         let (child, target) = spawn_hello(&args).expect("spawning the hello server");
-        let pid = child.id();
-        (Some(child), target, Some(pid))
+        let hello = run(&args, Some(child), target, None, true);
+        println!();
+        println!("== hayate");
+        let (child, target) = spawn_tracker(&args).expect("spawning hayate");
+        let hayate = run(&args, Some(child), target, None, false);
+        println!();
+        println!("| figure | hayate | hello | ratio |");
+        println!("|---|---|---|---|");
+        let rows = [
+            ("user_cpu_us_per_response", hayate.user_us, hello.user_us),
+            (
+                "kernel_cpu_us_per_response",
+                hayate.system_us,
+                hello.system_us,
+            ),
+            (
+                "cpu_us_per_response",
+                hayate.user_us + hayate.system_us,
+                hello.user_us + hello.system_us,
+            ),
+            (
+                "responses_per_s",
+                hayate.responses_per_s,
+                hello.responses_per_s,
+            ),
+            ("latency_p50_us", hayate.p50_us as f64, hello.p50_us as f64),
+            ("latency_p99_us", hayate.p99_us as f64, hello.p99_us as f64),
+            ("rss_mib", hayate.rss_mib as f64, hello.rss_mib as f64),
+        ];
+        for (name, x, y) in rows {
+            println!("| {name} | {x:.2} | {y:.2} | {:.3} |", x / y);
+        }
+        for (name, x, y) in rows {
+            println!("ratio {name}={:.3} hayate={x:.2} hello={y:.2}", x / y);
+        }
+        return;
+    }
+    let (child, target, pid) = if args.hello {
+        let (child, target) = spawn_hello(&args).expect("spawning the hello server");
+        (Some(child), target, None)
     } else if args.spawn {
         let (child, target) = spawn_tracker(&args).expect("spawning hayate");
-        let pid = child.id();
-        (Some(child), target, Some(pid))
+        (Some(child), target, None)
     } else {
-        let target = args.target.expect("--target HOST:PORT, --spawn or --hello");
+        let target = args
+            .target
+            .expect("--target HOST:PORT, --spawn, --hello or --compare");
         (None, target, args.pid)
     };
+    run(&args, child, target, pid, args.hello);
+}
+
+/// Prefill (not for the `hello` server), warm-up and the measured run against the server at
+/// `target` (`child` when this bench started it, stopped at the end); prints the report.
+fn run(
+    args: &Args,
+    mut child: Option<Child>,
+    target: SocketAddr,
+    pid: Option<u32>,
+    hello: bool,
+) -> Figures {
+    let pid = pid.or(child.as_ref().map(Child::id));
     wait_until_listening(target);
-    let rss_before = pid.and_then(proc_figures).map_or(0, |f| f.1);
+    let rss_before = pid.and_then(proc_figures).map_or(0, |f| f.rss_kib);
     println!(
         "target {target}{}, {} load threads, {} connections, {} torrents, {} peers, numwant {}",
-        if args.hello { " (hello baseline)" } else { "" },
+        if hello { " (hello baseline)" } else { "" },
         args.workers,
         args.connections,
         args.torrents,
         args.peers,
         args.numwant
     );
-    if !args.no_prefill && !args.hello {
-        prefill(&args, target);
-        if let Some((_, rss)) = pid.and_then(proc_figures) {
+    if !args.no_prefill && !hello {
+        prefill(args, target);
+        if let Some(rss) = pid.and_then(proc_figures).map(|f| f.rss_kib) {
             println!(
-                "prefill done: server RSS {rss} MiB ({:.1} bytes per peer over the start)",
-                (rss.saturating_sub(rss_before) as f64 * 1048576.0) / args.peers as f64
+                "prefill done: server RSS {} MiB ({:.1} bytes per peer over the start)",
+                rss / 1024,
+                (rss.saturating_sub(rss_before) as f64 * 1024.0) / args.peers as f64
             );
         }
     }
-    let shared = new_shared(&args, target, false);
+    let shared = new_shared(args, target, false);
     let threads = start(&shared);
     std::thread::sleep(Duration::from_secs(args.warmup));
-    let cpu_start = pid.and_then(proc_figures).map(|f| f.0);
-    let load_cpu_start = proc_figures(std::process::id()).map_or(0, |f| f.0);
+    let cpu_start = pid.and_then(proc_figures);
+    let load_cpu_start = proc_figures(std::process::id()).map_or(0, |f| f.user_us + f.system_us);
     shared.measuring.store(true, Ordering::Relaxed);
     let begin = Instant::now();
     let mut last = 0;
@@ -538,14 +596,15 @@ fn main() {
     shared.measuring.store(false, Ordering::Relaxed);
     let elapsed = begin.elapsed().as_secs_f64();
     let cpu_end = pid.and_then(proc_figures);
-    let load_cpu = proc_figures(std::process::id()).map_or(0, |f| f.0) - load_cpu_start;
+    let load_cpu =
+        proc_figures(std::process::id()).map_or(0, |f| f.user_us + f.system_us) - load_cpu_start;
     shared.stop.store(true, Ordering::Relaxed);
     for t in threads {
         t.join().unwrap().expect("load thread");
     }
     let t = &shared.totals;
     let received = t.received.load(Ordering::Relaxed);
-    load::Report {
+    let figures = load::Report {
         elapsed_secs: elapsed,
         sent: t.sent.load(Ordering::Relaxed),
         received,
@@ -572,7 +631,9 @@ fn main() {
     }
     .print();
     if let Some(c) = child.as_mut() {
+        // SAFETY: kill has no memory-safety preconditions.
         unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
         let _ = c.wait();
     }
+    figures
 }

@@ -3,7 +3,9 @@
 //! Simulates many torrents with skewed popularity and many peers announcing to them over BEP 15,
 //! from many 127.0.0.x source addresses and sockets (so SO_REUSEPORT spreads the load), and
 //! prints responses per second, latency percentiles and, when it knows the tracker's pid, the
-//! tracker's CPU time per response and resident memory. Every loop is bounded by --duration.
+//! tracker's CPU time per response (user and kernel) and resident memory. `--compare` runs
+//! hayate and then aquatic_udp under the same load and prints the ratios (compare/aquatic.rs).
+//! Every loop is bounded by --duration.
 
 use std::io::Write;
 use std::net::{SocketAddr, UdpSocket};
@@ -16,6 +18,8 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use hdrhistogram::Histogram;
 
+#[path = "compare/aquatic.rs"]
+mod aquatic;
 mod load;
 
 #[path = "../tests/support/jwt_tokens.rs"]
@@ -37,9 +41,22 @@ struct Args {
     /// A running tracker to load (IPv4 or IPv6 address with port).
     #[arg(long)]
     target: Option<SocketAddr>,
+    /// Run hayate (as --spawn would) and then aquatic_udp under the same load, pinned the same
+    /// way, and print each figure's ratio. Needs aquatic_udp in target/compare (see
+    /// --install-aquatic).
+    #[arg(long)]
+    compare: bool,
+    /// First install aquatic_udp (io-uring feature) from crates.io into target/compare with
+    /// `cargo install`, for --compare.
+    #[arg(long)]
+    install_aquatic: bool,
     /// Pid of the --target tracker, to report its CPU and memory.
     #[arg(long)]
     pid: Option<u32>,
+    /// The tracker's metrics address (hayate's `[metrics] address`), to report the share of
+    /// announces forwarded between workers; with --spawn --config, read from that file.
+    #[arg(long)]
+    metrics: Option<SocketAddr>,
     /// Seconds to measure, after the prefill and warm-up.
     #[arg(long, default_value_t = 20)]
     duration: u64,
@@ -423,7 +440,7 @@ impl Mmsg {
     }
 }
 
-fn spawn_tracker(args: &Args) -> std::io::Result<(Child, SocketAddr)> {
+fn spawn_tracker(args: &Args) -> std::io::Result<(Child, SocketAddr, Option<SocketAddr>)> {
     let port = UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port();
     let tracker_cores = cores(&args.tracker_cores);
     let config = match &args.config {
@@ -435,33 +452,117 @@ fn spawn_tracker(args: &Args) -> std::io::Result<(Child, SocketAddr)> {
     };
     let path = std::env::temp_dir().join(format!("hayate-bench-{}.toml", std::process::id()));
     std::fs::File::create(&path)?.write_all(config.as_bytes())?;
-    let target: SocketAddr = if args.config.is_some() {
+    let (target, metrics): (SocketAddr, _) = if args.config.is_some() {
         let parsed: toml::Table = config.parse().map_err(std::io::Error::other)?;
-        parsed["udp"]["addresses"][0]
+        let target = parsed["udp"]["addresses"][0]
             .as_str()
             .and_then(|s| s.parse().ok())
-            .ok_or_else(|| std::io::Error::other("config has no udp.addresses[0]"))?
+            .ok_or_else(|| std::io::Error::other("config has no udp.addresses[0]"))?;
+        let metrics = parsed
+            .get("metrics")
+            .and_then(|m| m.get("address"))
+            .and_then(|a| a.as_str())
+            .and_then(|a| a.parse().ok());
+        (target, metrics)
     } else {
-        format!("127.0.0.1:{port}").parse().unwrap()
+        (format!("127.0.0.1:{port}").parse().unwrap(), None)
     };
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_hayate"));
     cmd.arg("--config").arg(&path).stdout(Stdio::null());
     pinned(&mut cmd, tracker_cores);
-    Ok((cmd.spawn()?, target))
+    Ok((cmd.spawn()?, target, metrics.or(args.metrics)))
+}
+
+/// A tracker under load: one this bench started (stopped when dropped) or one running.
+struct Tracker {
+    child: Option<Child>,
+    target: SocketAddr,
+    pid: Option<u32>,
+    metrics: Option<SocketAddr>,
+}
+
+impl Drop for Tracker {
+    fn drop(&mut self) {
+        if let Some(c) = self.child.as_mut() {
+            // SAFETY: kill has no memory-safety preconditions.
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            let _ = c.wait();
+        }
+    }
 }
 
 fn main() {
     // `cargo bench` passes --bench; accept and ignore it.
     let argv: Vec<String> = std::env::args().filter(|a| a != "--bench").collect();
     let args = Args::parse_from(argv);
-    let (mut child, target, pid) = if args.spawn {
-        let (child, target) = spawn_tracker(&args).expect("spawning hayate");
-        let pid = child.id();
-        (Some(child), target, Some(pid))
+    if args.install_aquatic {
+        aquatic::install().expect("installing aquatic_udp");
+    }
+    if args.compare {
+        compare(&args);
+        return;
+    }
+    let tracker = if args.spawn {
+        let (child, target, metrics) = spawn_tracker(&args).expect("spawning hayate");
+        Tracker {
+            pid: Some(child.id()),
+            child: Some(child),
+            target,
+            metrics,
+        }
     } else {
-        let target = args.target.expect("--target HOST:PORT or --spawn");
-        (None, target, args.pid)
+        Tracker {
+            child: None,
+            target: args
+                .target
+                .expect("--target HOST:PORT, --spawn or --compare"),
+            pid: args.pid,
+            metrics: args.metrics,
+        }
     };
+    run(&args, tracker);
+}
+
+/// hayate (as --spawn starts it) and then aquatic_udp under the same load, pinned the same
+/// way, and the ratios between them.
+fn compare(args: &Args) {
+    let workers = cores(&args.tracker_cores).len().max(1);
+    println!("== hayate");
+    let (child, target, metrics) = spawn_tracker(args).expect("spawning hayate");
+    let hayate = run(
+        args,
+        Tracker {
+            pid: Some(child.id()),
+            child: Some(child),
+            target,
+            metrics,
+        },
+    );
+    println!();
+    println!("== aquatic_udp {}", aquatic::VERSION);
+    let port = UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .expect("a free port")
+        .port();
+    let target: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let max_peers = usize::try_from(args.numwant).unwrap_or(0).max(1);
+    let child = aquatic::spawn(target, workers, max_peers, cores(&args.tracker_cores))
+        .expect("starting aquatic_udp");
+    let aquatic = run(
+        args,
+        Tracker {
+            pid: Some(child.id()),
+            child: Some(child),
+            target,
+            metrics: None,
+        },
+    );
+    aquatic::print(&hayate, &aquatic);
+}
+
+/// Prefill, warm-up and the measured run against `tracker`; prints the report.
+fn run(args: &Args, mut tracker: Tracker) -> aquatic::Run {
+    let (target, pid, metrics) = (tracker.target, tracker.pid, tracker.metrics);
     let url_data = Arc::new(if args.jwt {
         tokens(args.torrents)
     } else {
@@ -486,23 +587,30 @@ fn main() {
     .unwrap();
     probe.connect(target).unwrap();
     if let Err(e) = connect(&probe) {
-        if let Some(status) = child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-            panic!("hayate exited ({status}) before answering; its log is above");
+        if let Some(status) = tracker
+            .child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
+        {
+            panic!("the tracker exited ({status}) before answering; its log is above");
         }
         panic!("tracker at {target} does not answer a connect: {e}");
     }
-    let rss_before = pid.and_then(proc_figures).map_or(0, |f| f.1);
+    let rss_before = pid.and_then(proc_figures).map_or(0, |f| f.rss_kib);
     println!(
         "target {target}, {} load threads x {} sources, {} torrents, {} peers, weights {}, numwant {}",
         args.workers, args.sources, args.torrents, args.peers, args.weights, args.numwant
     );
+    let mut rss_bytes_per_peer = None;
     if !args.no_prefill {
-        prefill(&args, target, &url_data);
-        if let Some((_, rss)) = pid.and_then(proc_figures) {
+        prefill(args, target, &url_data);
+        if let Some(rss) = pid.and_then(proc_figures).map(|f| f.rss_kib) {
+            let per_peer = (rss.saturating_sub(rss_before) as f64 * 1024.0) / args.peers as f64;
             println!(
-                "prefill done: tracker RSS {rss} MiB ({:.1} bytes per peer over the start)",
-                (rss.saturating_sub(rss_before) as f64 * 1048576.0) / args.peers as f64
+                "prefill done: tracker RSS {} MiB ({per_peer:.1} bytes per peer over the start)",
+                rss / 1024
             );
+            rss_bytes_per_peer = Some(per_peer);
         }
     }
     let threads: Vec<_> = (0..args.workers)
@@ -512,7 +620,8 @@ fn main() {
         })
         .collect();
     std::thread::sleep(Duration::from_secs(args.warmup));
-    let cpu_start = pid.and_then(proc_figures).map(|f| f.0);
+    let cpu_start = pid.and_then(proc_figures);
+    let forwards_start = metrics.and_then(forwarded_announces);
     shared.measuring.store(true, Ordering::Relaxed);
     let start = Instant::now();
     let mut last = 0;
@@ -529,13 +638,14 @@ fn main() {
     shared.measuring.store(false, Ordering::Relaxed);
     let elapsed = start.elapsed().as_secs_f64();
     let cpu_end = pid.and_then(proc_figures);
+    let forwards_end = metrics.and_then(forwarded_announces);
     shared.stop.store(true, Ordering::Relaxed);
     for t in threads {
         t.join().unwrap().expect("load thread");
     }
     let t = &shared.totals;
     let received = t.received.load(Ordering::Relaxed);
-    load::Report {
+    let figures = load::Report {
         elapsed_secs: elapsed,
         sent: t.sent.load(Ordering::Relaxed),
         received,
@@ -544,16 +654,44 @@ fn main() {
         latency: &shared.latency.lock().unwrap(),
         cpu_start,
         cpu_end,
-        extra_rows: vec![(
+        extra_rows: [(
             "error replies",
             t.errors.load(Ordering::Relaxed).to_string(),
-        )],
+        )]
+        .into_iter()
+        .chain(
+            forwards_start
+                .zip(forwards_end)
+                .map(|((f0, a0), (f1, a1))| {
+                    let (forwarded, announces) = (f1 - f0, a1 - a0);
+                    (
+                        "announces forwarded between workers",
+                        format!(
+                            "{forwarded:.0} of {announces:.0} ({:.1} %)",
+                            100.0 * forwarded / announces.max(1.0)
+                        ),
+                    )
+                }),
+        )
+        .collect(),
     }
     .print();
-    if let Some(c) = child.as_mut() {
-        unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
-        let _ = c.wait();
+    aquatic::Run {
+        figures,
+        rss_bytes_per_peer,
     }
+}
+
+/// Announces forwarded to their owner's worker and announces received, over UDP, so far.
+fn forwarded_announces(metrics: SocketAddr) -> Option<(f64, f64)> {
+    let sums = metric_sums(
+        metrics,
+        &[
+            "hayate_forwarded_total{protocol=\"udp\",kind=\"announce\"}",
+            "hayate_requests_total{protocol=\"udp\",action=\"announce\"",
+        ],
+    )?;
+    Some((sums[0], sums[1]))
 }
 
 /// Announces every peer once, paced by replies, so the table holds all peers before measuring.
@@ -622,4 +760,38 @@ fn tokens(torrents: u64) -> Vec<Vec<u8>> {
             options
         })
         .collect()
+}
+
+/// Sums of the tracker's Prometheus counters whose name and labels start as `prefix` says
+/// (e.g. `hayate_forwarded_total{protocol="udp",kind="announce"`), read from `GET /metrics` at
+/// `address`; `None` when it cannot be read. A raw HTTP/1.0 request keeps the bench free of an
+/// HTTP client.
+fn metric_sums(address: std::net::SocketAddr, prefixes: &[&str]) -> Option<Vec<f64>> {
+    use std::io::{Read, Write};
+    let mut stream =
+        std::net::TcpStream::connect_timeout(&address, std::time::Duration::from_secs(2)).ok()?;
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .ok()?;
+    stream
+        .write_all(b"GET /metrics HTTP/1.0\r\nHost: bench\r\n\r\n")
+        .ok()?;
+    let mut body = String::new();
+    stream.read_to_string(&mut body).ok()?;
+    if !body.starts_with("HTTP/1.") || !body.contains(" 200 ") {
+        return None;
+    }
+    let mut sums = vec![0.0; prefixes.len()];
+    for line in body.lines().filter(|l| !l.starts_with('#')) {
+        for (sum, prefix) in sums.iter_mut().zip(prefixes) {
+            if line.starts_with(prefix) {
+                *sum += line
+                    .rsplit(' ')
+                    .next()
+                    .and_then(|v| v.parse::<f64>().ok())
+                    .unwrap_or(0.0);
+            }
+        }
+    }
+    Some(sums)
 }

@@ -62,23 +62,54 @@ pub fn info_hash(torrent: u64) -> [u8; 20] {
     h
 }
 
-/// CPU time (µs) and resident memory (MiB) of a process, from /proc.
-pub fn proc_figures(pid: u32) -> Option<(u64, u64)> {
+/// A process's CPU time so far, split as the kernel accounts it, and its resident memory.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Proc {
+    /// CPU µs spent in user space (the part the program's own code controls).
+    pub user_us: u64,
+    /// CPU µs spent in the kernel on its behalf (for a tracker, mostly the UDP/TCP path).
+    pub system_us: u64,
+    pub rss_kib: u64,
+}
+
+impl Proc {
+    pub fn rss_mib(&self) -> u64 {
+        self.rss_kib / 1024
+    }
+}
+
+/// CPU time and resident memory of a process, from /proc.
+pub fn proc_figures(pid: u32) -> Option<Proc> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let after = &stat[stat.rfind(')')? + 2..];
     let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks: u64 = fields[11].parse::<u64>().ok()? + fields[12].parse::<u64>().ok()?;
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+    let ticks = |i: usize| -> Option<u64> { Some(fields[i].parse::<u64>().ok()? * 1_000_000 / hz) };
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let rss_kb: u64 = status
+    let rss_kib: u64 = status
         .lines()
         .find(|l| l.starts_with("VmRSS:"))?
         .split_whitespace()
         .nth(1)?
         .parse()
         .ok()?;
-    Some((ticks * 1_000_000 / hz, rss_kb / 1024))
+    Some(Proc {
+        user_us: ticks(11)?,
+        system_us: ticks(12)?,
+        rss_kib,
+    })
+}
+
+/// What a measured run gives to compare with another: per response, CPU in µs and latency.
+#[derive(Debug, Clone, Copy)]
+pub struct Figures {
+    pub responses_per_s: f64,
+    pub user_us: f64,
+    pub system_us: f64,
+    pub p50_us: u64,
+    pub p99_us: u64,
+    pub rss_mib: u64,
 }
 
 /// What a measured run saw, printed as a table and then the one machine-readable summary line
@@ -92,16 +123,17 @@ pub struct Report<'a> {
     pub announces: u64,
     /// Round-trip times in microseconds.
     pub latency: &'a hdrhistogram::Histogram<u64>,
-    /// The server's CPU µs when measuring began, and CPU µs and RSS MiB when it ended (from
-    /// `proc_figures`, when its pid is known).
-    pub cpu_start: Option<u64>,
-    pub cpu_end: Option<(u64, u64)>,
+    /// The server's figures when measuring began and when it ended (from `proc_figures`,
+    /// when its pid is known).
+    pub cpu_start: Option<Proc>,
+    pub cpu_end: Option<Proc>,
     /// Rows only one generator has: name and value.
     pub extra_rows: Vec<(&'static str, String)>,
 }
 
 impl Report<'_> {
-    pub fn print(&self) {
+    /// Prints the table and summary line; returns the figures.
+    pub fn print(&self) -> Figures {
         let rps = self.received as f64 / self.elapsed_secs;
         let sent_per_s = self.sent as f64 / self.elapsed_secs;
         let loss = if self.sent > 0 {
@@ -110,10 +142,16 @@ impl Report<'_> {
             0.0
         };
         let peers_per_reply = self.peers_returned as f64 / self.announces.max(1) as f64;
-        let (cpu_us, rss) = match (self.cpu_start, self.cpu_end) {
-            (Some(a), Some((b, rss))) => ((b - a) as f64 / self.received.max(1) as f64, rss),
-            _ => (f64::NAN, 0),
+        let per_response = |us: u64| us as f64 / self.received.max(1) as f64;
+        let (user_us, system_us, rss) = match (self.cpu_start, self.cpu_end) {
+            (Some(a), Some(b)) => (
+                per_response(b.user_us - a.user_us),
+                per_response(b.system_us - a.system_us),
+                b.rss_mib(),
+            ),
+            _ => (f64::NAN, f64::NAN, 0),
         };
+        let cpu_us = user_us + system_us;
         let (p50, p99, p999) = (
             self.latency.value_at_quantile(0.5),
             self.latency.value_at_quantile(0.99),
@@ -130,12 +168,21 @@ impl Report<'_> {
         }
         println!("| peers per announce reply | {peers_per_reply:.1} |");
         println!("| latency p50 / p99 / p99.9 | {p50} / {p99} / {p999} us |");
-        println!("| server CPU per response | {cpu_us:.2} us |");
+        println!("| server CPU per response | {cpu_us:.2} us ({user_us:.2} user, {system_us:.2} kernel) |");
         println!("| server RSS | {rss} MiB |");
         println!(
             "summary responses_per_s={rps:.0} requests_per_s={sent_per_s:.0} loss_pct={loss:.2} \
              peers_per_reply={peers_per_reply:.1} p50_us={p50} p99_us={p99} p999_us={p999} \
-             tracker_cpu_us_per_response={cpu_us:.2} tracker_rss_mb={rss}"
+             tracker_cpu_us_per_response={cpu_us:.2} tracker_user_cpu_us_per_response={user_us:.2} \
+             tracker_rss_mb={rss}"
         );
+        Figures {
+            responses_per_s: rps,
+            user_us,
+            system_us,
+            p50_us: p50,
+            p99_us: p99,
+            rss_mib: rss,
+        }
     }
 }
