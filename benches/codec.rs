@@ -215,7 +215,6 @@ fn http_reply(c: &mut Criterion) {
             .map(|i| HttpPeer {
                 ip: IpAddr::from((0x0a00_0000 + i * 7919).to_be_bytes()),
                 port: 6881 + i as u16,
-                peer_id: *b"-qB4650-abcdefghijkl",
             })
             .collect(),
         interval: 1800,
@@ -223,7 +222,6 @@ fn http_reply(c: &mut Criterion) {
     };
     let format = PeerFormat {
         compact: true,
-        no_peer_id: true,
         ipv6: false,
     };
     g.bench_function("announce_30_peers_compact", |b| {

@@ -31,15 +31,12 @@ fn fill(sections: &mut [SectionWriter]) {
         hash[..4].copy_from_slice(&t.to_le_bytes());
         w.torrent(&hash, t % 1000, 0, V4, V6);
         for p in 0..V4 + V6 {
-            let mut peer_id = [b'-'; 20];
-            peer_id[..4].copy_from_slice(&p.to_le_bytes());
             let (port, seeder, counted, ttl_secs) =
                 (6881 + p as u16, p % 3 == 0, p % 2 == 0, 1 + p);
             if p < V4 {
                 w.peer_v4(&PeerRecord {
                     ip: t.to_be_bytes(),
                     port,
-                    peer_id,
                     seeder,
                     counted,
                     ttl_secs,
@@ -50,7 +47,6 @@ fn fill(sections: &mut [SectionWriter]) {
                 w.peer_v6(&PeerRecord {
                     ip,
                     port,
-                    peer_id,
                     seeder,
                     counted,
                     ttl_secs,

@@ -189,7 +189,6 @@ fn select(c: &mut Criterion) {
             expires: NOW + LIFETIME,
             ip: peer_ip(i),
             port: a.port,
-            peer_id: a.peer_id,
             counted: false,
         };
         set.upsert(peer, a.left == 0, &hs);

@@ -22,7 +22,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 
 use handler::{AnnounceOp, Id, Op, Reach};
-use hayate_tracker::state::snapshot::{encode_file, Header, PeerRecord, SectionWriter};
+use hayate_tracker::state::snapshot::{encode_file, Header, PeerRecord, SectionWriter, VERSION};
 
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -243,7 +243,6 @@ fn write_snapshot_seeds() {
     let peer4 = |n: u8, seeder: bool| PeerRecord {
         ip: [10, 0, n / 16, n],
         port: 6881 + u16::from(n),
-        peer_id: *b"-qB4650-abcdefghijkl",
         seeder,
         counted: seeder,
         ttl_secs: 1 + u32::from(n) * 60,
@@ -251,7 +250,6 @@ fn write_snapshot_seeds() {
     let peer6 = |n: u8, seeder: bool| PeerRecord {
         ip: [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, n],
         port: 51413 - u16::from(n),
-        peer_id: *b"-TR4050-abcdefghijkl",
         seeder,
         counted: !seeder,
         ttl_secs: 1800 - u32::from(n),
@@ -298,8 +296,8 @@ fn write_snapshot_seeds() {
         ("seed-truncated-body", valid[..valid.len() - 10].to_vec()),
     ];
     let mut version = valid.clone();
-    version[8] = 2;
-    seeds.push(("seed-version-2", version));
+    version[8] = VERSION as u8 + 1;
+    seeds.push(("seed-newer-version", version));
     let mut flipped = valid.clone();
     flipped[100] ^= 0x40;
     seeds.push(("seed-flipped", flipped));

@@ -22,24 +22,15 @@ const HEADER_LEN: usize = 60;
 fn peer<I: std::fmt::Debug + Clone>(
     ip: impl Strategy<Value = I>,
 ) -> impl Strategy<Value = PeerRecord<I>> {
-    (
-        ip,
-        1u16..,
-        any::<[u8; 20]>(),
-        any::<bool>(),
-        any::<bool>(),
-        1u32..,
+    (ip, 1u16.., any::<bool>(), any::<bool>(), 1u32..).prop_map(
+        |(ip, port, seeder, counted, ttl_secs)| PeerRecord {
+            ip,
+            port,
+            seeder,
+            counted,
+            ttl_secs,
+        },
     )
-        .prop_map(
-            |(ip, port, peer_id, seeder, counted, ttl_secs)| PeerRecord {
-                ip,
-                port,
-                peer_id,
-                seeder,
-                counted,
-                ttl_secs,
-            },
-        )
 }
 
 fn torrent() -> impl Strategy<Value = TorrentRecord> {

@@ -332,7 +332,7 @@ fn run_with(
                 };
                 let mut got = Vec::new();
                 let result =
-                    shard.announce_ip(raw, &a, want, now, |pip, pport, _| got.push((pip, pport)));
+                    shard.announce_ip(raw, &a, want, now, |pip, pport| got.push((pip, pport)));
                 // What the model expects.
                 let key = (hash, ip, port);
                 let as_seeder = seeder || event == AnnounceEvent::Completed;

@@ -146,7 +146,6 @@ fn valid_file() -> Vec<u8> {
     section.peer_v4(&PeerRecord {
         ip: [127, 0, 0, 9],
         port: 7000,
-        peer_id: [b'p'; 20],
         seeder: true,
         counted: true,
         ttl_secs: 600,

@@ -40,8 +40,8 @@ pub fn install() -> std::io::Result<()> {
     }
 }
 
-/// Starts aquatic_udp on `address` with `workers` socket workers on io_uring, IPv4 only, at
-/// most `max_peers` peers per reply, pinned to `cores` as hayate is.
+/// Starts aquatic_udp on `address` with `workers` socket workers on io_uring, at most
+/// `max_peers` peers per reply, pinned to `cores` as hayate is (0.9's config keys).
 pub fn spawn(
     address: SocketAddr,
     workers: usize,
@@ -57,8 +57,7 @@ pub fn spawn(
     }
     let config = format!(
         "socket_workers = {workers}\nlog_level = \"error\"\n\
-         [network]\nuse_ipv4 = true\nuse_ipv6 = false\naddress_ipv4 = \"{address}\"\n\
-         use_io_uring = true\n\
+         [network]\naddress = \"{address}\"\nuse_io_uring = true\n\
          [protocol]\nmax_response_peers = {max_peers}\n"
     );
     let path = std::env::temp_dir().join(format!("aquatic-bench-{}.toml", std::process::id()));

@@ -40,12 +40,11 @@ pub fn run(data: &[u8]) {
                     AnnounceEvent::Stopped => "stopped",
                 };
                 let mut again = format!(
-                    "info_hash={}&peer_id={}&port={}&event={event}&compact={}&no_peer_id={}",
+                    "info_hash={}&peer_id={}&port={}&event={event}&compact={}",
                     esc(&a.info_hash),
                     esc(&a.peer_id),
                     a.port,
                     u8::from(q.compact),
-                    u8::from(q.no_peer_id),
                 );
                 if a.left != u64::MAX {
                     again += &format!("&left={}", a.left);
@@ -59,7 +58,7 @@ pub fn run(data: &[u8]) {
                 assert_eq!(r.announce.port, a.port);
                 assert_eq!(r.announce.left, a.left);
                 assert_eq!(r.announce.event, a.event);
-                assert_eq!((r.compact, r.no_peer_id), (q.compact, q.no_peer_id));
+                assert_eq!(r.compact, q.compact);
                 if a.num_want > 0 {
                     assert_eq!(r.announce.num_want, a.num_want);
                 }

@@ -4,12 +4,13 @@
 //! What must hold: never a panic or an allocation the bytes cannot back; an error names a place
 //! inside the file; a decoded snapshot holds only peers the writer could have written (port not
 //! 0, ttl at least 1) and, written again by the encoder, decodes to the same snapshot, in the
-//! same bytes when the file had at most one section (the format has one encoding per swarm).
+//! same bytes when the file had at most one section (the format has one encoding per swarm) and
+//! is of the current version (an older one is written again without its peer ids).
 //!
 //! The body of the `snapshot` fuzz target, shared by the libFuzzer binary
 //! (fuzz/fuzz_targets/snapshot.rs) and the seed replay in `cargo test` (tests/fuzz_seeds.rs),
 //! so both check the same invariants.
-use hayate_tracker::state::snapshot::{decode, encode_file, SectionWriter, SnapshotError};
+use hayate_tracker::state::snapshot::{decode, encode_file, SectionWriter, SnapshotError, VERSION};
 
 const HEADER_FIELDS: usize = 56;
 const HEADER_LEN: usize = 60;
@@ -31,11 +32,15 @@ pub enum Outcome {
     Malformed,
 }
 
-/// Sets magic, version, length and both CRCs to what `f` needs to pass them.
+/// Sets magic, version, length and both CRCs to what `f` needs to pass them. A version this
+/// build reads is kept, so each version's record layout is fuzzed; any other becomes `VERSION`.
 pub fn reseal(f: &mut [u8]) {
     assert!(f.len() >= HEADER_LEN + TRAILER_LEN);
     f[..8].copy_from_slice(b"HAYATE\x00S");
-    f[8..12].copy_from_slice(&1u32.to_le_bytes());
+    let version = u32::from_le_bytes(f[8..12].try_into().unwrap());
+    if !(1..=VERSION).contains(&version) {
+        f[8..12].copy_from_slice(&VERSION.to_le_bytes());
+    }
     let len = f.len() as u64;
     f[12..20].copy_from_slice(&len.to_le_bytes());
     let h = crc32fast::hash(&f[..HEADER_FIELDS]);
@@ -118,9 +123,11 @@ fn check(bytes: &[u8]) -> Outcome {
         Ok(&snapshot),
         "written back, decoded alike"
     );
-    // Each section but one had its own 8-byte length.
-    assert_eq!(again.len(), len - 8 * sections.saturating_sub(1));
-    if sections <= 1 {
+    // Each section but one had its own 8-byte length; version 1 also a 20-byte id per peer.
+    let version = u32::from_le_bytes(bytes[8..12].try_into().unwrap());
+    let ids = if version == 1 { 20 * (v4 + v6) } else { 0 };
+    assert_eq!(again.len(), len - 8 * sections.saturating_sub(1) - ids);
+    if sections <= 1 && version == VERSION {
         assert!(again == bytes, "one encoding per swarm");
     }
     Outcome::Decoded { v4, v6 }

@@ -18,8 +18,6 @@ pub struct AnnounceQuery {
     pub announce: Announce,
     /// BEP 23: compact peer strings unless the client sent `compact=0`.
     pub compact: bool,
-    /// Leave `peer id` out of dictionary peers.
-    pub no_peer_id: bool,
     /// The address the client asked to be listed under (`ip`, `ipv4`, `ipv6`), when the
     /// caller allows that; see [`AnnounceQuery::listed_as`].
     pub ip: Option<IpAddr>,
@@ -102,7 +100,6 @@ pub fn parse_announce(query: &[u8], allow_ip: bool) -> Result<AnnounceQuery, Que
             num_want: -1,
         },
         compact: true,
-        no_peer_id: false,
         ip: None,
         ipv4: None,
         ipv6: None,
@@ -131,12 +128,12 @@ pub fn parse_announce(query: &[u8], allow_ip: bool) -> Result<AnnounceQuery, Que
             b"event" => event = parse_event(value)?,
             b"numwant" | b"num_want" => num_want = parse_numwant(value),
             b"compact" => q.compact = decoded(value).as_deref() != Some(b"0"),
-            b"no_peer_id" => q.no_peer_id = decoded(value).as_deref() == Some(b"1"),
             b"ip" if allow_ip => q.ip = parse_ip(value),
             b"ipv4" if allow_ip => q.ipv4 = parse_ip(value).filter(IpAddr::is_ipv4),
             b"ipv6" if allow_ip => q.ipv6 = parse_ip(value).filter(IpAddr::is_ipv6),
-            // `uploaded`, `downloaded` and `key` are accepted and not used: the tracker keeps
-            // no byte totals, and peers are told apart by address and port, not key.
+            // `uploaded`, `downloaded`, `key` and `no_peer_id` are accepted and not used: the
+            // tracker keeps no byte totals, tells peers apart by address and port, not key, and
+            // keeps no peer ids, so dictionary peers never carry one.
             _ => {}
         }
     }
@@ -297,7 +294,7 @@ mod tests {
         assert_eq!(a.announce.left, 0);
         assert_eq!(a.announce.event, AnnounceEvent::Completed);
         assert_eq!(a.announce.num_want, 80);
-        assert!(!a.compact && a.no_peer_id);
+        assert!(!a.compact);
     }
 
     #[test]
@@ -307,7 +304,7 @@ mod tests {
         let a = announce(q).unwrap();
         assert_eq!(&a.announce.info_hash, b"abc+*.+defghijklmnop");
         assert_eq!(&a.announce.peer_id[..3], b"--A");
-        assert!(a.compact && !a.no_peer_id);
+        assert!(a.compact);
         assert_eq!(a.announce.event, AnnounceEvent::None);
         assert_eq!(a.announce.num_want, -1);
         assert!(a.announce.left > 0, "no `left` is a leecher");

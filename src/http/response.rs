@@ -9,11 +9,12 @@ use crate::protocol::{InfoHash, SwarmCounts};
 
 use super::bencode::Writer;
 
-/// How the client asked for its peers.
+/// How the client asked for its peers. Dictionary peers (`compact=0`) never carry a `peer id`:
+/// the swarm does not keep peer ids (see `swarm::Peer`), so every such reply is what
+/// `no_peer_id=1` asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PeerFormat {
     pub compact: bool,
-    pub no_peer_id: bool,
     /// The announcer is on IPv6: its peers (IPv6, the swarm keeps families apart) go in
     /// `peers6`, and `peers` is left empty but present, as clients expect the key.
     pub ipv6: bool,
@@ -48,11 +49,11 @@ pub fn announce(r: &HttpAnnounced, format: PeerFormat) -> Vec<u8> {
     } else {
         w.list();
         for p in &r.peers {
-            w.dict().bytes(b"ip").bytes(p.ip.to_string().as_bytes());
-            if !format.no_peer_id {
-                w.bytes(b"peer id").bytes(&p.peer_id);
-            }
-            w.key_int("port", p.port.into()).end();
+            w.dict()
+                .bytes(b"ip")
+                .bytes(p.ip.to_string().as_bytes())
+                .key_int("port", p.port.into())
+                .end();
         }
         w.end();
     }
@@ -112,7 +113,6 @@ mod tests {
                 .map(|&(ip, port)| HttpPeer {
                     ip: ip.parse().unwrap(),
                     port,
-                    peer_id: *b"-XX0000-abcdefghijkl",
                 })
                 .collect(),
             interval: 1800,
@@ -122,7 +122,6 @@ mod tests {
 
     const V4: PeerFormat = PeerFormat {
         compact: true,
-        no_peer_id: false,
         ipv6: false,
     };
 
@@ -147,21 +146,17 @@ mod tests {
     }
 
     #[test]
-    fn dict_peers_with_and_without_id() {
+    fn dict_peers_carry_address_and_port() {
         let format = PeerFormat {
             compact: false,
             ..V4
         };
-        let body = announce(&reply(&[("1.2.3.4", 80)]), format);
+        let body = announce(&reply(&[("1.2.3.4", 80), ("::1", 81)]), format);
         assert!(
-            body.ends_with(b"5:peersld2:ip7:1.2.3.47:peer id20:-XX0000-abcdefghijkl4:porti80eeee")
+            body.ends_with(b"5:peersld2:ip7:1.2.3.44:porti80eed2:ip3:::14:porti81eeee"),
+            "{}",
+            String::from_utf8_lossy(&body)
         );
-        let format = PeerFormat {
-            no_peer_id: true,
-            ..format
-        };
-        let body = announce(&reply(&[("1.2.3.4", 80)]), format);
-        assert!(body.ends_with(b"5:peersld2:ip7:1.2.3.44:porti80eeee"));
     }
 
     #[test]

@@ -209,7 +209,6 @@ impl Service {
             Ok(Ok(Ok(r))) => {
                 let format = PeerFormat {
                     compact: q.compact,
-                    no_peer_id: q.no_peer_id,
                     ipv6: ip.is_ipv6(),
                 };
                 self.stats.peers_in_reply(r.peers.len());
@@ -425,7 +424,6 @@ mod tests {
         owner.join().unwrap();
         let format = PeerFormat {
             compact: true,
-            no_peer_id: false,
             ipv6: false,
         };
         assert_eq!(got, response::announce(&answered(), format));

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
 use crate::config::MAX_UDP_SCRAPE_HASHES;
-use crate::protocol::{Announce, InfoHash, PeerId, SwarmCounts};
+use crate::protocol::{Announce, InfoHash, SwarmCounts};
 
 /// A UDP announce parsed by one worker for the shard of another, which answers it from its own
 /// socket on the same local address.
@@ -80,7 +80,6 @@ pub enum HttpWork {
 pub struct HttpPeer {
     pub ip: IpAddr,
     pub port: u16,
-    pub peer_id: PeerId,
 }
 
 /// The owner's answer to an HTTP announce.

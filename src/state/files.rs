@@ -134,7 +134,6 @@ mod tests {
         w.peer_v4(&PeerRecord {
             ip: [10, 0, 0, 1],
             port: 6881,
-            peer_id: *b"-qB4650-abcdefghijkl",
             seeder: true,
             counted: true,
             ttl_secs: 1200,
@@ -142,7 +141,6 @@ mod tests {
         w.peer_v6(&PeerRecord {
             ip: [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
             port: 51413,
-            peer_id: *b"-TR4050-abcdefghijkl",
             seeder: false,
             counted: false,
             ttl_secs: 1,
@@ -266,7 +264,13 @@ mod tests {
     fn load_of_a_newer_version_moves_it_aside() {
         let mut f = valid_file();
         f[8..12].copy_from_slice(&(VERSION + 1).to_le_bytes());
-        moved_aside(&f, "format version 2, this build reads up to 1");
+        moved_aside(
+            &f,
+            &format!(
+                "format version {}, this build reads up to {VERSION}",
+                VERSION + 1
+            ),
+        );
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! | offset | size | field |
 //! |---|---|---|
 //! | 0 | 8 | magic `b"HAYATE\0S"` |
-//! | 8 | 4 | format version (`VERSION`, 1) |
+//! | 8 | 4 | format version (`VERSION`, 2) |
 //! | 12 | 8 | length of the whole file in bytes |
 //! | 20 | 8 | `written_unix` |
 //! | 28 | 8 | `clock_origin_unix` |
@@ -21,9 +21,10 @@
 //!
 //! A section is a u64 byte length and then that many bytes of torrents. A torrent is 36 bytes:
 //! info hash (20), `downloaded` u32, `keep_secs` u32, IPv4 peer count u32, IPv6 peer count u32;
-//! then its IPv4 peers (31 bytes each: address 4, port u16, peer id 20, flags u8, ttl u32) and its
-//! IPv6 peers (43 bytes each: address 16, then the same). Flags: bit 0 seeder, bit 1 counted;
-//! the other bits must be zero.
+//! then its IPv4 peers (11 bytes each: address 4, port u16, flags u8, ttl u32) and its IPv6 peers
+//! (23 bytes each: address 16, then the same). Flags: bit 0 seeder, bit 1 counted; the other bits
+//! must be zero. Version 1 (hayate before peer ids left the swarm) also had each peer's 20-byte
+//! peer id between its port and flags; such a file is still read, the ids skipped.
 //!
 //! Why the header has its own CRC and the file length: a reader can tell a truncated file (shorter
 //! than its trusted header says) from a corrupt one, and a flipped byte anywhere past the version
@@ -31,9 +32,9 @@
 //! Both checksums are checked before any record is parsed; the records are still parsed as if
 //! hostile (counts are checked against the bytes actually there before anything is allocated).
 
-use crate::protocol::{InfoHash, PeerId};
+use crate::protocol::InfoHash;
 
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 pub const FILE_NAME: &str = "swarm.snap";
 
 const MAGIC: [u8; 8] = *b"HAYATE\x00S";
@@ -44,8 +45,28 @@ const TRAILER_LEN: usize = 20;
 const TORRENT_LEN: usize = 36;
 const PEER_V4_LEN: usize = 4 + PEER_TAIL_LEN;
 const PEER_V6_LEN: usize = 16 + PEER_TAIL_LEN;
-/// port, peer id, flags, ttl: what both families store after the address.
-const PEER_TAIL_LEN: usize = 2 + 20 + 1 + 4;
+/// port, flags, ttl: what both families store after the address.
+const PEER_TAIL_LEN: usize = 2 + 1 + 4;
+
+/// Where a format version keeps a peer's fields after its address.
+#[derive(Debug, Clone, Copy)]
+struct PeerLayout {
+    /// Bytes after the address.
+    tail: usize,
+    /// Offset of the flags byte within them; the ttl follows it.
+    flags_at: usize,
+}
+
+impl PeerLayout {
+    fn of(version: u32) -> Self {
+        // Version 1's 20-byte peer id sat between the port and the flags.
+        let id = if version == 1 { 20 } else { 0 };
+        Self {
+            tail: PEER_TAIL_LEN + id,
+            flags_at: 2 + id,
+        }
+    }
+}
 const FLAG_SEEDER: u8 = 1;
 const FLAG_COUNTED: u8 = 2;
 
@@ -54,7 +75,6 @@ const FLAG_COUNTED: u8 = 2;
 pub struct PeerRecord<I> {
     pub ip: I,
     pub port: u16,
-    pub peer_id: PeerId,
     pub seeder: bool,
     /// Its completion was already counted in `downloaded` during this swarm membership.
     pub counted: bool,
@@ -134,7 +154,7 @@ impl SectionWriter {
         );
         self.pending_v4 = self.pending_v4.saturating_sub(1);
         self.buf.extend_from_slice(&p.ip);
-        self.peer_tail(p.port, &p.peer_id, p.seeder, p.counted, p.ttl_secs);
+        self.peer_tail(p.port, p.seeder, p.counted, p.ttl_secs);
     }
 
     pub fn peer_v6(&mut self, p: &PeerRecord<[u8; 16]>) {
@@ -146,15 +166,14 @@ impl SectionWriter {
         );
         self.pending_v6 = self.pending_v6.saturating_sub(1);
         self.buf.extend_from_slice(&p.ip);
-        self.peer_tail(p.port, &p.peer_id, p.seeder, p.counted, p.ttl_secs);
+        self.peer_tail(p.port, p.seeder, p.counted, p.ttl_secs);
     }
 
-    fn peer_tail(&mut self, port: u16, peer_id: &PeerId, seeder: bool, counted: bool, ttl: u32) {
+    fn peer_tail(&mut self, port: u16, seeder: bool, counted: bool, ttl: u32) {
         // The reader refuses these, so writing one would cost the whole file at the next start.
         debug_assert!(port != 0, "SectionWriter: a peer with port 0");
         debug_assert!(ttl >= 1, "SectionWriter: a peer with no time left to live");
         self.buf.extend_from_slice(&port.to_le_bytes());
-        self.buf.extend_from_slice(peer_id);
         let flags = if seeder { FLAG_SEEDER } else { 0 } | if counted { FLAG_COUNTED } else { 0 };
         self.buf.push(flags);
         self.buf.extend_from_slice(&ttl.to_le_bytes());
@@ -376,7 +395,7 @@ pub fn decode(bytes: &[u8]) -> Result<Snapshot, SnapshotError> {
         }
         let section_end = at + section_len as usize;
         while at < section_end {
-            let t = decode_torrent(bytes, at, section_end)?;
+            let t = decode_torrent(bytes, at, section_end, PeerLayout::of(version))?;
             at = t.0;
             peers += (t.1.v4.len() + t.1.v6.len()) as u64;
             torrents.push(t.1);
@@ -402,7 +421,9 @@ fn decode_torrent(
     bytes: &[u8],
     at: usize,
     end: usize,
+    layout: PeerLayout,
 ) -> Result<(usize, TorrentRecord), SnapshotError> {
+    let (peer_v4_len, peer_v6_len) = (4 + layout.tail, 16 + layout.tail);
     if end - at < TORRENT_LEN {
         return Err(SnapshotError::Malformed {
             offset: at,
@@ -413,16 +434,16 @@ fn decode_torrent(
     let v4 = u32_at(t, 28) as usize;
     let v6 = u32_at(t, 32) as usize;
     let peers_at = at + TORRENT_LEN;
-    // u64: 4 billion peers of 43 bytes do not fit a 32-bit usize.
-    let need = v4 as u64 * PEER_V4_LEN as u64 + v6 as u64 * PEER_V6_LEN as u64;
+    // u64: 4 billion peers of 23 bytes do not fit a 32-bit usize.
+    let need = v4 as u64 * peer_v4_len as u64 + v6 as u64 * peer_v6_len as u64;
     if need > (end - peers_at) as u64 {
         return Err(SnapshotError::Malformed {
             offset: at + 28,
             what: "peer counts run past the end of the section",
         });
     }
-    let v6_at = peers_at + v4 * PEER_V4_LEN;
-    let next = v6_at + v6 * PEER_V6_LEN;
+    let v6_at = peers_at + v4 * peer_v4_len;
+    let next = v6_at + v6 * peer_v6_len;
     let mut record = TorrentRecord {
         info_hash: t[..20].try_into().expect("20 bytes"),
         downloaded: u32_at(t, 20),
@@ -430,21 +451,30 @@ fn decode_torrent(
         v4: Vec::with_capacity(v4),
         v6: Vec::with_capacity(v6),
     };
-    for (i, p) in bytes[peers_at..v6_at].chunks_exact(PEER_V4_LEN).enumerate() {
-        let offset = peers_at + i * PEER_V4_LEN;
+    for (i, p) in bytes[peers_at..v6_at].chunks_exact(peer_v4_len).enumerate() {
+        let offset = peers_at + i * peer_v4_len;
         let ip: [u8; 4] = p[..4].try_into().expect("4 bytes");
-        record.v4.push(decode_peer(ip, &p[4..], offset + 4)?);
+        record
+            .v4
+            .push(decode_peer(ip, &p[4..], offset + 4, layout)?);
     }
-    for (i, p) in bytes[v6_at..next].chunks_exact(PEER_V6_LEN).enumerate() {
-        let offset = v6_at + i * PEER_V6_LEN;
+    for (i, p) in bytes[v6_at..next].chunks_exact(peer_v6_len).enumerate() {
+        let offset = v6_at + i * peer_v6_len;
         let ip: [u8; 16] = p[..16].try_into().expect("16 bytes");
-        record.v6.push(decode_peer(ip, &p[16..], offset + 16)?);
+        record
+            .v6
+            .push(decode_peer(ip, &p[16..], offset + 16, layout)?);
     }
     Ok((next, record))
 }
 
 /// The part of a peer after its address (`tail`, starting at byte `offset` of the file).
-fn decode_peer<I>(ip: I, tail: &[u8], offset: usize) -> Result<PeerRecord<I>, SnapshotError> {
+fn decode_peer<I>(
+    ip: I,
+    tail: &[u8],
+    offset: usize,
+    layout: PeerLayout,
+) -> Result<PeerRecord<I>, SnapshotError> {
     let port = u16::from_le_bytes([tail[0], tail[1]]);
     if port == 0 {
         return Err(SnapshotError::Malformed {
@@ -452,24 +482,23 @@ fn decode_peer<I>(ip: I, tail: &[u8], offset: usize) -> Result<PeerRecord<I>, Sn
             what: "peer with port 0",
         });
     }
-    let flags = tail[22];
+    let flags = tail[layout.flags_at];
     if flags & !(FLAG_SEEDER | FLAG_COUNTED) != 0 {
         return Err(SnapshotError::Malformed {
-            offset: offset + 22,
+            offset: offset + layout.flags_at,
             what: "peer flags with unknown bits set",
         });
     }
-    let ttl_secs = u32_at(tail, 23);
+    let ttl_secs = u32_at(tail, layout.flags_at + 1);
     if ttl_secs == 0 {
         return Err(SnapshotError::Malformed {
-            offset: offset + 23,
+            offset: offset + layout.flags_at + 1,
             what: "peer with no time left to live (ttl 0)",
         });
     }
     Ok(PeerRecord {
         ip,
         port,
-        peer_id: tail[2..22].try_into().expect("20 bytes"),
         seeder: flags & FLAG_SEEDER != 0,
         counted: flags & FLAG_COUNTED != 0,
         ttl_secs,
@@ -492,7 +521,6 @@ mod tests {
         PeerRecord {
             ip: [192, 0, 2, 7],
             port,
-            peer_id: [b'p'; 20],
             seeder: false,
             counted: true,
             ttl_secs,
@@ -528,7 +556,7 @@ mod tests {
             HEADER_LEN + 8 + TORRENT_LEN + PEER_V4_LEN + TRAILER_LEN
         );
         assert_eq!(&f[..8], b"HAYATE\0S");
-        assert_eq!(u32_at(&f, 8), 1);
+        assert_eq!(u32_at(&f, 8), 2);
         assert_eq!(u64_at(&f, 12), f.len() as u64);
         assert_eq!(u64_at(&f, 20), 1_790_000_000);
         assert_eq!(u32_at(&f, 52), 1, "one section");
@@ -536,8 +564,8 @@ mod tests {
         let peer = HEADER_LEN + 8 + TORRENT_LEN;
         assert_eq!(&f[peer..peer + 4], &[192, 0, 2, 7]);
         assert_eq!(&f[peer + 4..peer + 6], &6881u16.to_le_bytes());
-        assert_eq!(f[peer + 26], FLAG_COUNTED);
-        assert_eq!(u32_at(&f, peer + 27), 30);
+        assert_eq!(f[peer + 6], FLAG_COUNTED);
+        assert_eq!(u32_at(&f, peer + 7), 30);
         assert_eq!(u64_at(&f, f.len() - 20), 1, "torrents");
         assert_eq!(u64_at(&f, f.len() - 12), 1, "peers");
         assert_eq!(u32_at(&f, f.len() - 4), crc32fast::hash(&f[..f.len() - 4]));
@@ -566,16 +594,41 @@ mod tests {
             })
         );
         let mut f = one_torrent(&peer4(6881, 30));
-        f[peer + 27..peer + 31].copy_from_slice(&[0; 4]);
+        f[peer + 7..peer + 11].copy_from_slice(&[0; 4]);
         reseal(&mut f);
         assert_eq!(
             decode(&f),
             Err(SnapshotError::Malformed {
-                offset: peer + 27,
+                offset: peer + 7,
                 what: "peer with no time left to live (ttl 0)"
             })
         );
         let mut f = one_torrent(&peer4(6881, 30));
+        f[peer + 6] = 4;
+        reseal(&mut f);
+        assert!(matches!(
+            decode(&f),
+            Err(SnapshotError::Malformed { offset, .. }) if offset == peer + 6
+        ));
+    }
+
+    /// A file written before peer ids left the swarm: each peer has its 20-byte id between
+    /// port and flags. It reads as the same peers, the ids skipped.
+    #[test]
+    fn a_version_1_file_is_read_without_its_peer_ids() {
+        let v2 = one_torrent(&peer4(6881, 30));
+        let peer = HEADER_LEN + 8 + TORRENT_LEN;
+        let mut f = v2[..peer + 6].to_vec();
+        f.extend_from_slice(&[b'p'; 20]);
+        f.extend_from_slice(&v2[peer + 6..]);
+        f[8..12].copy_from_slice(&1u32.to_le_bytes());
+        let section = (TORRENT_LEN + 4 + 27) as u64;
+        f[60..68].copy_from_slice(&section.to_le_bytes());
+        reseal(&mut f);
+        let old = decode(&f).expect("a version 1 file");
+        assert_eq!(old, decode(&v2).unwrap());
+        assert_eq!(old.torrents[0].v4, vec![peer4(6881, 30)]);
+        // Its flags and ttl are where version 1 had them.
         f[peer + 26] = 4;
         reseal(&mut f);
         assert!(matches!(
@@ -660,7 +713,7 @@ mod tests {
         f[8..12].copy_from_slice(&7u32.to_le_bytes());
         assert_eq!(
             decode(&f).unwrap_err().to_string(),
-            "written by a newer hayate: format version 7, this build reads up to 1"
+            "written by a newer hayate: format version 7, this build reads up to 2"
         );
         assert_eq!(
             decode(b"HAY"),

@@ -467,7 +467,6 @@ impl Shard {
             expires,
             ip,
             port: a.port,
-            peer_id: a.peer_id,
             counted: false,
         };
         let previous = set.upsert(peer, seeder, &self.hasher);
@@ -533,16 +532,16 @@ impl Shard {
         a: &Announce,
         want: usize,
         now: u32,
-        out: impl FnMut(IpAddr, u16, &crate::protocol::PeerId),
+        out: impl FnMut(IpAddr, u16),
     ) -> Result<SwarmCounts, Refused> {
         let mut out = out;
         match ip.to_canonical() {
-            IpAddr::V4(v4) => self.announce(v4.octets(), a, want, now, |p| {
-                out(p.ip.addr(), p.port, &p.peer_id)
-            }),
-            IpAddr::V6(v6) => self.announce(v6.octets(), a, want, now, |p| {
-                out(p.ip.addr(), p.port, &p.peer_id)
-            }),
+            IpAddr::V4(v4) => {
+                self.announce(v4.octets(), a, want, now, |p| out(p.ip.addr(), p.port))
+            }
+            IpAddr::V6(v6) => {
+                self.announce(v6.octets(), a, want, now, |p| out(p.ip.addr(), p.port))
+            }
         }
     }
 
@@ -1356,7 +1355,7 @@ mod tests {
             &announce(1, 2, 5, AnnounceEvent::None),
             50,
             0,
-            |ip, port, _| got.push((ip, port)),
+            |ip, port| got.push((ip, port)),
         )
         .unwrap();
         assert_eq!(got, vec![("1.2.3.4".parse().unwrap(), 1)]);

@@ -14,8 +14,6 @@ use std::hash::{BuildHasher, Hash};
 use hashbrown::HashTable;
 use thin_vec::ThinVec;
 
-use crate::protocol::PeerId;
-
 /// Peers in a set before it is indexed; the index is dropped again below half of this.
 pub const INDEX_AT: usize = 32;
 
@@ -37,7 +35,8 @@ impl PeerIp for [u8; 16] {
 }
 
 /// One peer: identified by its IP and the port it announced (not its peer id, which anyone can
-/// copy to evict somebody else).
+/// copy to evict somebody else). Its peer id is not kept at all: only a `compact=0` reply could
+/// use it, and 20 of its bytes would be most of an IPv4 peer's 12.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Peer<I> {
     /// Second (process clock) from which the peer is gone: a sweep at `now >= expires` drops
@@ -45,7 +44,6 @@ pub struct Peer<I> {
     pub expires: u32,
     pub ip: I,
     pub port: u16,
-    pub peer_id: PeerId,
     /// Its completion is already in the torrent's `downloaded`: a peer counts one download
     /// per stay in the swarm, however often it says `completed`. Sits in padding: free.
     pub counted: bool,
@@ -336,7 +334,6 @@ mod tests {
             expires: 100 + n,
             ip: n.to_be_bytes(),
             port: 6881,
-            peer_id: [n as u8; 20],
             counted: false,
         }
     }

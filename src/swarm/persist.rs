@@ -145,7 +145,6 @@ fn write_peers<I: Family>(set: &PeerSet<I>, now: u32, mut out: impl FnMut(&PeerR
             out(&PeerRecord {
                 ip: p.ip,
                 port: p.port,
-                peer_id: p.peer_id,
                 seeder: i < seeders,
                 counted: p.counted,
                 ttl_secs: p.expires - now,
@@ -185,7 +184,6 @@ fn restore_peers<I: Family>(t: &mut Torrent, to: &mut Into<'_>, peers: &[PeerRec
             expires: now.saturating_add(p.ttl_secs),
             ip: p.ip,
             port: p.port,
-            peer_id: p.peer_id,
             counted: p.counted,
         };
         if set.upsert(peer, p.seeder, hs) == super::Previous::Absent {
@@ -422,7 +420,6 @@ mod tests {
         PeerRecord {
             ip,
             port,
-            peer_id: [port as u8; 20],
             seeder,
             counted: false,
             ttl_secs,

@@ -228,7 +228,6 @@ mod tests {
                     expires: 10,
                     ip: [1, 2, 3, 4],
                     port: 1,
-                    peer_id: [0; 20],
                     counted: false,
                 },
                 false,

@@ -633,7 +633,6 @@ fn http_peer<I: Family>(p: &Peer<I>) -> HttpPeer {
     HttpPeer {
         ip: p.ip.addr(),
         port: p.port,
-        peer_id: p.peer_id,
     }
 }
 
