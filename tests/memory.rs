@@ -49,6 +49,7 @@ fn bytes_per_ipv4_peer() {
         println!("swarm table: {torrents} torrents x {per} IPv4 peers: {b:.1} bytes/peer");
         worst = worst.max(b);
     }
-    // The bound is a regression guard at today's layout, not the goal (see README).
-    assert!(worst < 200.0, "worst case {worst:.1} bytes/peer");
+    // A regression guard at today's layout (worst case 62.6 B: 100k two-peer torrents), not the
+    // goal (see README, Benchmarks): keeping the 20-byte peer id again would cross it.
+    assert!(worst < 75.0, "worst case {worst:.1} bytes/peer");
 }
