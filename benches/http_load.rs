@@ -497,36 +497,7 @@ fn main() {
         println!("== hayate");
         let (child, target) = spawn_tracker(&args).expect("spawning hayate");
         let hayate = run(&args, Some(child), target, None, false);
-        println!();
-        println!("| figure | hayate | hello | ratio |");
-        println!("|---|---|---|---|");
-        let rows = [
-            ("user_cpu_us_per_response", hayate.user_us, hello.user_us),
-            (
-                "kernel_cpu_us_per_response",
-                hayate.system_us,
-                hello.system_us,
-            ),
-            (
-                "cpu_us_per_response",
-                hayate.user_us + hayate.system_us,
-                hello.user_us + hello.system_us,
-            ),
-            (
-                "responses_per_s",
-                hayate.responses_per_s,
-                hello.responses_per_s,
-            ),
-            ("latency_p50_us", hayate.p50_us as f64, hello.p50_us as f64),
-            ("latency_p99_us", hayate.p99_us as f64, hello.p99_us as f64),
-            ("rss_mib", hayate.rss_mib as f64, hello.rss_mib as f64),
-        ];
-        for (name, x, y) in rows {
-            println!("| {name} | {x:.2} | {y:.2} | {:.3} |", x / y);
-        }
-        for (name, x, y) in rows {
-            println!("ratio {name}={:.3} hayate={x:.2} hello={y:.2}", x / y);
-        }
+        load::print_ratios("hello", &hayate, &hello, &[]);
         return;
     }
     let (child, target, pid) = if args.hello {

@@ -440,7 +440,7 @@ impl Mmsg {
     }
 }
 
-fn spawn_tracker(args: &Args) -> std::io::Result<(Child, SocketAddr, Option<SocketAddr>)> {
+fn spawn_tracker(args: &Args) -> std::io::Result<Tracker> {
     let port = UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port();
     let tracker_cores = cores(&args.tracker_cores);
     let config = match &args.config {
@@ -470,7 +470,11 @@ fn spawn_tracker(args: &Args) -> std::io::Result<(Child, SocketAddr, Option<Sock
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_hayate"));
     cmd.arg("--config").arg(&path).stdout(Stdio::null());
     pinned(&mut cmd, tracker_cores);
-    Ok((cmd.spawn()?, target, metrics.or(args.metrics)))
+    Ok(Tracker::started(
+        cmd.spawn()?,
+        target,
+        metrics.or(args.metrics),
+    ))
 }
 
 /// A tracker under load: one this bench started (stopped when dropped) or one running.
@@ -479,6 +483,24 @@ struct Tracker {
     target: SocketAddr,
     pid: Option<u32>,
     metrics: Option<SocketAddr>,
+}
+
+impl Tracker {
+    /// One this bench started, with its figures read from /proc.
+    fn started(child: Child, target: SocketAddr, metrics: Option<SocketAddr>) -> Self {
+        Self {
+            pid: Some(child.id()),
+            child: Some(child),
+            target,
+            metrics,
+        }
+    }
+}
+
+/// One tracker's run: its figures and the resident memory its prefill added, per peer.
+struct Run {
+    figures: load::Figures,
+    rss_bytes_per_peer: Option<f64>,
 }
 
 impl Drop for Tracker {
@@ -503,13 +525,7 @@ fn main() {
         return;
     }
     let tracker = if args.spawn {
-        let (child, target, metrics) = spawn_tracker(&args).expect("spawning hayate");
-        Tracker {
-            pid: Some(child.id()),
-            child: Some(child),
-            target,
-            metrics,
-        }
+        spawn_tracker(&args).expect("spawning hayate")
     } else {
         Tracker {
             child: None,
@@ -528,16 +544,7 @@ fn main() {
 fn compare(args: &Args) {
     let workers = cores(&args.tracker_cores).len().max(1);
     println!("== hayate");
-    let (child, target, metrics) = spawn_tracker(args).expect("spawning hayate");
-    let hayate = run(
-        args,
-        Tracker {
-            pid: Some(child.id()),
-            child: Some(child),
-            target,
-            metrics,
-        },
-    );
+    let hayate = run(args, spawn_tracker(args).expect("spawning hayate"));
     println!();
     println!("== aquatic_udp {}", aquatic::VERSION);
     let port = UdpSocket::bind("127.0.0.1:0")
@@ -548,20 +555,18 @@ fn compare(args: &Args) {
     let max_peers = usize::try_from(args.numwant).unwrap_or(0).max(1);
     let child = aquatic::spawn(target, workers, max_peers, cores(&args.tracker_cores))
         .expect("starting aquatic_udp");
-    let aquatic = run(
-        args,
-        Tracker {
-            pid: Some(child.id()),
-            child: Some(child),
-            target,
-            metrics: None,
-        },
+    let aquatic = run(args, Tracker::started(child, target, None));
+    let per_peer = |r: &Run| r.rss_bytes_per_peer.unwrap_or(f64::NAN);
+    load::print_ratios(
+        "aquatic",
+        &hayate.figures,
+        &aquatic.figures,
+        &[("rss_bytes_per_peer", per_peer(&hayate), per_peer(&aquatic))],
     );
-    aquatic::print(&hayate, &aquatic);
 }
 
 /// Prefill, warm-up and the measured run against `tracker`; prints the report.
-fn run(args: &Args, mut tracker: Tracker) -> aquatic::Run {
+fn run(args: &Args, mut tracker: Tracker) -> Run {
     let (target, pid, metrics) = (tracker.target, tracker.pid, tracker.metrics);
     let url_data = Arc::new(if args.jwt {
         tokens(args.torrents)
@@ -676,7 +681,7 @@ fn run(args: &Args, mut tracker: Tracker) -> aquatic::Run {
         .collect(),
     }
     .print();
-    aquatic::Run {
+    Run {
         figures,
         rss_bytes_per_peer,
     }

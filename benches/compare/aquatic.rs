@@ -1,14 +1,14 @@
 //! The side-by-side comparison `udp_load --compare` runs: aquatic_udp (the fastest open UDP
 //! tracker) installed from crates.io into `target/compare/` on request, started with a config
-//! equivalent to hayate's bench config, and the table of ratios between the two runs. Ratios,
-//! not absolute times, are what carry from one machine to another.
+//! equivalent to hayate's bench config. Ratios between the two runs (`load::print_ratios`), not
+//! absolute times, are what carry from one machine to another.
 
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
-use crate::load::{pinned, Figures};
+use crate::load::pinned;
 
 /// The release compared against, with the io_uring backend hayate's default matches.
 pub const VERSION: &str = "0.9.0";
@@ -66,45 +66,4 @@ pub fn spawn(
     cmd.arg("-c").arg(&path).stdout(Stdio::null());
     pinned(&mut cmd, cores);
     cmd.spawn()
-}
-
-/// One tracker's run: its figures and the resident memory its prefill added, per peer.
-pub struct Run {
-    pub figures: Figures,
-    pub rss_bytes_per_peer: Option<f64>,
-}
-
-/// The two runs side by side, then one machine-readable `ratio` line per figure
-/// (hayate / aquatic: below 1 is hayate doing better, except for responses/s).
-pub fn print(hayate: &Run, aquatic: &Run) {
-    let (h, a) = (&hayate.figures, &aquatic.figures);
-    let rows: [(&str, &str, f64, f64); 8] = [
-        ("user_cpu_us_per_response", "us", h.user_us, a.user_us),
-        ("kernel_cpu_us_per_response", "us", h.system_us, a.system_us),
-        (
-            "cpu_us_per_response",
-            "us",
-            h.user_us + h.system_us,
-            a.user_us + a.system_us,
-        ),
-        ("responses_per_s", "", h.responses_per_s, a.responses_per_s),
-        ("latency_p50_us", "us", h.p50_us as f64, a.p50_us as f64),
-        ("latency_p99_us", "us", h.p99_us as f64, a.p99_us as f64),
-        (
-            "rss_bytes_per_peer",
-            "B",
-            hayate.rss_bytes_per_peer.unwrap_or(f64::NAN),
-            aquatic.rss_bytes_per_peer.unwrap_or(f64::NAN),
-        ),
-        ("rss_mib", "MiB", h.rss_mib as f64, a.rss_mib as f64),
-    ];
-    println!();
-    println!("| figure | hayate | aquatic_udp {VERSION} | ratio |");
-    println!("|---|---|---|---|");
-    for (name, unit, x, y) in rows {
-        println!("| {name} | {x:.2} {unit} | {y:.2} {unit} | {:.3} |", x / y);
-    }
-    for (name, _, x, y) in rows {
-        println!("ratio {name}={:.3} hayate={x:.2} aquatic={y:.2}", x / y);
-    }
 }

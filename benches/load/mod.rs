@@ -112,6 +112,37 @@ pub struct Figures {
     pub rss_mib: u64,
 }
 
+/// hayate's figures beside `peer`'s, then one machine-readable `ratio` line per figure (hayate /
+/// peer: below 1 is hayate spending less, except for responses/s), with `extra` rows last.
+pub fn print_ratios(peer: &str, hayate: &Figures, other: &Figures, extra: &[(&str, f64, f64)]) {
+    let (h, o) = (hayate, other);
+    let rows: Vec<(&str, f64, f64)> = [
+        ("user_cpu_us_per_response", h.user_us, o.user_us),
+        ("kernel_cpu_us_per_response", h.system_us, o.system_us),
+        (
+            "cpu_us_per_response",
+            h.user_us + h.system_us,
+            o.user_us + o.system_us,
+        ),
+        ("responses_per_s", h.responses_per_s, o.responses_per_s),
+        ("latency_p50_us", h.p50_us as f64, o.p50_us as f64),
+        ("latency_p99_us", h.p99_us as f64, o.p99_us as f64),
+        ("rss_mib", h.rss_mib as f64, o.rss_mib as f64),
+    ]
+    .into_iter()
+    .chain(extra.iter().copied())
+    .collect();
+    println!();
+    println!("| figure | hayate | {peer} | ratio |");
+    println!("|---|---|---|---|");
+    for &(name, x, y) in &rows {
+        println!("| {name} | {x:.2} | {y:.2} | {:.3} |", x / y);
+    }
+    for &(name, x, y) in &rows {
+        println!("ratio {name}={:.3} hayate={x:.2} {peer}={y:.2}", x / y);
+    }
+}
+
 /// What a measured run saw, printed as a table and then the one machine-readable summary line
 /// both generators share.
 pub struct Report<'a> {
