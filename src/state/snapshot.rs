@@ -377,6 +377,7 @@ pub fn decode(bytes: &[u8]) -> Result<Snapshot, SnapshotError> {
     let room = (body_end - HEADER_LEN) / TORRENT_LEN;
     let mut torrents = Vec::with_capacity(room.min(usize::try_from(want_torrents).unwrap_or(0)));
     let mut peers = 0u64;
+    let layout = PeerLayout::of(version);
     let mut at = HEADER_LEN;
     for _ in 0..sections {
         if body_end - at < 8 {
@@ -395,7 +396,7 @@ pub fn decode(bytes: &[u8]) -> Result<Snapshot, SnapshotError> {
         }
         let section_end = at + section_len as usize;
         while at < section_end {
-            let t = decode_torrent(bytes, at, section_end, PeerLayout::of(version))?;
+            let t = decode_torrent(bytes, at, section_end, layout)?;
             at = t.0;
             peers += (t.1.v4.len() + t.1.v6.len()) as u64;
             torrents.push(t.1);
