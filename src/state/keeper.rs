@@ -22,7 +22,7 @@ pub struct Section {
     pub worker: usize,
     pub round: u64,
     pub writer: SectionWriter,
-    /// Times the walk started over because the table reorganised under it.
+    /// Times the walk started over because the table was packed under it.
     pub restarts: u32,
 }
 

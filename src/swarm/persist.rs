@@ -9,9 +9,9 @@ use crate::state::snapshot::{PeerRecord, SectionWriter, TorrentRecord};
 /// Where a walk of the table is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Walk {
-    next_bucket: usize,
+    next_slot: usize,
     layout: u64,
-    /// Times the table reorganised under the walk, making it start over.
+    /// Times the table was packed under the walk (torrents moved), making it start over.
     pub restarts: u32,
 }
 
@@ -19,7 +19,7 @@ impl Shard {
     /// A walk from the start of the table, for an empty `out`.
     pub fn start_walk(&self) -> Walk {
         Walk {
-            next_bucket: 0,
+            next_slot: 0,
             layout: self.torrents.layout(),
             restarts: 0,
         }
@@ -27,7 +27,7 @@ impl Shard {
 
     /// Writes torrents into `out` from where `walk` is, until at least `budget` peers and
     /// torrents were written or the table ends; true once the whole table is in `out`. If the
-    /// table reorganised since the walk began (torrents moved between buckets), `out` is
+    /// table was packed since the walk began (torrents moved between slots), `out` is
     /// cleared and the walk starts over, so no torrent is missed or written twice.
     pub fn walk_slice(
         &self,
@@ -43,18 +43,18 @@ impl Shard {
                 ..self.start_walk()
             };
         }
-        let buckets = self.torrents.buckets();
+        let slots = self.torrents.slots();
         let mut spent = 0;
-        for index in walk.next_bucket..buckets {
+        for index in walk.next_slot..slots {
             if spent >= budget {
                 break;
             }
-            if let Some((hash, t)) = self.torrents.bucket(index) {
+            if let Some((hash, t)) = self.torrents.slot(index) {
                 spent += 1 + write_torrent(hash, t, now, self.keep_downloaded_secs, out);
             }
-            walk.next_bucket = index + 1;
+            walk.next_slot = index + 1;
         }
-        walk.next_bucket >= buckets
+        walk.next_slot >= slots
     }
 
     /// The whole shard into `out` at once (at shutdown, when nothing else runs).
@@ -601,24 +601,40 @@ mod tests {
     }
 
     #[test]
-    fn a_walk_that_sees_the_table_reorganise_starts_over() {
+    fn a_walk_goes_on_as_the_table_grows_and_starts_over_when_it_is_packed() {
         let mut s = sample_shard(0);
+        let grow = |s: &mut Shard, from: u8| {
+            for t in from..from + 100 {
+                s.announce(
+                    [9, 9, 9, 9],
+                    &announce(t, 1, 10, AnnounceEvent::Started),
+                    0,
+                    0,
+                    |_| {},
+                )
+                .unwrap();
+            }
+        };
         let mut out = SectionWriter::new();
         let mut walk = s.start_walk();
         assert!(!s.walk_slice(&mut walk, 0, 10, &mut out));
-        // Enough new torrents to make the table grow under the walk.
-        for t in 100..200u8 {
-            s.announce(
-                [9, 9, 9, 9],
-                &announce(t, 1, 10, AnnounceEvent::Started),
-                0,
-                0,
-                |_| {},
-            )
-            .unwrap();
-        }
+        // New torrents take new slots (the index grows under the walk): nothing moves.
+        grow(&mut s, 100);
         while !s.walk_slice(&mut walk, 0, 10, &mut out) {}
-        assert!(walk.restarts >= 1);
+        assert_eq!(walk.restarts, 0);
+        assert_eq!(
+            out.torrents() as usize,
+            s.totals().torrents,
+            "each torrent once"
+        );
+
+        // Packing the slots (a sweep that freed most of them) moves torrents: start over.
+        let mut out = SectionWriter::new();
+        let mut walk = s.start_walk();
+        assert!(!s.walk_slice(&mut walk, 0, 10, &mut out));
+        s.torrents.shrink_to(0);
+        while !s.walk_slice(&mut walk, 0, 10, &mut out) {}
+        assert_eq!(walk.restarts, 1);
         assert_eq!(
             out.torrents() as usize,
             s.totals().torrents,

@@ -1,9 +1,12 @@
-//! The shard's map from info hash to torrent, on hashbrown's `HashTable` so a snapshot can walk
-//! it by bucket in slices between batches of requests. A bucket position stays valid while
-//! entries are only added into free buckets and removed; it is invalidated when the table
-//! reorganises (grows, shrinks, or rehashes in place to clear tombstones), which only an insert
-//! into a table with no room left or an explicit shrink can do. `layout` counts those moments,
-//! so a walk that sees it change starts over instead of skipping or repeating torrents.
+//! The shard's map from info hash to torrent: torrents sit densely in a vector of slots, and a
+//! hashbrown `HashTable` of 4-byte slot numbers finds them. A hash table of the torrents
+//! themselves keeps an eighth of its buckets empty at best and half at worst, each as large as
+//! a torrent; here the empty buckets cost 5 bytes and the torrents none (issue 14: bytes per
+//! peer). A removed torrent leaves its slot on a free list for the next one added, so slots
+//! never move while the table is in use: a snapshot walks the slots a slice at a time between
+//! batches of requests. Only `shrink_to`, which packs the slots after a large sweep, moves
+//! them; `layout` counts those moments, so a walk that sees it change starts over instead of
+//! skipping or repeating torrents.
 
 use ahash::RandomState;
 use hashbrown::hash_table::Entry;
@@ -12,19 +15,33 @@ use hashbrown::HashTable;
 use super::Torrent;
 use crate::protocol::InfoHash;
 
+type Slot = Option<(InfoHash, Torrent)>;
+
 pub struct Torrents {
-    table: HashTable<(InfoHash, Torrent)>,
+    index: HashTable<u32>,
+    slots: Vec<Slot>,
+    /// Slots emptied by removals, reused before the vector grows.
+    free: Vec<u32>,
     hasher: RandomState,
     layout: u64,
-    /// Where the next look for a torrent to evict starts: a cursor going round the buckets,
+    /// Where the next look for a torrent to evict starts: a cursor going round the slots,
     /// so repeated looks cover the whole table instead of leaving it to chance.
     evict_at: usize,
+}
+
+fn key(slots: &[Slot], slot: u32) -> &InfoHash {
+    &slots[slot as usize]
+        .as_ref()
+        .expect("the index names only full slots")
+        .0
 }
 
 impl Torrents {
     pub fn new() -> Self {
         Self {
-            table: HashTable::new(),
+            index: HashTable::new(),
+            slots: Vec::new(),
+            free: Vec::new(),
             hasher: RandomState::new(),
             layout: 0,
             evict_at: 0,
@@ -35,25 +52,31 @@ impl Torrents {
         self.hasher.hash_one(info_hash)
     }
 
-    pub fn len(&self) -> usize {
-        self.table.len()
+    fn find(&self, info_hash: &InfoHash) -> Option<usize> {
+        let slots = &self.slots;
+        self.index
+            .find(self.hash(info_hash), |&s| key(slots, s) == info_hash)
+            .map(|&s| s as usize)
     }
 
+    pub fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    /// Torrents the table has room for before it must grow: the larger of the index's and the
+    /// slots' room, since either may hold memory a sweep should give back.
     pub fn capacity(&self) -> usize {
-        self.table.capacity()
+        self.index.capacity().max(self.slots.capacity())
     }
 
     pub fn get(&self, info_hash: &InfoHash) -> Option<&Torrent> {
-        self.table
-            .find(self.hash(info_hash), |(k, _)| k == info_hash)
-            .map(|(_, t)| t)
+        let s = self.find(info_hash)?;
+        self.slots[s].as_ref().map(|(_, t)| t)
     }
 
     pub fn get_mut(&mut self, info_hash: &InfoHash) -> Option<&mut Torrent> {
-        let hash = self.hash(info_hash);
-        self.table
-            .find_mut(hash, |(k, _)| k == info_hash)
-            .map(|(_, t)| t)
+        let s = self.find(info_hash)?;
+        self.slots[s].as_mut().map(|(_, t)| t)
     }
 
     /// The torrent, added empty if absent and `may_add` (then with `true`); `None` if absent
@@ -64,35 +87,56 @@ impl Torrents {
         may_add: bool,
     ) -> Option<(&mut Torrent, bool)> {
         let hash = self.hash(info_hash);
-        if self.table.len() == self.table.capacity() {
-            // The insert below may reorganise the table.
-            self.layout += 1;
+        let (slots, hs) = (&self.slots, &self.hasher);
+        let slot = match self.index.entry(
+            hash,
+            |&s| key(slots, s) == info_hash,
+            |&s| hs.hash_one(key(slots, s)),
+        ) {
+            Entry::Occupied(e) => {
+                let s = *e.get() as usize;
+                let (_, t) = self.slots[s].as_mut().expect("full slot");
+                return Some((t, false));
+            }
+            Entry::Vacant(_) if !may_add => return None,
+            Entry::Vacant(e) => {
+                let s = self.free.pop().unwrap_or(self.slots.len() as u32);
+                e.insert(s);
+                s as usize
+            }
+        };
+        let torrent = Some((*info_hash, Torrent::default()));
+        if slot == self.slots.len() {
+            self.slots.push(torrent);
+        } else {
+            self.slots[slot] = torrent;
         }
-        let hs = &self.hasher;
-        match self
-            .table
-            .entry(hash, |(k, _)| k == info_hash, |(k, _)| hs.hash_one(k))
-        {
-            Entry::Occupied(e) => Some((&mut e.into_mut().1, false)),
-            Entry::Vacant(_) if !may_add => None,
-            Entry::Vacant(e) => Some((
-                &mut e.insert((*info_hash, Torrent::default())).into_mut().1,
-                true,
-            )),
+        let (_, t) = self.slots[slot].as_mut().expect("just filled");
+        Some((t, true))
+    }
+
+    /// Empties the slot and takes its torrent out of the index.
+    fn free_slot(&mut self, slot: usize) {
+        if let Some((info_hash, _)) = self.slots[slot].take() {
+            let hash = self.hash(&info_hash);
+            if let Ok(e) = self.index.find_entry(hash, |&s| s as usize == slot) {
+                e.remove();
+            }
+            self.free.push(slot as u32);
         }
     }
 
     /// Drops one torrent without peers (one kept only for its download count), looked for in
-    /// the next `probes` buckets from where the last look stopped; whether one was dropped.
-    /// Removing leaves every other bucket where it was, so a snapshot walk goes on undisturbed.
+    /// the next `probes` slots from where the last look stopped; whether one was dropped.
+    /// No other torrent moves, so a snapshot walk goes on undisturbed.
     pub fn evict_empty(&mut self, probes: usize) -> bool {
-        let buckets = self.table.num_buckets().max(1);
-        for _ in 0..probes.min(buckets) {
-            let at = self.evict_at % buckets;
+        let slots = self.slots.len().max(1);
+        for _ in 0..probes.min(slots) {
+            let at = self.evict_at % slots;
             self.evict_at = at + 1;
-            if let Ok(e) = self.table.get_bucket_entry(at) {
-                if e.get().1.is_empty() {
-                    e.remove();
+            if let Some(Some((_, t))) = self.slots.get(at) {
+                if t.is_empty() {
+                    self.free_slot(at);
                     return true;
                 }
             }
@@ -101,38 +145,59 @@ impl Torrents {
     }
 
     pub fn remove(&mut self, info_hash: &InfoHash) {
-        let hash = self.hash(info_hash);
-        if let Ok(e) = self.table.find_entry(hash, |(k, _)| k == info_hash) {
-            e.remove();
+        if let Some(s) = self.find(info_hash) {
+            self.free_slot(s);
         }
     }
 
     pub fn retain(&mut self, mut keep: impl FnMut(&InfoHash, &mut Torrent) -> bool) {
-        self.table.retain(|(k, t)| keep(k, t));
+        let (slots, free) = (&mut self.slots, &mut self.free);
+        self.index.retain(|s| {
+            let slot = &mut slots[*s as usize];
+            let (info_hash, t) = slot.as_mut().expect("the index names only full slots");
+            if keep(info_hash, t) {
+                return true;
+            }
+            *slot = None;
+            free.push(*s);
+            false
+        });
     }
 
+    /// Packs the torrents into the first slots and gives back the memory of the rest, keeping
+    /// room for at least `min_capacity` torrents. Every slot may move.
     pub fn shrink_to(&mut self, min_capacity: usize) {
         self.layout += 1;
-        let hs = &self.hasher;
-        self.table.shrink_to(min_capacity, |(k, _)| hs.hash_one(k));
+        self.slots.retain(Option::is_some);
+        self.slots.shrink_to(min_capacity);
+        self.free = Vec::new();
+        self.index = HashTable::with_capacity(self.slots.len().max(min_capacity));
+        let (slots, hs) = (&self.slots, &self.hasher);
+        for s in 0..slots.len() as u32 {
+            self.index
+                .insert_unique(hs.hash_one(key(slots, s)), s, |&s| {
+                    hs.hash_one(key(slots, s))
+                });
+        }
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&InfoHash, &Torrent)> {
-        self.table.iter().map(|(k, t)| (k, t))
+        self.slots.iter().flatten().map(|(k, t)| (k, t))
     }
 
-    /// Changes whenever bucket positions may have moved.
+    /// Changes whenever slots may have moved.
     pub fn layout(&self) -> u64 {
         self.layout
     }
 
-    pub fn buckets(&self) -> usize {
-        self.table.num_buckets()
+    /// Slots in use or free: a walk covers `0..slots()`.
+    pub fn slots(&self) -> usize {
+        self.slots.len()
     }
 
-    /// The torrent in bucket `index`, if the bucket is full.
-    pub fn bucket(&self, index: usize) -> Option<(&InfoHash, &Torrent)> {
-        self.table.get_bucket(index).map(|(k, t)| (k, t))
+    /// The torrent in slot `index`, if the slot is full.
+    pub fn slot(&self, index: usize) -> Option<(&InfoHash, &Torrent)> {
+        self.slots.get(index)?.as_ref().map(|(k, t)| (k, t))
     }
 }
 
@@ -146,10 +211,10 @@ mod tests {
         h
     }
 
-    /// Every torrent a full walk by bucket finds, in bucket order.
+    /// Every torrent a full walk by slot finds, in slot order.
     fn walk(t: &Torrents) -> Vec<InfoHash> {
-        (0..t.buckets())
-            .filter_map(|i| t.bucket(i).map(|(k, _)| *k))
+        (0..t.slots())
+            .filter_map(|i| t.slot(i).map(|(k, _)| *k))
             .collect()
     }
 
@@ -168,37 +233,51 @@ mod tests {
     }
 
     #[test]
-    fn positions_hold_until_the_layout_changes() {
+    fn slots_hold_until_the_layout_changes() {
         let mut t = Torrents::new();
         for n in 0..100 {
             t.get_or_add(&hash(n), true);
         }
         let layout = t.layout();
-        let before = walk(&t);
-        // Removals and inserts into free buckets leave every other torrent where it was.
+        let before: Vec<(usize, InfoHash)> = (0..t.slots())
+            .filter_map(|b| t.slot(b).map(|(h, _)| (b, *h)))
+            .collect();
+        assert_eq!(before.len(), 100);
+        // Removals, reuse of the freed slots, and growth of both the slots and the index
+        // leave every other torrent in its slot.
         for n in (0..100).step_by(3) {
             t.remove(&hash(n));
         }
-        while t.len() < t.capacity() {
-            let n = 1000 + t.len() as u32;
+        for n in 1000..3000 {
             t.get_or_add(&hash(n), true);
         }
-        assert_eq!(t.layout(), layout, "no reorganisation yet");
-        for (i, k) in before.iter().enumerate() {
+        assert_eq!(t.layout(), layout, "no slot moved");
+        for (b, k) in &before {
             let n = u32::from_le_bytes(k[..4].try_into().unwrap());
+            let now = t.slot(*b).map(|(h, _)| *h);
             if n % 3 != 0 {
-                let at = (0..t.buckets()).find(|&b| t.bucket(b).map(|(h, _)| h) == Some(k));
-                assert!(at.is_some(), "torrent {n} (walk position {i}) still there");
+                assert_eq!(now, Some(*k), "torrent {n} left slot {b}");
             }
         }
-        let buckets = t.buckets();
-        // The table is full: the next insert may move everything, and says so.
-        t.get_or_add(&hash(5000), true);
-        assert_ne!(t.layout(), layout);
-        assert!(t.buckets() >= buckets);
-        let layout = t.layout();
+        assert_eq!(t.slots(), 2000 + 100 - 34, "the 34 freed slots were reused");
+        // A shrink packs the slots and says so; every torrent is still found.
+        for n in 1000..3000 {
+            t.remove(&hash(n));
+        }
+        let capacity = t.capacity();
         t.shrink_to(0);
-        assert_ne!(t.layout(), layout, "a shrink moves buckets");
+        assert_ne!(t.layout(), layout, "a shrink moves slots");
+        assert_eq!((t.len(), t.slots()), (66, 66));
+        assert!(t.capacity() < capacity / 4, "memory given back");
+        for n in 0..100 {
+            assert_eq!(t.get(&hash(n)).is_some(), n % 3 != 0, "torrent {n}");
+        }
+        assert_eq!(walk(&t).len(), 66);
+        t.get_or_add(&hash(7000), true);
+        assert!(
+            t.get(&hash(7000)).is_some(),
+            "the packed table takes new torrents"
+        );
     }
 
     #[test]
