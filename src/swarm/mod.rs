@@ -3,6 +3,7 @@
 //! locks. The shard sees parsed announces and hands out peers through a callback; it never
 //! sees bytes or sockets.
 
+mod packed;
 mod peers;
 mod persist;
 mod sources;
@@ -14,7 +15,8 @@ use std::net::IpAddr;
 
 use ahash::RandomState;
 
-pub use peers::{Peer, PeerIp, PeerSet, Previous};
+use packed::Packed;
+pub use peers::{Peer, PeerIp, PeerSet, Previous, Spread, Store};
 pub use persist::Walk;
 pub use sources::{Held, Quotas, Sources};
 pub use subnet::SubnetIndex;
@@ -22,21 +24,19 @@ use table::Torrents;
 
 use crate::protocol::{Announce, AnnounceEvent, InfoHash, SwarmCounts};
 
-/// A torrent's peers, by family, and its completed count. IPv6 peers are rarer, so their set
-/// sits behind a box that exists only while the torrent has any: a torrent costs 40 bytes here.
+/// A torrent's peers, by family, and its completed count: 20 bytes, so with its info hash a
+/// table slot is 40. The IPv4 store also carries the rarer IPv6 set (see [`packed`]).
 #[derive(Debug, Default)]
 pub struct Torrent {
-    pub v4: PeerSet<[u8; 4]>,
-    pub v6: Option<Box<PeerSet<[u8; 16]>>>,
+    pub v4: PeerSet<[u8; 4], Packed>,
     pub downloaded: u32,
-    /// While the torrent has no peers: the second (process clock) until which it is kept for
-    /// its `downloaded` count. Meaningless while it has peers. Fills padding: free.
-    pub keep_until: u32,
 }
+
+const _: () = assert!(std::mem::size_of::<Option<(InfoHash, Torrent)>>() == 40);
 
 impl Torrent {
     fn counts(&self) -> SwarmCounts {
-        let v6 = self.v6.as_deref();
+        let v6 = self.v6();
         SwarmCounts {
             seeders: (self.v4.seeders() + v6.map_or(0, PeerSet::seeders)) as u32,
             leechers: (self.v4.leechers() + v6.map_or(0, PeerSet::leechers)) as u32,
@@ -45,11 +45,27 @@ impl Torrent {
     }
 
     fn len(&self) -> usize {
-        self.v4.len() + self.v6.as_deref().map_or(0, PeerSet::len)
+        self.v4.len() + self.v6().map_or(0, PeerSet::len)
     }
 
     fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// The IPv6 peers, if the torrent has any set for them.
+    pub fn v6(&self) -> Option<&PeerSet<[u8; 16]>> {
+        self.v4.store.v6()
+    }
+
+    /// While the torrent has no peers: the second (process clock) until which it is kept for
+    /// its `downloaded` count. Zero while it has peers.
+    pub fn keep_until(&self) -> u32 {
+        self.v4.store.keep_until()
+    }
+
+    /// Sets the keeping time of a torrent without peers (ignored while it has some).
+    pub fn set_keep_until(&mut self, keep_until: u32) {
+        self.v4.store.set_keep_until(keep_until);
     }
 
     /// Whether the peer at `key` may be stored under a limit of `max` peers: only a peer the
@@ -60,9 +76,7 @@ impl Torrent {
 
     /// Drops the IPv6 set once it is empty.
     fn tidy(&mut self) {
-        if self.v6.as_deref().is_some_and(PeerSet::is_empty) {
-            self.v6 = None;
-        }
+        self.v4.store.drop_empty_v6();
     }
 }
 
@@ -76,10 +90,12 @@ pub trait Family: PeerIp {
     fn masked(&self, prefix: u8) -> Self;
     /// The shard's subnet index of this family, when subnet preference is on.
     fn subnets(s: &mut Subnets) -> Option<&mut SubnetIndex<Self>>;
+    /// How a torrent stores this family's peers.
+    type Store: Store<Self>;
     /// The set, made if the torrent has none yet.
-    fn set(t: &mut Torrent) -> &mut PeerSet<Self>;
+    fn set(t: &mut Torrent) -> &mut PeerSet<Self, Self::Store>;
     /// The set, if the torrent has one.
-    fn existing(t: &mut Torrent) -> Option<&mut PeerSet<Self>>;
+    fn existing(t: &mut Torrent) -> Option<&mut PeerSet<Self, Self::Store>>;
     /// The source the address belongs to, for quotas: the address itself, or an IPv6 /64.
     fn source(&self) -> Self;
     /// This family's holdings by source, with the quotas they are held to.
@@ -100,10 +116,11 @@ impl Family for [u8; 4] {
     fn subnets(s: &mut Subnets) -> Option<&mut SubnetIndex<Self>> {
         s.v4.as_deref_mut()
     }
-    fn set(t: &mut Torrent) -> &mut PeerSet<Self> {
+    type Store = Packed;
+    fn set(t: &mut Torrent) -> &mut PeerSet<Self, Packed> {
         &mut t.v4
     }
-    fn existing(t: &mut Torrent) -> Option<&mut PeerSet<Self>> {
+    fn existing(t: &mut Torrent) -> Option<&mut PeerSet<Self, Packed>> {
         Some(&mut t.v4)
     }
     fn source(&self) -> Self {
@@ -128,11 +145,12 @@ impl Family for [u8; 16] {
     fn subnets(s: &mut Subnets) -> Option<&mut SubnetIndex<Self>> {
         s.v6.as_deref_mut()
     }
+    type Store = Spread<Self>;
     fn set(t: &mut Torrent) -> &mut PeerSet<Self> {
-        t.v6.get_or_insert_with(Default::default)
+        t.v4.store.v6_or_insert()
     }
     fn existing(t: &mut Torrent) -> Option<&mut PeerSet<Self>> {
-        t.v6.as_deref_mut()
+        t.v4.store.v6_mut()
     }
     fn source(&self) -> Self {
         self.masked(64)
@@ -314,7 +332,7 @@ impl Shard {
 
     /// Whether an empty torrent stays: it counted downloads and its keeping time is not up.
     fn kept(t: &Torrent, now: u32) -> bool {
-        t.downloaded > 0 && now < t.keep_until
+        t.downloaded > 0 && now < t.keep_until()
     }
 
     /// Hands announcers the peers of their own subnet first: IPv4 addresses sharing their
@@ -373,7 +391,7 @@ impl Shard {
             self.leechers = self.leechers - before.leechers as usize + counts.leechers as usize;
             if t.is_empty() {
                 if previous != Previous::Absent {
-                    t.keep_until = now.saturating_add(self.keep_downloaded_secs);
+                    t.set_keep_until(now.saturating_add(self.keep_downloaded_secs));
                 }
                 if !Self::kept(t, now) {
                     self.torrents.remove(&a.info_hash);
@@ -568,7 +586,7 @@ impl Shard {
                 index.rebuild(hash, &t.v4, hs);
             }
             dropped += gone;
-            if let Some(v6) = t.v6.as_deref_mut() {
+            if let Some(v6) = t.v4.store.v6_mut() {
                 let gone = v6.expire(now, hs, |p| left(sources.as_deref_mut(), p.ip));
                 if let (true, Some(index)) = (gone > 0, subnets.v6.as_deref_mut()) {
                     index.rebuild(hash, v6, hs);
@@ -583,7 +601,7 @@ impl Shard {
                 return true;
             }
             if !was_empty {
-                t.keep_until = now.saturating_add(keep_secs);
+                t.set_keep_until(now.saturating_add(keep_secs));
             }
             Self::kept(t, now)
         });
@@ -626,14 +644,14 @@ impl Shard {
                 index.check(hash, Some(&t.v4));
             }
             if let Some(index) = self.subnets.v6.as_deref() {
-                index.check(hash, t.v6.as_deref());
+                index.check(hash, t.v6());
             }
             assert!(
                 !t.is_empty() || t.downloaded > 0,
                 "empty torrent kept without a download count"
             );
             t.v4.check_invariants(&self.hasher);
-            if let Some(v6) = t.v6.as_deref() {
+            if let Some(v6) = t.v6() {
                 assert!(!v6.is_empty(), "empty IPv6 set kept");
                 v6.check_invariants(&self.hasher);
             }
@@ -645,7 +663,7 @@ impl Shard {
                 for p in t.v4.peers() {
                     *v4.entry(p.ip.source()).or_insert(0u32) += 1;
                 }
-                for p in t.v6.as_deref().map_or(&[][..], PeerSet::peers) {
+                for p in t.v6().map_or(&[][..], PeerSet::peers) {
                     *v6.entry(p.ip.source()).or_insert(0u32) += 1;
                 }
             }
@@ -1213,7 +1231,7 @@ mod tests {
             .unwrap();
         }
         let t = s.torrents.get(&[1u8; 20]).unwrap();
-        assert!(t.v6.is_none(), "an empty IPv6 set is kept");
+        assert!(t.v6().is_none(), "an empty IPv6 set is kept");
         assert_eq!(s.counts(&[1; 20]), counts(2, 1, 0));
         s.check_invariants();
     }
@@ -1328,7 +1346,7 @@ mod tests {
         s.torrents.get_or_add(&[9; 20], true);
         assert!(panics(&s), "an empty torrent passed");
         let mut s = sound();
-        s.torrents.get_mut(&[1; 20]).unwrap().v6 = Some(Box::default());
+        *s.torrents.get_mut(&[1; 20]).unwrap().v4.store.v6_or_insert() = PeerSet::default();
         assert!(panics(&s), "an empty IPv6 set passed");
     }
 

@@ -63,53 +63,120 @@ pub enum Previous {
     Seeder,
 }
 
+/// Where a set keeps its peers, its seeder count and its index. The set's rules (roles,
+/// positions, the index kept true) are written once in [`PeerSet`]; a store decides only how
+/// the bytes are held and when memory is taken or given back.
+pub trait Store<I>: Default {
+    fn peers(&self) -> &[Peer<I>];
+    /// The peers and the index at once, for updates that keep the two in step.
+    fn parts_mut(&mut self) -> (&mut [Peer<I>], Option<&mut HashTable<u32>>);
+    fn index(&self) -> Option<&HashTable<u32>>;
+    fn set_index(&mut self, index: Option<HashTable<u32>>);
+    fn seeders(&self) -> u32;
+    fn set_seeders(&mut self, seeders: u32);
+    /// Appends a peer, taking room as the store's growth rule says.
+    fn push(&mut self, peer: Peer<I>);
+    /// Keeps the first `len` peers, giving memory back as the store's rule says.
+    fn truncate(&mut self, len: usize);
+    /// Peers the store has room for without growing.
+    fn capacity(&self) -> usize;
+}
+
+/// The plain store: a `ThinVec` (one pointer; its length and capacity live in the allocation,
+/// and an empty one allocates nothing) growing one peer at a time up to four, then doubling,
+/// and giving memory back once it holds more than four times what it needs.
 #[derive(Debug)]
-pub struct PeerSet<I> {
-    /// Seeders in `[..seeders]`, leechers after.
+pub struct Spread<I> {
     peers: ThinVec<Peer<I>>,
     index: Option<Box<HashTable<u32>>>,
     seeders: u32,
 }
 
-impl<I> Default for PeerSet<I> {
+impl<I> Default for Spread<I> {
     fn default() -> Self {
         Self {
             peers: ThinVec::new(),
-            seeders: 0,
             index: None,
+            seeders: 0,
         }
     }
 }
 
+impl<I: PeerIp> Store<I> for Spread<I> {
+    fn peers(&self) -> &[Peer<I>] {
+        &self.peers
+    }
+    fn parts_mut(&mut self) -> (&mut [Peer<I>], Option<&mut HashTable<u32>>) {
+        (&mut self.peers, self.index.as_deref_mut())
+    }
+    fn index(&self) -> Option<&HashTable<u32>> {
+        self.index.as_deref()
+    }
+    fn set_index(&mut self, index: Option<HashTable<u32>>) {
+        self.index = index.map(Box::new);
+    }
+    fn seeders(&self) -> u32 {
+        self.seeders
+    }
+    fn set_seeders(&mut self, seeders: u32) {
+        self.seeders = seeders;
+    }
+    fn push(&mut self, peer: Peer<I>) {
+        let len = self.peers.len();
+        if len == self.peers.capacity() {
+            // Exact growth while small: most sets never pass a handful of peers.
+            self.peers.reserve_exact(if len < 4 { 1 } else { len });
+        }
+        self.peers.push(peer);
+    }
+    fn truncate(&mut self, len: usize) {
+        self.peers.truncate(len);
+        if self.peers.capacity() > 4 * len.max(1) {
+            self.peers.shrink_to_fit();
+        }
+    }
+    fn capacity(&self) -> usize {
+        self.peers.capacity()
+    }
+}
+
+/// The peers of one torrent in one family, held in store `S`.
+#[derive(Debug, Default)]
+pub struct PeerSet<I, S = Spread<I>> {
+    pub(super) store: S,
+    _family: std::marker::PhantomData<I>,
+}
+
 const MOVING: u32 = u32::MAX;
 
-impl<I: PeerIp> PeerSet<I> {
+impl<I: PeerIp, S: Store<I>> PeerSet<I, S> {
     pub fn len(&self) -> usize {
-        self.peers.len()
+        self.store.peers().len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.peers.is_empty()
+        self.store.peers().is_empty()
     }
 
     pub fn seeders(&self) -> usize {
-        self.seeders as usize
+        self.store.seeders() as usize
     }
 
     pub fn leechers(&self) -> usize {
-        self.peers.len() - self.seeders as usize
+        self.len() - self.seeders()
     }
 
     pub fn peers(&self) -> &[Peer<I>] {
-        &self.peers
+        self.store.peers()
     }
 
     fn find(&self, key: (I, u16), hs: &impl BuildHasher) -> Option<usize> {
-        match &self.index {
+        let peers = self.store.peers();
+        match self.store.index() {
             Some(index) => index
-                .find(hs.hash_one(key), |&p| self.peers[p as usize].key() == key)
+                .find(hs.hash_one(key), |&p| peers[p as usize].key() == key)
                 .map(|&p| p as usize),
-            None => self.peers.iter().position(|p| p.key() == key),
+            None => peers.iter().position(|p| p.key() == key),
         }
     }
 
@@ -133,8 +200,8 @@ impl<I: PeerIp> PeerSet<I> {
         rng: &mut fastrand::Rng,
         mut out: impl FnMut(&Peer<I>),
     ) -> usize {
-        let from = if for_seeder { self.seeders as usize } else { 0 };
-        let range = &self.peers[from..];
+        let from = if for_seeder { self.seeders() } else { 0 };
+        let range = &self.peers()[from..];
         if range.is_empty() || want == 0 {
             return 0;
         }
@@ -156,38 +223,35 @@ impl<I: PeerIp> PeerSet<I> {
     /// Adds or refreshes a peer, as a seeder or leecher.
     pub fn upsert(&mut self, peer: Peer<I>, seeder: bool, hs: &impl BuildHasher) -> Previous {
         let key = peer.key();
+        let seeders = self.seeders();
         let Some(pos) = self.find(key, hs) else {
-            let pos = self.peers.len();
-            if pos == self.peers.capacity() {
-                // Exact growth while small: most sets never pass a handful of peers.
-                self.peers.reserve_exact(if pos < 4 { 1 } else { pos });
-            }
-            self.peers.push(peer);
-            match &mut self.index {
-                Some(index) => {
-                    let peers = &self.peers;
+            let pos = self.len();
+            self.store.push(peer);
+            match self.store.parts_mut() {
+                (peers, Some(index)) => {
                     index.insert_unique(hs.hash_one(key), pos as u32, |&p| {
                         hs.hash_one(peers[p as usize].key())
                     });
                 }
-                None if self.peers.len() > INDEX_AT => self.rebuild_index(hs),
-                None => {}
+                (peers, None) if peers.len() > INDEX_AT => self.rebuild_index(hs),
+                _ => {}
             }
             if seeder {
-                self.swap(pos, self.seeders as usize, hs);
-                self.seeders += 1;
+                self.swap(pos, seeders, hs);
+                self.store.set_seeders(seeders as u32 + 1);
             }
             return Previous::Absent;
         };
-        let counted = self.peers[pos].counted || peer.counted;
-        self.peers[pos] = Peer { counted, ..peer };
-        let was_seeder = pos < self.seeders as usize;
+        let (peers, _) = self.store.parts_mut();
+        let counted = peers[pos].counted || peer.counted;
+        peers[pos] = Peer { counted, ..peer };
+        let was_seeder = pos < seeders;
         if seeder && !was_seeder {
-            self.swap(pos, self.seeders as usize, hs);
-            self.seeders += 1;
+            self.swap(pos, seeders, hs);
+            self.store.set_seeders(seeders as u32 + 1);
         } else if !seeder && was_seeder {
-            self.swap(pos, self.seeders as usize - 1, hs);
-            self.seeders -= 1;
+            self.swap(pos, seeders - 1, hs);
+            self.store.set_seeders(seeders as u32 - 1);
         }
         if was_seeder {
             Previous::Seeder
@@ -199,13 +263,11 @@ impl<I: PeerIp> PeerSet<I> {
     /// Marks the peer at `key` as having its download counted; false if it already had (or
     /// is not in the set).
     pub fn count_download(&mut self, key: (I, u16), hs: &impl BuildHasher) -> bool {
-        match self.find(key, hs) {
-            Some(pos) if !self.peers[pos].counted => {
-                self.peers[pos].counted = true;
-                true
-            }
-            _ => false,
-        }
+        let Some(pos) = self.find(key, hs) else {
+            return false;
+        };
+        let peer = &mut self.store.parts_mut().0[pos];
+        !std::mem::replace(&mut peer.counted, true)
     }
 
     /// Removes a peer; says what it was.
@@ -213,24 +275,24 @@ impl<I: PeerIp> PeerSet<I> {
         let Some(mut pos) = self.find(key, hs) else {
             return Previous::Absent;
         };
-        let was_seeder = pos < self.seeders as usize;
+        let seeders = self.seeders();
+        let was_seeder = pos < seeders;
         if was_seeder {
-            let last_seeder = self.seeders as usize - 1;
-            self.swap(pos, last_seeder, hs);
-            self.seeders -= 1;
-            pos = last_seeder;
+            self.swap(pos, seeders - 1, hs);
+            self.store.set_seeders(seeders as u32 - 1);
+            pos = seeders - 1;
         }
-        let last = self.peers.len() - 1;
+        let last = self.len() - 1;
         self.swap(pos, last, hs);
-        if let Some(index) = &mut self.index {
+        if let (_, Some(index)) = self.store.parts_mut() {
             if let Ok(e) = index.find_entry(hs.hash_one(key), |&p| p as usize == last) {
                 e.remove();
             }
         }
-        self.peers.pop();
-        if self.index.is_some() && self.peers.len() < INDEX_AT / 2 {
-            self.index = None;
+        if self.store.index().is_some() && last < INDEX_AT / 2 {
+            self.store.set_index(None);
         }
+        self.store.truncate(last);
         if was_seeder {
             Previous::Seeder
         } else {
@@ -245,16 +307,16 @@ impl<I: PeerIp> PeerSet<I> {
         hs: &impl BuildHasher,
         mut gone: impl FnMut(&Peer<I>),
     ) -> usize {
-        let before = self.peers.len();
+        let before = self.len();
+        let seeders = self.seeders();
+        let (peers, _) = self.store.parts_mut();
         let mut kept = 0;
         let mut seeders_kept = 0;
         for read in 0..before {
-            let p = self.peers[read];
+            let p = peers[read];
             if p.expires > now {
-                if read < self.seeders as usize {
-                    seeders_kept += 1;
-                }
-                self.peers[kept] = p;
+                seeders_kept += u32::from(read < seeders);
+                peers[kept] = p;
                 kept += 1;
             } else {
                 gone(&p);
@@ -263,12 +325,9 @@ impl<I: PeerIp> PeerSet<I> {
         if kept == before {
             return 0;
         }
-        self.peers.truncate(kept);
-        self.seeders = seeders_kept;
-        if self.peers.capacity() > 4 * kept.max(1) {
-            self.peers.shrink_to_fit();
-        }
-        self.index = None;
+        self.store.set_index(None);
+        self.store.set_seeders(seeders_kept);
+        self.store.truncate(kept);
         if kept > INDEX_AT {
             self.rebuild_index(hs);
         }
@@ -276,14 +335,14 @@ impl<I: PeerIp> PeerSet<I> {
     }
 
     fn rebuild_index(&mut self, hs: &impl BuildHasher) {
-        let mut index = HashTable::with_capacity(self.peers.len());
-        for (pos, p) in self.peers.iter().enumerate() {
-            let peers = &self.peers;
+        let peers = self.store.peers();
+        let mut index = HashTable::with_capacity(peers.len());
+        for (pos, p) in peers.iter().enumerate() {
             index.insert_unique(hs.hash_one(p.key()), pos as u32, |&q| {
                 hs.hash_one(peers[q as usize].key())
             });
         }
-        self.index = Some(Box::new(index));
+        self.store.set_index(Some(index));
     }
 
     /// Swaps two positions, keeping the index true. Entries are matched by position, not key,
@@ -292,35 +351,39 @@ impl<I: PeerIp> PeerSet<I> {
         if i == j {
             return;
         }
-        self.peers.swap(i, j);
-        if self.index.is_some() {
-            let (ki, kj) = (self.peers[j].key(), self.peers[i].key());
-            self.repoint(ki, i as u32, MOVING, hs);
-            self.repoint(kj, j as u32, i as u32, hs);
-            self.repoint(ki, MOVING, j as u32, hs);
+        let (peers, index) = self.store.parts_mut();
+        peers.swap(i, j);
+        if let Some(index) = index {
+            let (ki, kj) = (peers[j].key(), peers[i].key());
+            let mut repoint = |key: (I, u16), from: u32, to: u32| {
+                if let Some(p) = index.find_mut(hs.hash_one(key), |&p| p == from) {
+                    *p = to;
+                }
+            };
+            repoint(ki, i as u32, MOVING);
+            repoint(kj, j as u32, i as u32);
+            repoint(ki, MOVING, j as u32);
         }
     }
 
-    fn repoint(&mut self, key: (I, u16), from: u32, to: u32, hs: &impl BuildHasher) {
-        if let Some(index) = &mut self.index {
-            if let Some(p) = index.find_mut(hs.hash_one(key), |&p| p == from) {
-                *p = to;
-            }
-        }
+    /// Whether the set keeps an index (tests).
+    pub fn indexed(&self) -> bool {
+        self.store.index().is_some()
     }
 
     /// Checks the set's own invariants (tests and fuzzing).
     pub fn check_invariants(&self, hs: &impl BuildHasher) {
-        assert!(self.seeders as usize <= self.peers.len());
-        for (pos, p) in self.peers.iter().enumerate() {
+        assert!(self.seeders() <= self.len());
+        assert!(self.store.capacity() >= self.len());
+        for (pos, p) in self.peers().iter().enumerate() {
             assert_eq!(
                 self.find(p.key(), hs),
                 Some(pos),
                 "peer {pos} not found at its place"
             );
         }
-        if let Some(index) = &self.index {
-            assert_eq!(index.len(), self.peers.len());
+        if let Some(index) = self.store.index() {
+            assert_eq!(index.len(), self.len());
         }
     }
 }
@@ -328,6 +391,7 @@ impl<I: PeerIp> PeerSet<I> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::swarm::packed::Packed;
 
     fn peer(n: u32) -> Peer<[u8; 4]> {
         Peer {
@@ -340,9 +404,14 @@ mod tests {
 
     #[test]
     fn upsert_remove_and_roles_with_and_without_index() {
+        upsert_remove_and_roles_with_and_without_index_in::<Spread<[u8; 4]>>();
+        upsert_remove_and_roles_with_and_without_index_in::<Packed>();
+    }
+
+    fn upsert_remove_and_roles_with_and_without_index_in<S: Store<[u8; 4]> + std::fmt::Debug>() {
         let hs = ahash::RandomState::new();
         for n in [5u32, 40, 300] {
-            let mut set = PeerSet::default();
+            let mut set = PeerSet::<[u8; 4], S>::default();
             for i in 0..n {
                 assert_eq!(set.upsert(peer(i), i % 3 == 0, &hs), Previous::Absent);
                 set.check_invariants(&hs);
@@ -387,8 +456,13 @@ mod tests {
 
     #[test]
     fn expire_keeps_roles_and_index() {
+        expire_keeps_roles_and_index_in::<Spread<[u8; 4]>>();
+        expire_keeps_roles_and_index_in::<Packed>();
+    }
+
+    fn expire_keeps_roles_and_index_in<S: Store<[u8; 4]> + std::fmt::Debug>() {
         let hs = ahash::RandomState::new();
-        let mut set = PeerSet::default();
+        let mut set = PeerSet::<[u8; 4], S>::default();
         for i in 0..100 {
             set.upsert(peer(i), i % 2 == 0, &hs);
         }
@@ -402,9 +476,14 @@ mod tests {
 
     #[test]
     fn select_skips_announcer_and_respects_roles() {
+        select_skips_announcer_and_respects_roles_in::<Spread<[u8; 4]>>();
+        select_skips_announcer_and_respects_roles_in::<Packed>();
+    }
+
+    fn select_skips_announcer_and_respects_roles_in<S: Store<[u8; 4]> + std::fmt::Debug>() {
         let hs = ahash::RandomState::new();
         let mut rng = fastrand::Rng::with_seed(1);
-        let mut set = PeerSet::default();
+        let mut set = PeerSet::<[u8; 4], S>::default();
         for i in 0..10 {
             set.upsert(peer(i), i < 4, &hs);
         }
@@ -421,7 +500,7 @@ mod tests {
     }
 
     /// Peers `0..n`, every third a seeder.
-    fn set_of(n: u32, hs: &ahash::RandomState) -> PeerSet<[u8; 4]> {
+    fn set_of<S: Store<[u8; 4]>>(n: u32, hs: &ahash::RandomState) -> PeerSet<[u8; 4], S> {
         let mut set = PeerSet::default();
         for i in 0..n {
             set.upsert(peer(i), i % 3 == 0, hs);
@@ -434,40 +513,45 @@ mod tests {
         // The per-torrent memory promised in the module doc: nothing for an empty set, room
         // for exactly the peers held while small, doubling past four.
         let hs = ahash::RandomState::new();
-        let mut set = PeerSet::default();
-        assert_eq!(set.peers.capacity(), 0, "an empty set allocates nothing");
+        let mut set: PeerSet<[u8; 4]> = PeerSet::default();
+        assert_eq!(set.store.capacity(), 0, "an empty set allocates nothing");
         for i in 0..70u32 {
             set.upsert(peer(i), i % 3 == 0, &hs);
             let n = i as usize + 1;
             let want = if n <= 4 { n } else { n.next_power_of_two() };
-            assert_eq!(set.peers.capacity(), want, "room for {n} peers");
+            assert_eq!(set.store.capacity(), want, "room for {n} peers");
             // A re-announce of a held peer never grows the set.
             set.upsert(peer(i / 2), false, &hs);
-            assert_eq!(set.peers.capacity(), want, "room after a re-announce");
+            assert_eq!(set.store.capacity(), want, "room after a re-announce");
         }
     }
 
     #[test]
     fn index_is_built_past_index_at_and_dropped_below_half() {
+        index_is_built_past_index_at_and_dropped_below_half_in::<Spread<[u8; 4]>>();
+        index_is_built_past_index_at_and_dropped_below_half_in::<Packed>();
+    }
+
+    fn index_is_built_past_index_at_and_dropped_below_half_in<S: Store<[u8; 4]> + std::fmt::Debug>() {
         let hs = ahash::RandomState::new();
         let at = INDEX_AT as u32;
-        let mut set = set_of(at, &hs);
-        assert!(set.index.is_none(), "{at} peers are searched linearly");
+        let mut set = set_of::<S>(at, &hs);
+        assert!(!set.indexed(), "{at} peers are searched linearly");
         set.upsert(peer(at), false, &hs);
-        assert!(set.index.is_some(), "peer {} builds the index", at + 1);
+        assert!(set.indexed(), "peer {} builds the index", at + 1);
         set.check_invariants(&hs);
         // Removals keep it down to half (no rebuild churn around the threshold)...
         let mut next = 0;
         while set.len() > INDEX_AT / 2 {
             set.remove(peer(next).key(), &hs);
             next += 1;
-            assert!(set.index.is_some(), "index dropped at {} peers", set.len());
+            assert!(set.indexed(), "index dropped at {} peers", set.len());
             set.check_invariants(&hs);
         }
         // ...and drop it below half.
         set.remove(peer(next).key(), &hs);
         assert_eq!(set.len(), INDEX_AT / 2 - 1);
-        assert!(set.index.is_none(), "index kept at {} peers", set.len());
+        assert!(!set.indexed(), "index kept at {} peers", set.len());
         set.check_invariants(&hs);
         assert!(!set.contains(peer(next).key(), &hs));
         assert!(set.contains(peer(at).key(), &hs));
@@ -475,9 +559,14 @@ mod tests {
 
     #[test]
     fn expiry_drops_a_peer_at_its_expiry_second_and_keeps_roles() {
+        expiry_drops_a_peer_at_its_expiry_second_and_keeps_roles_in::<Spread<[u8; 4]>>();
+        expiry_drops_a_peer_at_its_expiry_second_and_keeps_roles_in::<Packed>();
+    }
+
+    fn expiry_drops_a_peer_at_its_expiry_second_and_keeps_roles_in<S: Store<[u8; 4]> + std::fmt::Debug>() {
         // A peer is gone from the second its `expires` names (see `Peer::expires`).
         let hs = ahash::RandomState::new();
-        let mut set = PeerSet::default();
+        let mut set = PeerSet::<[u8; 4], S>::default();
         for (i, expires) in [499u32, 500, 501].into_iter().enumerate() {
             let base = peer(i as u32);
             set.upsert(Peer { expires, ..base }, true, &hs);
@@ -509,7 +598,7 @@ mod tests {
         assert_eq!(set.expire(501, &hs, |_| {}), 2);
         assert!(set.is_empty());
         assert_eq!(
-            set.peers.capacity(),
+            set.store.capacity(),
             0,
             "an emptied set gives its memory back"
         );
@@ -517,19 +606,24 @@ mod tests {
 
     #[test]
     fn expiry_rebuilds_the_index_only_past_index_at() {
+        expiry_rebuilds_the_index_only_past_index_at_in::<Spread<[u8; 4]>>();
+        expiry_rebuilds_the_index_only_past_index_at_in::<Packed>();
+    }
+
+    fn expiry_rebuilds_the_index_only_past_index_at_in<S: Store<[u8; 4]> + std::fmt::Debug>() {
         // After an expiry the set is as if filled anew: indexed only past INDEX_AT peers.
         let hs = ahash::RandomState::new();
         let at = INDEX_AT as u32;
         for (kept, indexed) in [(at + 1, true), (at, false)] {
-            let mut set = PeerSet::default();
+            let mut set = PeerSet::<[u8; 4], S>::default();
             for i in 0..at + 10 {
                 // expires = 1 for the first `kept` peers, 0 for the rest.
                 let expires = u32::from(i < kept);
                 set.upsert(Peer { expires, ..peer(i) }, i % 2 == 0, &hs);
             }
-            assert!(set.index.is_some());
+            assert!(set.indexed());
             assert_eq!(set.expire(0, &hs, |_| {}), (at + 10 - kept) as usize);
-            assert_eq!(set.index.is_some(), indexed, "index after expiry to {kept}");
+            assert_eq!(set.indexed(), indexed, "index after expiry to {kept}");
             set.check_invariants(&hs);
         }
     }
@@ -540,7 +634,7 @@ mod tests {
         // times the survivors' room is held, so a set that shrinks a little keeps its room.
         let hs = ahash::RandomState::new();
         for (kept, capacity) in [(16u32, 64), (15, 15), (1, 1)] {
-            let mut set = PeerSet::default();
+            let mut set: PeerSet<[u8; 4]> = PeerSet::default();
             for i in 0..64 {
                 set.upsert(
                     Peer {
@@ -551,17 +645,22 @@ mod tests {
                     &hs,
                 );
             }
-            assert_eq!(set.peers.capacity(), 64);
+            assert_eq!(set.store.capacity(), 64);
             set.expire(0, &hs, |_| {});
             assert_eq!(set.len(), kept as usize);
-            assert_eq!(set.peers.capacity(), capacity, "room for {kept} survivors");
+            assert_eq!(set.store.capacity(), capacity, "room for {kept} survivors");
         }
     }
 
     #[test]
     fn select_hands_out_exactly_what_is_asked() {
+        select_hands_out_exactly_what_is_asked_in::<Spread<[u8; 4]>>();
+        select_hands_out_exactly_what_is_asked_in::<Packed>();
+    }
+
+    fn select_hands_out_exactly_what_is_asked_in<S: Store<[u8; 4]> + std::fmt::Debug>() {
         let hs = ahash::RandomState::new();
-        let mut set = PeerSet::default();
+        let mut set = PeerSet::<[u8; 4], S>::default();
         for i in 0..10 {
             set.upsert(peer(i), i < 4, &hs);
         }
@@ -592,7 +691,7 @@ mod tests {
             }
         }
         // A seeder in a swarm of seeders gets nobody.
-        let mut seeders = PeerSet::default();
+        let mut seeders = PeerSet::<[u8; 4], S>::default();
         for i in 0..3 {
             seeders.upsert(peer(i), true, &hs);
         }
@@ -603,22 +702,27 @@ mod tests {
 
     #[test]
     fn check_invariants_notices_a_corrupt_set() {
+        check_invariants_notices_a_corrupt_set_in::<Spread<[u8; 4]>>();
+        check_invariants_notices_a_corrupt_set_in::<Packed>();
+    }
+
+    fn check_invariants_notices_a_corrupt_set_in<S: Store<[u8; 4]> + std::fmt::Debug>() {
         // The proptests and fuzz targets lean on this check: it must fail on a broken set.
         let hs = ahash::RandomState::new();
-        let panics = |set: PeerSet<[u8; 4]>| {
+        let panics = |set: PeerSet<[u8; 4], S>| {
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| set.check_invariants(&hs)))
                 .is_err()
         };
         for n in [5, 40] {
-            let mut set = set_of(n, &hs);
-            set.seeders = n + 1;
+            let mut set = set_of::<S>(n, &hs);
+            set.store.set_seeders(n + 1);
             assert!(panics(set), "more seeders than peers passed ({n} peers)");
             // A peer moved without its index entry (or, unindexed, a key held twice).
-            let mut set = set_of(n, &hs);
-            let first = set.peers[0];
-            set.peers[1] = first;
+            let mut set = set_of::<S>(n, &hs);
+            let first = set.peers()[0];
+            set.store.parts_mut().0[1] = first;
             assert!(panics(set), "a misplaced peer passed ({n} peers)");
-            assert!(!panics(set_of(n, &hs)), "a sound set failed");
+            assert!(!panics(set_of::<S>(n, &hs)), "a sound set failed");
         }
     }
 

@@ -3,7 +3,7 @@
 //! shard), and filling a shard from a restored snapshot before it serves. Times are stored as
 //! seconds left, so they survive the process clock starting over.
 
-use super::{Family, Peer, PeerSet, Shard, Torrent};
+use super::{Family, Peer, PeerSet, Shard, Store, Torrent};
 use crate::state::snapshot::{PeerRecord, SectionWriter, TorrentRecord};
 
 /// Where a walk of the table is.
@@ -78,7 +78,7 @@ impl Shard {
         };
         let before = t.counts();
         t.downloaded = t.downloaded.saturating_add(r.downloaded);
-        t.keep_until = now.saturating_add(r.keep_secs);
+        t.set_keep_until(now.saturating_add(r.keep_secs));
         let mut to = Into {
             subnets: &mut self.subnets,
             sources: self.sources.as_deref_mut(),
@@ -111,11 +111,11 @@ fn write_torrent(
     out: &mut SectionWriter,
 ) -> usize {
     let v4 = live(&t.v4, now);
-    let v6 = t.v6.as_deref().map_or(0, |s| live(s, now));
+    let v6 = t.v6().map_or(0, |s| live(s, now));
     if v4 + v6 == 0 {
         // Kept only for its download count, if at all.
         let keep_secs = if t.is_empty() {
-            t.keep_until.saturating_sub(now)
+            t.keep_until().saturating_sub(now)
         } else {
             keep_downloaded_secs
         };
@@ -127,18 +127,18 @@ fn write_torrent(
     // A torrent with peers is kept once they are gone, from then: no time of its own to keep.
     out.torrent(hash, t.downloaded, 0, v4 as u32, v6 as u32);
     write_peers(&t.v4, now, |r| out.peer_v4(r));
-    if let Some(v6) = t.v6.as_deref() {
+    if let Some(v6) = t.v6() {
         write_peers(v6, now, |r| out.peer_v6(r));
     }
     v4 + v6
 }
 
 /// Peers of `set` not yet expired (a sweep may not have run since).
-fn live<I: Family>(set: &PeerSet<I>, now: u32) -> usize {
+fn live<I: Family>(set: &PeerSet<I, impl Store<I>>, now: u32) -> usize {
     set.peers().iter().filter(|p| p.expires > now).count()
 }
 
-fn write_peers<I: Family>(set: &PeerSet<I>, now: u32, mut out: impl FnMut(&PeerRecord<I>)) {
+fn write_peers<I: Family>(set: &PeerSet<I, impl Store<I>>, now: u32, mut out: impl FnMut(&PeerRecord<I>)) {
     let seeders = set.seeders();
     for (i, p) in set.peers().iter().enumerate() {
         if p.expires > now {
@@ -224,7 +224,7 @@ mod tests {
                         p.expires,
                     ));
                 }
-                if let Some(v6) = t.v6.as_deref() {
+                if let Some(v6) = t.v6() {
                     for (i, p) in v6.peers().iter().enumerate() {
                         peers.push((p.ip.addr(), p.port, i < v6.seeders(), p.counted, p.expires));
                     }

@@ -11,7 +11,7 @@ use std::hash::BuildHasher;
 use ahash::RandomState;
 use hashbrown::{HashMap, HashTable};
 
-use super::peers::{PeerSet, INDEX_AT};
+use super::peers::{PeerSet, Store, INDEX_AT};
 use super::{Family, Peer};
 use crate::protocol::InfoHash;
 
@@ -38,7 +38,7 @@ impl<I: Family> SubnetIndex<I> {
     pub fn added(
         &mut self,
         info_hash: &InfoHash,
-        set: &PeerSet<I>,
+        set: &PeerSet<I, impl Store<I>>,
         key: (I, u16),
         hs: &impl BuildHasher,
     ) {
@@ -57,7 +57,7 @@ impl<I: Family> SubnetIndex<I> {
     pub fn removed(
         &mut self,
         info_hash: &InfoHash,
-        set: Option<&PeerSet<I>>,
+        set: Option<&PeerSet<I, impl Store<I>>>,
         key: (I, u16),
         hs: &impl BuildHasher,
     ) {
@@ -74,7 +74,7 @@ impl<I: Family> SubnetIndex<I> {
     }
 
     /// Builds a torrent's index anew from its set (after a sweep dropped peers).
-    pub fn rebuild(&mut self, info_hash: &InfoHash, set: &PeerSet<I>, hs: &impl BuildHasher) {
+    pub fn rebuild(&mut self, info_hash: &InfoHash, set: &PeerSet<I, impl Store<I>>, hs: &impl BuildHasher) {
         if set.len() <= INDEX_AT {
             self.by_torrent.remove(info_hash);
             return;
@@ -107,7 +107,7 @@ impl<I: Family> SubnetIndex<I> {
     pub fn same_subnet(
         &self,
         info_hash: &InfoHash,
-        set: &PeerSet<I>,
+        set: &PeerSet<I, impl Store<I>>,
         ip: I,
         skip: (I, u16),
         for_seeder: bool,
@@ -149,7 +149,7 @@ impl<I: Family> SubnetIndex<I> {
     }
 
     /// Checks that every big set's index names exactly its peers (tests, fuzzing).
-    pub fn check(&self, info_hash: &InfoHash, set: Option<&PeerSet<I>>) {
+    pub fn check(&self, info_hash: &InfoHash, set: Option<&PeerSet<I, impl Store<I>>>) {
         if let Some(table) = self.by_torrent.get(info_hash) {
             let set = set.expect("an index for a torrent without this family's set");
             assert_eq!(table.len(), set.len(), "subnet index size");
