@@ -1346,7 +1346,12 @@ mod tests {
         s.torrents.get_or_add(&[9; 20], true);
         assert!(panics(&s), "an empty torrent passed");
         let mut s = sound();
-        *s.torrents.get_mut(&[1; 20]).unwrap().v4.store.v6_or_insert() = PeerSet::default();
+        *s.torrents
+            .get_mut(&[1; 20])
+            .unwrap()
+            .v4
+            .store
+            .v6_or_insert() = PeerSet::default();
         assert!(panics(&s), "an empty IPv6 set passed");
     }
 

@@ -96,7 +96,8 @@ fn big_layout(cap: usize) -> Layout {
 
 fn allocate(layout: Layout) -> NonNull<u8> {
     // SAFETY: both layouts have a non-zero size (a prefix, or two peers at least).
-    NonNull::new(unsafe { alloc::alloc(layout) }).unwrap_or_else(|| alloc::handle_alloc_error(layout))
+    NonNull::new(unsafe { alloc::alloc(layout) })
+        .unwrap_or_else(|| alloc::handle_alloc_error(layout))
 }
 
 impl Default for Packed {
@@ -122,7 +123,10 @@ impl Packed {
     }
 
     fn set_meta(&mut self, shape: u32, len: usize, one_seeds: bool) {
-        assert!(len <= LEN as usize, "a torrent holds at most {LEN} IPv4 peers");
+        assert!(
+            len <= LEN as usize,
+            "a torrent holds at most {LEN} IPv4 peers"
+        );
         let flag = if one_seeds { ONE_SEEDS } else { 0 };
         self.meta = NonZeroU32::new(LIVE | shape | flag | len as u32).expect("live bit set");
     }
@@ -442,7 +446,6 @@ impl fmt::Debug for Packed {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -556,9 +559,17 @@ mod tests {
         set.store.set_keep_until(777);
         assert_eq!(set.store.keep_until(), 777);
         set.upsert(peer(1), false, &hs);
-        assert_eq!(set.store.keep_until(), 0, "no keeping time while holding peers");
+        assert_eq!(
+            set.store.keep_until(),
+            0,
+            "no keeping time while holding peers"
+        );
         set.store.set_keep_until(5);
-        assert_eq!(set.peers()[0], peer(1), "setting it then does not touch the peer");
+        assert_eq!(
+            set.peers()[0],
+            peer(1),
+            "setting it then does not touch the peer"
+        );
         set.remove(peer(1).key(), &hs);
         assert_eq!(set.store.keep_until(), 0);
         set.store.set_keep_until(9);
@@ -609,7 +620,10 @@ mod tests {
             }
             assert_eq!(set.expire(5, &hs, |_| {}), 200 - kept);
             assert_eq!(shape(&set).0, want, "{kept} kept");
-            assert!(set.store.capacity() <= 2 * kept + SMALL_MAX, "room given back");
+            assert!(
+                set.store.capacity() <= 2 * kept + SMALL_MAX,
+                "room given back"
+            );
             assert_eq!(set.seeders(), kept.div_ceil(3));
             set.check_invariants(&hs);
         }

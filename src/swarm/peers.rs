@@ -532,7 +532,9 @@ mod tests {
         index_is_built_past_index_at_and_dropped_below_half_in::<Packed>();
     }
 
-    fn index_is_built_past_index_at_and_dropped_below_half_in<S: Store<[u8; 4]> + std::fmt::Debug>() {
+    fn index_is_built_past_index_at_and_dropped_below_half_in<
+        S: Store<[u8; 4]> + std::fmt::Debug,
+    >() {
         let hs = ahash::RandomState::new();
         let at = INDEX_AT as u32;
         let mut set = set_of::<S>(at, &hs);
@@ -563,7 +565,9 @@ mod tests {
         expiry_drops_a_peer_at_its_expiry_second_and_keeps_roles_in::<Packed>();
     }
 
-    fn expiry_drops_a_peer_at_its_expiry_second_and_keeps_roles_in<S: Store<[u8; 4]> + std::fmt::Debug>() {
+    fn expiry_drops_a_peer_at_its_expiry_second_and_keeps_roles_in<
+        S: Store<[u8; 4]> + std::fmt::Debug,
+    >() {
         // A peer is gone from the second its `expires` names (see `Peer::expires`).
         let hs = ahash::RandomState::new();
         let mut set = PeerSet::<[u8; 4], S>::default();

@@ -138,7 +138,11 @@ fn live<I: Family>(set: &PeerSet<I, impl Store<I>>, now: u32) -> usize {
     set.peers().iter().filter(|p| p.expires > now).count()
 }
 
-fn write_peers<I: Family>(set: &PeerSet<I, impl Store<I>>, now: u32, mut out: impl FnMut(&PeerRecord<I>)) {
+fn write_peers<I: Family>(
+    set: &PeerSet<I, impl Store<I>>,
+    now: u32,
+    mut out: impl FnMut(&PeerRecord<I>),
+) {
     let seeders = set.seeders();
     for (i, p) in set.peers().iter().enumerate() {
         if p.expires > now {

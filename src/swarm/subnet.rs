@@ -74,7 +74,12 @@ impl<I: Family> SubnetIndex<I> {
     }
 
     /// Builds a torrent's index anew from its set (after a sweep dropped peers).
-    pub fn rebuild(&mut self, info_hash: &InfoHash, set: &PeerSet<I, impl Store<I>>, hs: &impl BuildHasher) {
+    pub fn rebuild(
+        &mut self,
+        info_hash: &InfoHash,
+        set: &PeerSet<I, impl Store<I>>,
+        hs: &impl BuildHasher,
+    ) {
         if set.len() <= INDEX_AT {
             self.by_torrent.remove(info_hash);
             return;

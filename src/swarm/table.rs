@@ -1,12 +1,16 @@
-//! The shard's map from info hash to torrent: torrents sit densely in a vector of slots, and a
-//! hashbrown `HashTable` of 4-byte slot numbers finds them. A hash table of the torrents
-//! themselves keeps an eighth of its buckets empty at best and half at worst, each as large as
-//! a torrent; here the empty buckets cost 5 bytes and the torrents none (issue 14: bytes per
-//! peer). A removed torrent leaves its slot on a free list for the next one added, so slots
-//! never move while the table is in use: a snapshot walks the slots a slice at a time between
-//! batches of requests. Only `shrink_to`, which packs the slots after a large sweep, moves
-//! them; `layout` counts those moments, so a walk that sees it change starts over instead of
-//! skipping or repeating torrents.
+//! The shard's map from info hash to torrent: torrents sit densely in slots, and a hashbrown
+//! `HashTable` of 4-byte slot numbers finds them. A hash table of the torrents themselves keeps
+//! an eighth of its buckets empty at best and half at worst, each as large as a torrent; here
+//! the empty buckets cost 5 bytes and the torrents none (issue 14: bytes per peer). Slots come
+//! in chunks of [`CHUNK`] that never move: the table grows a chunk at a time instead of copying
+//! itself into a vector twice its size, so at most one chunk's room is held unused and no
+//! announce waits while the whole table is copied.
+//!
+//! A removed torrent leaves its slot on a free list for the next one added, so slots never move
+//! while the table is in use: a snapshot walks the slots a slice at a time between batches of
+//! requests. Only `shrink_to`, which packs the slots after a large sweep, moves them; `layout`
+//! counts those moments, so a walk that sees it change starts over instead of skipping or
+//! repeating torrents.
 
 use ahash::RandomState;
 use hashbrown::hash_table::Entry;
@@ -17,10 +21,18 @@ use crate::protocol::InfoHash;
 
 type Slot = Option<(InfoHash, Torrent)>;
 
+/// Slots per chunk: 40 KiB of them, so a million torrents take a thousand chunk pointers, few
+/// enough to stay in cache beside the slots they lead to.
+pub const CHUNK: usize = 1024;
+
+type Chunk = Box<[Slot; CHUNK]>;
+
 pub struct Torrents {
     index: HashTable<u32>,
-    slots: Vec<Slot>,
-    /// Slots emptied by removals, reused before the vector grows.
+    chunks: Vec<Chunk>,
+    /// Slots handed out so far (in use or free): a walk covers `0..used`.
+    used: usize,
+    /// Slots emptied by removals, reused before a new one is handed out.
     free: Vec<u32>,
     hasher: RandomState,
     layout: u64,
@@ -29,18 +41,31 @@ pub struct Torrents {
     evict_at: usize,
 }
 
-fn key(slots: &[Slot], slot: u32) -> &InfoHash {
-    &slots[slot as usize]
+fn at(chunks: &[Chunk], slot: usize) -> &Slot {
+    &chunks[slot / CHUNK][slot % CHUNK]
+}
+
+fn at_mut(chunks: &mut [Chunk], slot: usize) -> &mut Slot {
+    &mut chunks[slot / CHUNK][slot % CHUNK]
+}
+
+fn key(chunks: &[Chunk], slot: u32) -> &InfoHash {
+    &at(chunks, slot as usize)
         .as_ref()
         .expect("the index names only full slots")
         .0
+}
+
+fn new_chunk() -> Chunk {
+    Box::new([const { None }; CHUNK])
 }
 
 impl Torrents {
     pub fn new() -> Self {
         Self {
             index: HashTable::new(),
-            slots: Vec::new(),
+            chunks: Vec::new(),
+            used: 0,
             free: Vec::new(),
             hasher: RandomState::new(),
             layout: 0,
@@ -53,9 +78,9 @@ impl Torrents {
     }
 
     fn find(&self, info_hash: &InfoHash) -> Option<usize> {
-        let slots = &self.slots;
+        let chunks = &self.chunks;
         self.index
-            .find(self.hash(info_hash), |&s| key(slots, s) == info_hash)
+            .find(self.hash(info_hash), |&s| key(chunks, s) == info_hash)
             .map(|&s| s as usize)
     }
 
@@ -66,17 +91,17 @@ impl Torrents {
     /// Torrents the table has room for before it must grow: the larger of the index's and the
     /// slots' room, since either may hold memory a sweep should give back.
     pub fn capacity(&self) -> usize {
-        self.index.capacity().max(self.slots.capacity())
+        self.index.capacity().max(self.chunks.len() * CHUNK)
     }
 
     pub fn get(&self, info_hash: &InfoHash) -> Option<&Torrent> {
         let s = self.find(info_hash)?;
-        self.slots[s].as_ref().map(|(_, t)| t)
+        at(&self.chunks, s).as_ref().map(|(_, t)| t)
     }
 
     pub fn get_mut(&mut self, info_hash: &InfoHash) -> Option<&mut Torrent> {
         let s = self.find(info_hash)?;
-        self.slots[s].as_mut().map(|(_, t)| t)
+        at_mut(&mut self.chunks, s).as_mut().map(|(_, t)| t)
     }
 
     /// The torrent, added empty if absent and `may_add` (then with `true`); `None` if absent
@@ -87,37 +112,37 @@ impl Torrents {
         may_add: bool,
     ) -> Option<(&mut Torrent, bool)> {
         let hash = self.hash(info_hash);
-        let (slots, hs) = (&self.slots, &self.hasher);
+        let (chunks, hs) = (&self.chunks, &self.hasher);
         let slot = match self.index.entry(
             hash,
-            |&s| key(slots, s) == info_hash,
-            |&s| hs.hash_one(key(slots, s)),
+            |&s| key(chunks, s) == info_hash,
+            |&s| hs.hash_one(key(chunks, s)),
         ) {
             Entry::Occupied(e) => {
                 let s = *e.get() as usize;
-                let (_, t) = self.slots[s].as_mut().expect("full slot");
+                let (_, t) = at_mut(&mut self.chunks, s).as_mut().expect("full slot");
                 return Some((t, false));
             }
             Entry::Vacant(_) if !may_add => return None,
             Entry::Vacant(e) => {
-                let s = self.free.pop().unwrap_or(self.slots.len() as u32);
+                let s = self.free.pop().unwrap_or(self.used as u32);
                 e.insert(s);
                 s as usize
             }
         };
-        let torrent = Some((*info_hash, Torrent::default()));
-        if slot == self.slots.len() {
-            self.slots.push(torrent);
-        } else {
-            self.slots[slot] = torrent;
+        if slot == self.used {
+            if slot == self.chunks.len() * CHUNK {
+                self.chunks.push(new_chunk());
+            }
+            self.used += 1;
         }
-        let (_, t) = self.slots[slot].as_mut().expect("just filled");
-        Some((t, true))
+        let full = at_mut(&mut self.chunks, slot).insert((*info_hash, Torrent::default()));
+        Some((&mut full.1, true))
     }
 
     /// Empties the slot and takes its torrent out of the index.
     fn free_slot(&mut self, slot: usize) {
-        if let Some((info_hash, _)) = self.slots[slot].take() {
+        if let Some((info_hash, _)) = at_mut(&mut self.chunks, slot).take() {
             let hash = self.hash(&info_hash);
             if let Ok(e) = self.index.find_entry(hash, |&s| s as usize == slot) {
                 e.remove();
@@ -130,15 +155,13 @@ impl Torrents {
     /// the next `probes` slots from where the last look stopped; whether one was dropped.
     /// No other torrent moves, so a snapshot walk goes on undisturbed.
     pub fn evict_empty(&mut self, probes: usize) -> bool {
-        let slots = self.slots.len().max(1);
+        let slots = self.used.max(1);
         for _ in 0..probes.min(slots) {
-            let at = self.evict_at % slots;
-            self.evict_at = at + 1;
-            if let Some(Some((_, t))) = self.slots.get(at) {
-                if t.is_empty() {
-                    self.free_slot(at);
-                    return true;
-                }
+            let s = self.evict_at % slots;
+            self.evict_at = s + 1;
+            if self.slot(s).is_some_and(|(_, t)| t.is_empty()) {
+                self.free_slot(s);
+                return true;
             }
         }
         false
@@ -151,9 +174,9 @@ impl Torrents {
     }
 
     pub fn retain(&mut self, mut keep: impl FnMut(&InfoHash, &mut Torrent) -> bool) {
-        let (slots, free) = (&mut self.slots, &mut self.free);
+        let (chunks, free) = (&mut self.chunks, &mut self.free);
         self.index.retain(|s| {
-            let slot = &mut slots[*s as usize];
+            let slot = at_mut(chunks, *s as usize);
             let (info_hash, t) = slot.as_mut().expect("the index names only full slots");
             if keep(info_hash, t) {
                 return true;
@@ -164,25 +187,34 @@ impl Torrents {
         });
     }
 
-    /// Packs the torrents into the first slots and gives back the memory of the rest, keeping
-    /// room for at least `min_capacity` torrents. Every slot may move.
+    /// Packs the torrents into the first slots and gives back the chunks and index room beyond
+    /// them, keeping the index's room for at least `min_capacity` torrents. Every slot may
+    /// move.
     pub fn shrink_to(&mut self, min_capacity: usize) {
         self.layout += 1;
-        self.slots.retain(Option::is_some);
-        self.slots.shrink_to(min_capacity);
+        let mut packed = 0;
+        for s in 0..self.used {
+            if let Some(full) = at_mut(&mut self.chunks, s).take() {
+                *at_mut(&mut self.chunks, packed) = Some(full);
+                packed += 1;
+            }
+        }
+        self.used = packed;
+        self.chunks.truncate(packed.div_ceil(CHUNK));
+        self.chunks.shrink_to_fit();
         self.free = Vec::new();
-        self.index = HashTable::with_capacity(self.slots.len().max(min_capacity));
-        let (slots, hs) = (&self.slots, &self.hasher);
-        for s in 0..slots.len() as u32 {
+        self.index = HashTable::with_capacity(packed.max(min_capacity));
+        let (chunks, hs) = (&self.chunks, &self.hasher);
+        for s in 0..packed as u32 {
             self.index
-                .insert_unique(hs.hash_one(key(slots, s)), s, |&s| {
-                    hs.hash_one(key(slots, s))
+                .insert_unique(hs.hash_one(key(chunks, s)), s, |&s| {
+                    hs.hash_one(key(chunks, s))
                 });
         }
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&InfoHash, &Torrent)> {
-        self.slots.iter().flatten().map(|(k, t)| (k, t))
+        (0..self.used).filter_map(|s| self.slot(s))
     }
 
     /// Changes whenever slots may have moved.
@@ -192,12 +224,15 @@ impl Torrents {
 
     /// Slots in use or free: a walk covers `0..slots()`.
     pub fn slots(&self) -> usize {
-        self.slots.len()
+        self.used
     }
 
     /// The torrent in slot `index`, if the slot is full.
     pub fn slot(&self, index: usize) -> Option<(&InfoHash, &Torrent)> {
-        self.slots.get(index)?.as_ref().map(|(k, t)| (k, t))
+        if index >= self.used {
+            return None;
+        }
+        at(&self.chunks, index).as_ref().map(|(k, t)| (k, t))
     }
 }
 
@@ -248,7 +283,7 @@ mod tests {
         for n in (0..100).step_by(3) {
             t.remove(&hash(n));
         }
-        for n in 1000..3000 {
+        for n in 1000..21000 {
             t.get_or_add(&hash(n), true);
         }
         assert_eq!(t.layout(), layout, "no slot moved");
@@ -259,9 +294,13 @@ mod tests {
                 assert_eq!(now, Some(*k), "torrent {n} left slot {b}");
             }
         }
-        assert_eq!(t.slots(), 2000 + 100 - 34, "the 34 freed slots were reused");
+        assert_eq!(
+            t.slots(),
+            20000 + 100 - 34,
+            "the 34 freed slots were reused"
+        );
         // A shrink packs the slots and says so; every torrent is still found.
-        for n in 1000..3000 {
+        for n in 1000..21000 {
             t.remove(&hash(n));
         }
         let capacity = t.capacity();

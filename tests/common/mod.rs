@@ -351,7 +351,9 @@ pub fn decode(d: &[u8], ipv4: bool) -> Reply {
 pub fn hash_for_shard(shard: usize, shards: usize, n: u8) -> [u8; 20] {
     for i in 0u32.. {
         let mut h = [n; 20];
-        h[..4].copy_from_slice(&i.to_le_bytes());
+        // Big-endian, as `shard_of` reads it: the counter's low bits pick the shard, so the
+        // first few tries find one (little-endian took 2^24 tries for an odd shard).
+        h[..4].copy_from_slice(&i.to_be_bytes());
         h[4..8].copy_from_slice(&i.wrapping_mul(0x9e37_79b9).to_le_bytes());
         if hayate_tracker::mesh::shard_of(&h, shards) == shard {
             return h;
