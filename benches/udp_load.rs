@@ -46,6 +46,10 @@ struct Args {
     /// --install-aquatic).
     #[arg(long)]
     compare: bool,
+    /// With --compare: rounds of both trackers, the order alternating, then each ratio's
+    /// median and range over the rounds (one round's ratio moves with the machine's noise).
+    #[arg(long, default_value_t = 1)]
+    rounds: usize,
     /// First install aquatic_udp (io-uring feature) from crates.io into target/compare with
     /// `cargo install`, for --compare.
     #[arg(long)]
@@ -539,14 +543,44 @@ fn main() {
     run(&args, tracker);
 }
 
-/// hayate (as --spawn starts it) and then aquatic_udp under the same load, pinned the same
-/// way, and the ratios between them.
+/// hayate (as --spawn starts it) and aquatic_udp under the same load, pinned the same way, and
+/// the ratios between them: `--rounds` times, hayate first in odd rounds and aquatic first in
+/// even ones, so a drift of the machine's speed during a round does not favour either.
 fn compare(args: &Args) {
+    let rounds = args.rounds.max(1);
+    let mut ratios = Vec::new();
+    for round in 1..=rounds {
+        let (hayate, aquatic) = if round % 2 == 1 {
+            let h = run_hayate(args, round, rounds);
+            (h, run_aquatic(args, round, rounds))
+        } else {
+            let a = run_aquatic(args, round, rounds);
+            (run_hayate(args, round, rounds), a)
+        };
+        let per_peer = |r: &Run| r.rss_bytes_per_peer.unwrap_or(f64::NAN);
+        ratios.push(load::print_ratios(
+            "aquatic",
+            &hayate.figures,
+            &aquatic.figures,
+            &[("rss_bytes_per_peer", per_peer(&hayate), per_peer(&aquatic))],
+        ));
+    }
+    if rounds > 1 {
+        load::print_medians("aquatic", &ratios);
+    }
+}
+
+fn run_hayate(args: &Args, round: usize, rounds: usize) -> Run {
+    println!("== hayate (round {round} of {rounds})");
+    run(args, spawn_tracker(args).expect("spawning hayate"))
+}
+
+fn run_aquatic(args: &Args, round: usize, rounds: usize) -> Run {
+    println!(
+        "== aquatic_udp {} (round {round} of {rounds})",
+        aquatic::VERSION
+    );
     let workers = cores(&args.tracker_cores).len().max(1);
-    println!("== hayate");
-    let hayate = run(args, spawn_tracker(args).expect("spawning hayate"));
-    println!();
-    println!("== aquatic_udp {}", aquatic::VERSION);
     let port = UdpSocket::bind("127.0.0.1:0")
         .and_then(|s| s.local_addr())
         .expect("a free port")
@@ -555,14 +589,7 @@ fn compare(args: &Args) {
     let max_peers = usize::try_from(args.numwant).unwrap_or(0).max(1);
     let child = aquatic::spawn(target, workers, max_peers, cores(&args.tracker_cores))
         .expect("starting aquatic_udp");
-    let aquatic = run(args, Tracker::started(child, target, None));
-    let per_peer = |r: &Run| r.rss_bytes_per_peer.unwrap_or(f64::NAN);
-    load::print_ratios(
-        "aquatic",
-        &hayate.figures,
-        &aquatic.figures,
-        &[("rss_bytes_per_peer", per_peer(&hayate), per_peer(&aquatic))],
-    );
+    run(args, Tracker::started(child, target, None))
 }
 
 /// Prefill, warm-up and the measured run against `tracker`; prints the report.

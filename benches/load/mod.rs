@@ -114,7 +114,13 @@ pub struct Figures {
 
 /// hayate's figures beside `peer`'s, then one machine-readable `ratio` line per figure (hayate /
 /// peer: below 1 is hayate spending less, except for responses/s), with `extra` rows last.
-pub fn print_ratios(peer: &str, hayate: &Figures, other: &Figures, extra: &[(&str, f64, f64)]) {
+/// Returns each figure's ratio, for [`print_medians`].
+pub fn print_ratios<'a>(
+    peer: &str,
+    hayate: &Figures,
+    other: &Figures,
+    extra: &[(&'a str, f64, f64)],
+) -> Vec<(&'a str, f64)> {
     let (h, o) = (hayate, other);
     let rows: Vec<(&str, f64, f64)> = [
         ("user_cpu_us_per_response", h.user_us, o.user_us),
@@ -140,6 +146,43 @@ pub fn print_ratios(peer: &str, hayate: &Figures, other: &Figures, extra: &[(&st
     }
     for &(name, x, y) in &rows {
         println!("ratio {name}={:.3} hayate={x:.2} {peer}={y:.2}", x / y);
+    }
+    rows.iter().map(|&(name, x, y)| (name, x / y)).collect()
+}
+
+/// Each figure's ratio over several rounds: the median, and the lowest and highest, as a table
+/// and one machine-readable `median` line per figure. (udp_load's; http_load has no rounds yet.)
+#[allow(dead_code)]
+pub fn print_medians(peer: &str, rounds: &[Vec<(&str, f64)>]) {
+    let Some(first) = rounds.first() else {
+        return;
+    };
+    let spread: Vec<(&str, f64, f64, f64)> = first
+        .iter()
+        .enumerate()
+        .map(|(i, &(name, _))| {
+            let mut r: Vec<f64> = rounds.iter().map(|round| round[i].1).collect();
+            r.sort_by(f64::total_cmp);
+            let mid = r.len() / 2;
+            let median = if r.len() % 2 == 1 {
+                r[mid]
+            } else {
+                (r[mid - 1] + r[mid]) / 2.0
+            };
+            (name, median, r[0], r[r.len() - 1])
+        })
+        .collect();
+    println!();
+    println!(
+        "| figure (hayate / {peer}, {} rounds) | median | lowest | highest |",
+        rounds.len()
+    );
+    println!("|---|---|---|---|");
+    for &(name, median, low, high) in &spread {
+        println!("| {name} | {median:.3} | {low:.3} | {high:.3} |");
+    }
+    for &(name, median, low, high) in &spread {
+        println!("median {name}={median:.3} low={low:.3} high={high:.3}");
     }
 }
 
