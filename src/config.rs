@@ -397,7 +397,7 @@ impl Config {
             "limits.max_peers_per_torrent",
             self.limits.max_peers_per_torrent,
             1,
-            u32::MAX,
+            crate::swarm::MAX_PEERS_PER_TORRENT as u32,
         )?;
         range("limits.max_peers", self.limits.max_peers, 1, u32::MAX)?;
         range(
@@ -668,6 +668,12 @@ mod tests {
         assert_eq!(c.limits.max_torrents, 10);
         let e = err("[limits]\nmax_peers_per_torrent = 0\n");
         assert!(e.contains("limits.max_peers_per_torrent"), "{e}");
+        // A torrent counts at most 2^28 - 1 peers: more is refused by name, not a panic later.
+        let e = err("[limits]\nmax_peers_per_torrent = 268435456\n");
+        assert!(e.contains("limits.max_peers_per_torrent"), "{e}");
+        assert!(e.contains("268435455"), "the bound is named: {e}");
+        let c = Config::from_toml_str("[limits]\nmax_peers_per_torrent = 268435455\n", "t");
+        assert!(c.is_ok(), "the bound itself is allowed");
         let e = err("[limits]\nmax_torrents = -1\n");
         assert!(e.contains("limits.max_torrents"), "{e}");
     }

@@ -216,6 +216,7 @@ pub struct Limits {
     /// unless a torrent kept only for its download count can make room.
     pub max_torrents: usize,
     /// Peers (both families together) one torrent holds at most; a new peer past it is refused.
+    /// Never more than [`MAX_PEERS_PER_TORRENT`], whatever is set here.
     pub max_peers_per_torrent: usize,
     /// Peers the shard holds at most, over all torrents.
     pub max_peers: usize,
@@ -224,10 +225,18 @@ pub struct Limits {
 impl Limits {
     pub const NONE: Limits = Limits {
         max_torrents: usize::MAX,
-        max_peers_per_torrent: usize::MAX,
+        max_peers_per_torrent: MAX_PEERS_PER_TORRENT,
         max_peers: usize::MAX,
     };
+
+    /// The peer limit of one torrent in force: as set, within what a torrent can hold.
+    fn per_torrent(&self) -> usize {
+        self.max_peers_per_torrent.min(MAX_PEERS_PER_TORRENT)
+    }
 }
+
+/// Peers one torrent can hold at all: what the packed store's length field counts.
+pub const MAX_PEERS_PER_TORRENT: usize = packed::MAX_LEN;
 
 /// Buckets looked at for a torrent kept only for its count when the shard is full, each time
 /// from where the last look stopped: enough to find one soon when such torrents fill a good
@@ -432,7 +441,7 @@ impl Shard {
         };
         // Only a peer the torrent does not hold yet can break a peer limit, so the lookup
         // is paid only at one.
-        let over_torrent = t.len() >= self.limits.max_peers_per_torrent;
+        let over_torrent = t.len() >= self.limits.per_torrent();
         let over_tracker = self.seeders + self.leechers >= self.limits.max_peers;
         let over_source = source
             .as_ref()

@@ -51,6 +51,8 @@ const SMALL: u32 = 2 << SHAPE_SHIFT;
 const BIG: u32 = 3 << SHAPE_SHIFT;
 const ONE_SEEDS: u32 = 1 << 28;
 const LEN: u32 = (1 << 28) - 1;
+/// IPv4 peers a store can count (the shard's limits keep torrents below it).
+pub const MAX_LEN: usize = LEN as usize;
 
 /// A pointer and the seeder count, packed to 4-byte alignment so the store is 16 bytes.
 #[derive(Clone, Copy)]

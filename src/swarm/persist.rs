@@ -68,7 +68,7 @@ impl Shard {
     /// torrent already held merges into it (peers it already has are updated, not added).
     pub fn restore(&mut self, r: &TorrentRecord, now: u32) -> usize {
         let room = self.torrents.len() < self.limits.max_torrents;
-        let max_peers = self.limits.max_peers_per_torrent;
+        let max_peers = self.limits.per_torrent();
         let mut shard_room = self
             .limits
             .max_peers
