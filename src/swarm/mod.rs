@@ -1521,6 +1521,22 @@ mod tests {
     }
 
     #[test]
+    fn sources_are_tracked_only_under_a_quota() {
+        // Either quota alone turns tracking on; both 0 leave sources untracked, costing nothing.
+        for (peers, new_torrents, tracked) in [(0, 0, false), (1, 0, true), (0, 1, true)] {
+            let mut s = Shard::new(100);
+            s.limit_sources(quotas(peers, new_torrents));
+            let a = announce(1, 1, 5, AnnounceEvent::Started);
+            s.announce([10, 0, 0, 1], &a, 50, 0, |_| {}).unwrap();
+            let held = s.held(IpAddr::from([10, 0, 0, 1]));
+            assert_eq!(held.is_some(), tracked, "quotas {peers} / {new_torrents}");
+            if peers > 0 {
+                assert_eq!(held.map(|h| h.peers), Some(1));
+            }
+        }
+    }
+
+    #[test]
     fn a_source_holds_at_most_its_peers_and_gets_them_back_as_they_leave() {
         let mut s = Shard::new(100);
         s.limit_sources(quotas(3, 0));
