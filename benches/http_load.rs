@@ -41,6 +41,10 @@ struct Args {
     /// pinned the same way, and print each figure's ratio.
     #[arg(long)]
     compare: bool,
+    /// With --compare: rounds of both servers, the order alternating, then each ratio's
+    /// median and range over the rounds.
+    #[arg(long, default_value_t = 1)]
+    rounds: usize,
     /// Start a bare hyper "hello world" server instead of hayate (the baseline).
     #[arg(long)]
     hello: bool,
@@ -479,6 +483,37 @@ fn prefill(args: &Args, target: SocketAddr) {
     );
 }
 
+/// The hello baseline and hayate under the same load, `--rounds` times (the baseline first in
+/// odd rounds, hayate first in even ones), then the ratios and, over several rounds, their
+/// medians.
+fn compare(args: &Args) {
+    let rounds = args.rounds.max(1);
+    let hello = |round| {
+        println!("== hello baseline (round {round} of {rounds})");
+        let (child, target) = spawn_hello(args).expect("spawning the hello server");
+        run(args, Some(child), target, None, true)
+    };
+    let hayate = |round| {
+        println!("== hayate (round {round} of {rounds})");
+        let (child, target) = spawn_tracker(args).expect("spawning hayate");
+        run(args, Some(child), target, None, false)
+    };
+    let mut ratios = Vec::new();
+    for round in 1..=rounds {
+        let (h, o) = if round % 2 == 1 {
+            let o = hello(round);
+            (hayate(round), o)
+        } else {
+            let h = hayate(round);
+            (h, hello(round))
+        };
+        ratios.push(load::print_ratios("hello", &h, &o, &[]));
+    }
+    if rounds > 1 {
+        load::print_medians("hello", &ratios);
+    }
+}
+
 fn main() {
     // `cargo bench` passes --bench; accept and ignore it.
     let argv: Vec<String> = std::env::args().filter(|a| a != "--bench").collect();
@@ -490,14 +525,7 @@ fn main() {
     args.workers = args.workers.max(1);
     args.connections = args.connections.max(args.workers);
     if args.compare {
-        println!("== hello baseline");
-        let (child, target) = spawn_hello(&args).expect("spawning the hello server");
-        let hello = run(&args, Some(child), target, None, true);
-        println!();
-        println!("== hayate");
-        let (child, target) = spawn_tracker(&args).expect("spawning hayate");
-        let hayate = run(&args, Some(child), target, None, false);
-        load::print_ratios("hello", &hayate, &hello, &[]);
+        compare(&args);
         return;
     }
     let (child, target, pid) = if args.hello {

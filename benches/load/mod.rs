@@ -151,8 +151,7 @@ pub fn print_ratios<'a>(
 }
 
 /// Each figure's ratio over several rounds: the median, and the lowest and highest, as a table
-/// and one machine-readable `median` line per figure. (udp_load's; http_load has no rounds yet.)
-#[allow(dead_code)]
+/// and one machine-readable `median` line per figure.
 pub fn print_medians(peer: &str, rounds: &[Vec<(&str, f64)>]) {
     let Some(first) = rounds.first() else {
         return;
