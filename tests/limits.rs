@@ -3,27 +3,20 @@
 //! turned off where a test needs it held to the limits):
 //! - one source's flood of new torrents stops at its quota, and another source still adds one;
 //! - a tracker full of torrents kept only for their download counts still takes a new swarm;
-//! - `max_peers` bounds the tracker's memory under a 2M-peer flood, while peers it holds still
-//!   re-announce and stop;
 //! - a source over its request rate is dropped (UDP) or answered 429 (HTTP), and counted,
 //!   while another source is served;
 //! - an idle-connection flood from one address leaves other clients served.
 
 mod common;
+#[path = "support/udp_flood.rs"]
+mod udp_flood;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
 use common::*;
-
-/// Distinct info hash number `n`, spread over the workers (the first 4 bytes pick one).
-fn hash(n: u32) -> [u8; 20] {
-    let mut h = [7u8; 20];
-    h[..4].copy_from_slice(&n.to_be_bytes());
-    h[4..8].copy_from_slice(&n.wrapping_mul(2_654_435_761).to_be_bytes());
-    h
-}
+use udp_flood::*;
 
 fn errors(t: &hayate_tracker::Tracker, protocol: &str, reason: &str) -> f64 {
     sample(
@@ -42,33 +35,6 @@ fn wait_errors(t: &hayate_tracker::Tracker, protocol: &str, reason: &str, want: 
         want,
         Duration::from_secs(10),
     );
-}
-
-/// Announces each of `announces` (hash, port, left, event) from `c`, 256 in flight at a time,
-/// asking for one peer each (so the replies fit the client's receive buffer); returns the
-/// replies in order of arrival (announce replies and error messages).
-fn pipeline(c: &mut Client, cid: u64, announces: &[(u32, u16, u64, u32)]) -> Vec<Reply> {
-    let mut replies = Vec::with_capacity(announces.len());
-    for chunk in announces.chunks(256) {
-        for &(n, port, left, event) in chunk {
-            let txid = c.txid();
-            c.send(&announce_packet(cid, txid, hash(n), port, left, event, 1));
-        }
-        for _ in chunk {
-            match c.recv_raw() {
-                Some(d) => replies.push(decode(&d, true)),
-                None => break,
-            }
-        }
-    }
-    replies
-}
-
-fn refusals(replies: &[Reply], message: &str) -> usize {
-    replies
-        .iter()
-        .filter(|r| matches!(r, Reply::Error { message: m, .. } if m == message))
-        .count()
 }
 
 const UNLIMITED_RATE: &str = "requests_per_source_per_sec = 0\n";
@@ -147,81 +113,6 @@ fn a_tracker_full_of_torrents_kept_for_their_counts_still_takes_a_new_swarm() {
         }
     }
     assert_eq!(errors(&t, "udp", "tracker_full"), 0.0);
-}
-
-/// Resident memory of this process, in bytes.
-fn rss() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap();
-    kb * 1024
-}
-
-#[test]
-fn max_peers_bounds_memory_under_a_flood_of_two_million_peers() {
-    const MAX_PEERS: u32 = 100_000;
-    // Loopback stays exempt from the per-source quotas, so only max_peers stands in the way.
-    let t = start_tracker(
-        1,
-        &format!("{FAST_METRICS}[limits]\nmax_peers = {MAX_PEERS}\n"),
-    );
-    let mut c = Client::new(v4(&t));
-    let before = rss();
-    let mut at_limit = 0;
-    let mut refused = 0;
-    let mut answered = 0;
-    // 40 torrents x 50,000 ports: two million distinct peers. The first two fill the tracker.
-    let torrents: u32 = std::env::var("FLOOD_TORRENTS").map_or(40, |v| v.parse().unwrap());
-    for n in 0..torrents {
-        let cid = c.connect();
-        let announces: Vec<_> = (1..=50_000u16).map(|p| (n, p, 1, EVENT_STARTED)).collect();
-        let replies = pipeline(&mut c, cid, &announces);
-        answered += replies.len();
-        refused += refusals(&replies, "tracker is full");
-        if n == 1 {
-            at_limit = rss();
-        }
-    }
-    let after = rss();
-    let mb = |b: u64| b as f64 / (1 << 20) as f64;
-    println!(
-        "{} peers sent, {answered} answered, {refused} refused; RSS grew {:.1} MiB to hold {MAX_PEERS} peers, then {:.1} MiB over the rest of the flood",
-        torrents * 50_000,
-        mb(at_limit.saturating_sub(before)),
-        mb(after.saturating_sub(at_limit))
-    );
-    assert!(answered > 1_900_000, "{answered} of 2,000,000 answered");
-    assert!(
-        refused >= answered - MAX_PEERS as usize,
-        "{refused} refused"
-    );
-    // Two million peers would cost well over 100 MiB; the 1.9 million refused cost nothing
-    // but the test's own buffers.
-    assert!(
-        after.saturating_sub(at_limit) < 8 << 20,
-        "RSS grew {} bytes after the tracker was full",
-        after.saturating_sub(at_limit)
-    );
-    let page = wait_sample(
-        t.metrics_address().unwrap(),
-        "hayate_leechers",
-        &[],
-        f64::from(MAX_PEERS),
-        Duration::from_secs(10),
-    );
-    assert!(page.contains("reason=\"tracker_full\""), "{page}");
-    // Peers held still re-announce and stop; a stop makes room for one new peer.
-    let cid = c.connect();
-    let kept = c.announce(cid, hash(0), 1, 1, EVENT_NONE, 0);
-    assert!(matches!(kept, Reply::Announce { .. }), "{kept:?}");
-    let new = c.announce(cid, hash(39), 60_000, 1, EVENT_STARTED, 0);
-    assert!(matches!(&new, Reply::Error { message, .. } if message == "tracker is full"));
-    c.announce(cid, hash(0), 1, 1, EVENT_STOPPED, 0);
-    let new = c.announce(cid, hash(39), 60_000, 1, EVENT_STARTED, 0);
-    assert!(matches!(new, Reply::Announce { .. }), "{new:?}");
 }
 
 #[test]
