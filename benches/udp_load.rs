@@ -50,6 +50,10 @@ struct Args {
     /// median and range over the rounds (one round's ratio moves with the machine's noise).
     #[arg(long, default_value_t = 1)]
     rounds: usize,
+    /// With --compare: the peer is this hayate binary (say, today's main built into another
+    /// directory) instead of aquatic_udp, so a change is measured against what it changes.
+    #[arg(long, value_name = "PATH")]
+    baseline: Option<std::path::PathBuf>,
     /// First install aquatic_udp (io-uring feature) from crates.io into target/compare with
     /// `cargo install`, for --compare.
     #[arg(long)]
@@ -445,6 +449,11 @@ impl Mmsg {
 }
 
 fn spawn_tracker(args: &Args) -> std::io::Result<Tracker> {
+    spawn_binary(args, env!("CARGO_BIN_EXE_hayate").as_ref())
+}
+
+/// As [`spawn_tracker`], with a hayate binary other than the one built beside this bench.
+fn spawn_binary(args: &Args, binary: &std::path::Path) -> std::io::Result<Tracker> {
     let port = UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port();
     let tracker_cores = cores(&args.tracker_cores);
     let config = match &args.config {
@@ -471,7 +480,7 @@ fn spawn_tracker(args: &Args) -> std::io::Result<Tracker> {
     } else {
         (format!("127.0.0.1:{port}").parse().unwrap(), None)
     };
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_hayate"));
+    let mut cmd = Command::new(binary);
     cmd.arg("--config").arg(&path).stdout(Stdio::null());
     pinned(&mut cmd, tracker_cores);
     Ok(Tracker::started(
@@ -543,30 +552,49 @@ fn main() {
     run(&args, tracker);
 }
 
-/// hayate (as --spawn starts it) and aquatic_udp under the same load, pinned the same way, and
-/// the ratios between them: `--rounds` times, hayate first in odd rounds and aquatic first in
-/// even ones, so a drift of the machine's speed during a round does not favour either.
+/// hayate (as --spawn starts it) and its peer (aquatic_udp, or the --baseline hayate) under
+/// the same load, pinned the same way, and the ratios between them: `--rounds` times, hayate
+/// first in odd rounds and the peer first in even ones, so a drift of the machine's speed
+/// during a round does not favour either.
 fn compare(args: &Args) {
     let rounds = args.rounds.max(1);
+    let peer_name = if args.baseline.is_some() {
+        "baseline"
+    } else {
+        "aquatic"
+    };
+    let run_peer = |round| match &args.baseline {
+        Some(binary) => {
+            println!(
+                "== baseline {} (round {round} of {rounds})",
+                binary.display()
+            );
+            run(
+                args,
+                spawn_binary(args, binary).expect("spawning the baseline hayate"),
+            )
+        }
+        None => run_aquatic(args, round, rounds),
+    };
     let mut ratios = Vec::new();
     for round in 1..=rounds {
-        let (hayate, aquatic) = if round % 2 == 1 {
+        let (hayate, peer) = if round % 2 == 1 {
             let h = run_hayate(args, round, rounds);
-            (h, run_aquatic(args, round, rounds))
+            (h, run_peer(round))
         } else {
-            let a = run_aquatic(args, round, rounds);
-            (run_hayate(args, round, rounds), a)
+            let p = run_peer(round);
+            (run_hayate(args, round, rounds), p)
         };
         let per_peer = |r: &Run| r.rss_bytes_per_peer.unwrap_or(f64::NAN);
         ratios.push(load::print_ratios(
-            "aquatic",
+            peer_name,
             &hayate.figures,
-            &aquatic.figures,
-            &[("rss_bytes_per_peer", per_peer(&hayate), per_peer(&aquatic))],
+            &peer.figures,
+            &[("rss_bytes_per_peer", per_peer(&hayate), per_peer(&peer))],
         ));
     }
     if rounds > 1 {
-        load::print_medians("aquatic", &ratios);
+        load::print_medians(peer_name, &ratios);
     }
 }
 
