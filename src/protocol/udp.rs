@@ -130,6 +130,15 @@ pub fn header_action(packet: &[u8]) -> Option<u32> {
         .map(|(header, _)| header.action.get())
 }
 
+/// The info hash of a packet shaped as an announce, read without checking the rest: enough
+/// to start loading its swarm before the packet is handled in full.
+pub fn announce_hash(packet: &[u8]) -> Option<&InfoHash> {
+    if packet.len() < ANNOUNCE_LEN || header_action(packet)? != ACTION_ANNOUNCE {
+        return None;
+    }
+    packet[HEADER_LEN..HEADER_LEN + 20].try_into().ok()
+}
+
 /// Parses one datagram. `max_scrape_hashes` bounds a scrape.
 pub fn parse_request(packet: &[u8], max_scrape_hashes: usize) -> Result<Request<'_>, ParseError> {
     let (header, body) =
@@ -294,6 +303,19 @@ mod tests {
         v.extend_from_slice(&port.to_be_bytes());
         assert_eq!(v.len(), ANNOUNCE_LEN);
         v
+    }
+
+    #[test]
+    fn the_hash_to_prefetch_is_read_only_from_whole_announces() {
+        let mut packet = announce_packet(0, 1, 1);
+        packet[HEADER_LEN] = 9;
+        let hash = announce_hash(&packet).expect("an announce");
+        assert_eq!(hash[0], 9);
+        assert_eq!(&hash[1..], &[1u8; 19]);
+        assert_eq!(announce_hash(&packet[..ANNOUNCE_LEN - 1]), None);
+        let mut scrape = header(7, ACTION_SCRAPE, 1);
+        scrape.extend_from_slice(&[0u8; ANNOUNCE_LEN]);
+        assert_eq!(announce_hash(&scrape), None);
     }
 
     #[test]

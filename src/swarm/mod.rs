@@ -572,6 +572,11 @@ impl Shard {
         }
     }
 
+    /// Starts loading the swarm of `info_hash` into cache ahead of an announce for it.
+    pub fn prefetch(&self, info_hash: &InfoHash) {
+        self.torrents.prefetch(info_hash);
+    }
+
     /// A torrent's counts; zeros for one never seen.
     pub fn counts(&self, info_hash: &InfoHash) -> SwarmCounts {
         self.torrents

@@ -102,6 +102,18 @@ fn allocate(layout: Layout) -> NonNull<u8> {
         .unwrap_or_else(|| alloc::handle_alloc_error(layout))
 }
 
+/// A hint to the CPU to load the cache line at `p`; it never faults, whatever `p` is.
+#[inline(always)]
+fn prefetch(p: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch reads nothing the program sees and cannot fault.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast())
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
 impl Default for Packed {
     fn default() -> Self {
         Self::empty(0)
@@ -147,6 +159,14 @@ impl Packed {
     fn prefix_mut(&mut self) -> Option<&mut Prefix> {
         // SAFETY: as in `prefix`, and `&mut self` makes the access unique.
         (self.shape() == BIG).then(|| unsafe { &mut *self.block().ptr.as_ptr().cast::<Prefix>() })
+    }
+
+    /// Starts loading the store's block (its prefix and first peers) into cache without
+    /// waiting for it; a store that holds its peer inline has nothing to load.
+    pub fn prefetch(&self) {
+        if matches!(self.shape(), SMALL | BIG) {
+            prefetch(self.block().ptr.as_ptr());
+        }
     }
 
     fn peers_ptr(&self) -> *mut P {

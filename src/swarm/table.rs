@@ -99,6 +99,14 @@ impl Torrents {
         at(&self.chunks, s).as_ref().map(|(_, t)| t)
     }
 
+    /// Looks the torrent up and starts loading its peers, so that a batch of lookups done
+    /// back to back waits on memory for all of them at once rather than one after another.
+    pub fn prefetch(&self, info_hash: &InfoHash) {
+        if let Some(t) = self.get(info_hash) {
+            t.v4.store.prefetch();
+        }
+    }
+
     pub fn get_mut(&mut self, info_hash: &InfoHash) -> Option<&mut Torrent> {
         let s = self.find(info_hash)?;
         at_mut(&mut self.chunks, s).as_mut().map(|(_, t)| t)

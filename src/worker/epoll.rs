@@ -222,6 +222,11 @@ impl EpollLoop {
             }
             let got = r as usize;
             for k in 0..got {
+                let len = (self.recv_msgs[k].msg_len as usize).min(RECV_BUF_LEN);
+                let at = k * RECV_BUF_LEN;
+                self.handler.prefetch(&self.recv_bufs[at..at + len]);
+            }
+            for k in 0..got {
                 self.answer(now, socket as u8, k);
             }
             if got < batch {

@@ -177,6 +177,16 @@ impl RingLoop {
         for cqe in self.ring.completion() {
             self.cqes.push((cqe.user_data(), cqe.result(), cqe.flags()));
         }
+        for &(data, result, flags) in &self.cqes {
+            if data >> 32 == RECV && result >= 0 {
+                if let Some(bid) = cqueue::buffer_select(flags) {
+                    let buf = self.recv_bufs.buf(bid, result as usize);
+                    if let Ok(msg) = types::RecvMsgOut::parse(buf, &self.recv_msg) {
+                        self.handler.prefetch(msg.payload_data());
+                    }
+                }
+            }
+        }
         // One clock read per batch: the receive time of every request in it.
         let batch_us = self.epoch.elapsed().as_micros() as u64;
         let now = (batch_us / 1_000_000) as u32;
