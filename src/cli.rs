@@ -21,8 +21,9 @@ use crate::tracker::Tracker;
 /// hayate: a UDP-first, high-throughput BitTorrent tracker on io_uring.
 ///
 /// With no options it serves on its embedded defaults (see --print-config): UDP (BEP 15) and
-/// HTTP (BEP 3) on 0.0.0.0:6969 and [::]:6969, Prometheus metrics and /health (503 naming any
-/// worker, HTTP or stats thread that stopped beating) on 127.0.0.1:9000, one worker per core.
+/// HTTP (BEP 3) on 0.0.0.0:6969 and [::]:6969, Prometheus metrics, /health (503 naming any
+/// worker, HTTP or stats thread that stopped beating) and a status page (/ and /status.json)
+/// on 127.0.0.1:9000, one worker per core.
 /// Under systemd with WatchdogSec= it sends WATCHDOG=1 while that check passes; a panic on any
 /// thread aborts the process so the service manager restarts it. SIGINT or SIGTERM stops it (writing the swarm snapshot
 /// when [state] directory is set); SIGHUP re-reads the config file and applies the announce

@@ -1,7 +1,8 @@
 //! The stats side: what every thread counts (`counters`, one writer per block), the heartbeats
 //! of the threads that are not workers (`heartbeat`), how the stats thread gathers it all
-//! (`snapshot`, on an interval), the process's own figures (`process`), the Prometheus page
-//! (`exposition`), the health check (`health`), the endpoint that serves the page and
+//! (`snapshot`, on an interval), what the status page keeps of the past (`history`), the
+//! process's own figures (`process`), the Prometheus page (`exposition`), the status page and
+//! its JSON (`status`, `status_page`), the health check (`health`), the endpoint that serves the page and
 //! `/health` (`server`) and the systemd watchdog fed from the same check (`watchdog`). The
 //! stats thread runs a single-threaded tokio runtime: aggregation, each connection and the
 //! watchdog are tasks, so no client delays another or the aggregation. Workers never wait for
@@ -11,13 +12,16 @@ pub mod counters;
 mod exposition;
 mod health;
 pub mod heartbeat;
+mod history;
 mod process;
 mod server;
 mod snapshot;
+mod status;
+mod status_page;
 mod watchdog;
 
 use std::net::{SocketAddr, TcpListener};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -28,6 +32,7 @@ pub use counters::{Action, ErrorReason, Forward, IpVersion, Sources, Traffic, Wo
 pub use exposition::openmetrics_to_prometheus;
 pub use health::health;
 pub use heartbeat::Heartbeat;
+use history::History;
 pub use process::ProcessFigures;
 pub use server::MAX_CONNECTIONS;
 pub use snapshot::{Snapshot, WorkerSnapshot};
@@ -83,13 +88,25 @@ impl StatsThread {
             .name("hayate-stats".into())
             .spawn(move || {
                 runtime.block_on(async move {
-                    let (latest, snapshots) = watch::channel(Arc::new(Snapshot::take(&sources)));
-                    tokio::spawn(aggregate(sources.clone(), settings.interval, latest));
+                    let first = Arc::new(Snapshot::take(&sources));
+                    let history = Arc::new(Mutex::new(History::default()));
+                    history
+                        .lock()
+                        .expect("not shared yet")
+                        .record(first.clone());
+                    let (latest, snapshots) = watch::channel(first);
+                    tokio::spawn(aggregate(
+                        sources.clone(),
+                        settings.interval,
+                        latest,
+                        history.clone(),
+                    ));
                     if let Some(listener) = listener {
                         let endpoint = server::Endpoint {
                             sources: sources.clone(),
                             settings,
                             latest: snapshots,
+                            history,
                         };
                         tokio::spawn(server::serve(listener, Arc::new(endpoint)));
                     }
@@ -126,7 +143,12 @@ impl StatsThread {
 
 /// Takes a snapshot every `interval` and beats the stats thread's heartbeat every
 /// `heartbeat::PERIOD` (or every interval, when shorter), whatever the endpoint's clients do.
-async fn aggregate(sources: Sources, interval: Duration, latest: watch::Sender<Arc<Snapshot>>) {
+async fn aggregate(
+    sources: Sources,
+    interval: Duration,
+    latest: watch::Sender<Arc<Snapshot>>,
+    history: Arc<Mutex<History>>,
+) {
     let beat = heartbeat::PERIOD.min(interval);
     let mut next = Instant::now() + interval;
     loop {
@@ -134,7 +156,12 @@ async fn aggregate(sources: Sources, interval: Duration, latest: watch::Sender<A
         tokio::time::sleep_until((next.min(now + beat)).into()).await;
         sources.stats_heartbeat.beat();
         if Instant::now() >= next {
-            latest.send_replace(Arc::new(Snapshot::take(&sources)));
+            let snapshot = Arc::new(Snapshot::take(&sources));
+            history
+                .lock()
+                .expect("only this thread locks it")
+                .record(snapshot.clone());
+            latest.send_replace(snapshot);
             next += interval;
             // After a stall, the next one is an interval from now, not a burst of catch-ups.
             if next < Instant::now() {

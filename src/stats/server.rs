@@ -1,5 +1,5 @@
-//! The metrics endpoint: `GET /metrics`, `GET /health` and `GET /` over HTTP/1.1 (hyper) on the
-//! stats thread's runtime. Every connection is a task of its own, so a client that stalls holds
+//! The metrics endpoint: `GET /metrics`, `GET /health`, the status page `GET /` and its figures
+//! `GET /status.json`, over HTTP/1.1 (hyper) on the stats thread's runtime. Every connection is a task of its own, so a client that stalls holds
 //! its own socket and nothing else: `/health` answers at once however many idle connections are
 //! open. Connections are bounded (`MAX_CONNECTIONS`); past the bound a new connection takes the
 //! place of the oldest one still waiting for its request, so an idle flood cannot lock a
@@ -24,9 +24,11 @@ use tokio::sync::{watch, Notify, Semaphore};
 
 use super::counters::Sources;
 use super::exposition::Page;
+use super::history::History;
 use super::process::ProcessFigures;
 use super::snapshot::Snapshot;
-use super::Settings;
+use super::status::Status;
+use super::{status_page, Settings};
 
 /// Open connections at most: a few scrapers and probes need a handful; 64 idle sockets cost
 /// a few kilobytes.
@@ -43,6 +45,8 @@ pub(super) struct Endpoint {
     pub settings: Settings,
     /// The latest aggregation, replaced every `settings.interval`.
     pub latest: watch::Receiver<Arc<Snapshot>>,
+    /// The aggregations behind the status page's rates and charts; only this thread locks it.
+    pub history: Arc<Mutex<History>>,
 }
 
 /// Connections still waiting for their request head, oldest first, each with the signal that
@@ -185,11 +189,29 @@ impl Endpoint {
                 };
                 respond(status, "text/plain; charset=utf-8", text)
             }
-            "/" => respond(
-                StatusCode::OK,
-                "text/html; charset=utf-8",
-                "<a href=\"/metrics\">/metrics</a> <a href=\"/health\">/health</a>\n",
-            ),
+            "/" | "/status.json" => {
+                let status = Status::build(
+                    &self.history.lock().expect("only this thread locks it"),
+                    ProcessFigures::read(),
+                    self.settings.io,
+                );
+                let Some(status) = status else {
+                    return respond(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "text/plain",
+                        "no figures gathered yet\n",
+                    );
+                };
+                if req.uri().path() == "/" {
+                    respond(
+                        StatusCode::OK,
+                        "text/html; charset=utf-8",
+                        status_page::html(&status),
+                    )
+                } else {
+                    respond(StatusCode::OK, "application/json", status.json())
+                }
+            }
             _ => respond(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
         }
     }

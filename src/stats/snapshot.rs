@@ -12,6 +12,12 @@ pub struct WorkerSnapshot {
     pub leechers: u64,
     /// Milliseconds since the epoch at its last tick (0: none yet).
     pub heartbeat_ms: u64,
+    /// UDP requests it received, every action and IP version.
+    pub requests: u64,
+    /// Requests it handed to the worker owning their torrent.
+    pub forwarded: u64,
+    /// Work it could not hand over because the owner's inbox was full.
+    pub inbox_dropped: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -35,12 +41,16 @@ impl Snapshot {
             ..Snapshot::default()
         };
         for w in &sources.workers {
-            s.udp.add(&w.udp.snapshot());
+            let udp = w.udp.snapshot();
+            s.udp.add(&udp);
             s.workers.push(WorkerSnapshot {
                 torrents: w.torrents.get(),
                 seeders: w.seeders.get(),
                 leechers: w.leechers.get(),
                 heartbeat_ms: w.heartbeat_ms.get(),
+                requests: udp.requests.iter().flatten().sum(),
+                forwarded: udp.forwarded.iter().sum(),
+                inbox_dropped: udp.inbox_dropped.iter().sum(),
             });
         }
         if let Some(http) = &sources.http_heartbeat {
@@ -60,6 +70,9 @@ impl Snapshot {
                 seeders: a.seeders + w.seeders,
                 leechers: a.leechers + w.leechers,
                 heartbeat_ms: a.heartbeat_ms.max(w.heartbeat_ms),
+                requests: a.requests + w.requests,
+                forwarded: a.forwarded + w.forwarded,
+                inbox_dropped: a.inbox_dropped + w.inbox_dropped,
             })
     }
 }
