@@ -180,6 +180,8 @@ impl LimitsConfig {
 #[serde(deny_unknown_fields)]
 pub struct LogConfig {
     pub level: String,
+    /// Seconds between the summary lines logged at info level; 0: none.
+    pub summary_secs: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]

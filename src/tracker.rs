@@ -246,12 +246,16 @@ impl Tracker {
                 }
             }
         }
-        // The stats thread also runs without the endpoint when systemd wants watchdog pings.
-        if metrics_listener.is_some() || watchdog.is_some() {
+        // The stats thread also runs without the endpoint when systemd wants watchdog pings or
+        // the log wants summary lines.
+        let summary = (config.log.summary_secs > 0)
+            .then(|| Duration::from_secs(config.log.summary_secs.into()));
+        if metrics_listener.is_some() || watchdog.is_some() || summary.is_some() {
             let settings = stats::Settings {
                 interval: Duration::from_millis(config.metrics.interval_ms.into()),
                 stale_after: Duration::from_secs(config.metrics.stale_after_secs.into()),
                 io: tracker.backend,
+                summary,
             };
             if let Some(period) = watchdog {
                 tracing::info!(

@@ -556,3 +556,45 @@ fn a_panicked_thread_ends_the_process_non_zero() {
     assert!(status.success(), "{status:?}: {err}");
     assert!(err.contains("child lived on"), "{err}");
 }
+
+#[test]
+fn the_log_says_every_summary_interval_that_the_tracker_serves_and_what() {
+    let dir = test_dir("summary-line");
+    let config = dir.join("hayate.toml");
+    // No metrics endpoint and no watchdog: the summary alone keeps the stats thread running.
+    std::fs::write(
+        &config,
+        "[udp]\naddresses = [\"127.0.0.1:0\"]\n[http]\naddresses = []\n[workers]\ncount = 1\n\
+         [metrics]\naddress = \"\"\ninterval_ms = 100\n[log]\nlevel = \"info\"\nsummary_secs = 1\n",
+    )
+    .unwrap();
+    let mut d = Daemon::start(hayate_with_config(&config));
+    let mut c = Client::new(d.udp[0]);
+    let cid = c.connect();
+    for port in 1..=3 {
+        c.announce(cid, [5; 20], port, 1, EVENT_STARTED, 0);
+    }
+    // The swarm gauges follow the worker's one-second tick: wait for a line that shows it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let line = loop {
+        let log = d.log();
+        let found = log
+            .lines()
+            .filter(|l| l.contains(" serving ") && l.contains("udp_per_sec="))
+            .find(|l| l.contains("torrents=1 peers=3"))
+            .map(str::to_owned);
+        if let Some(line) = found {
+            break line;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no summary with the swarm in:\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(line.contains(" INFO "), "{line}");
+    assert!(line.contains("http_per_sec=0.0"), "{line}");
+    assert!(line.contains("errors=0 inbox_drops=0"), "{line}");
+    // And again a second later: one line per interval, not one.
+    d.wait_log("udp_per_sec=", 3, Duration::from_secs(10));
+}

@@ -18,6 +18,7 @@ mod server;
 mod snapshot;
 mod status;
 mod status_page;
+mod summary;
 mod watchdog;
 
 use std::net::{SocketAddr, TcpListener};
@@ -47,6 +48,8 @@ pub struct Settings {
     pub stale_after: Duration,
     /// The UDP I/O backend the workers run ("io_uring" or "epoll"), for `hayate_build_info`.
     pub io: &'static str,
+    /// Between the summary lines in the log (`[log] summary_secs`); `None`: no summary.
+    pub summary: Option<Duration>,
 }
 
 /// The running stats thread.
@@ -97,7 +100,7 @@ impl StatsThread {
                     let (latest, snapshots) = watch::channel(first);
                     tokio::spawn(aggregate(
                         sources.clone(),
-                        settings.interval,
+                        settings,
                         latest,
                         history.clone(),
                     ));
@@ -141,15 +144,18 @@ impl StatsThread {
     }
 }
 
-/// Takes a snapshot every `interval` and beats the stats thread's heartbeat every
+/// Takes a snapshot every `interval` (logging a summary line every `summary`) and beats the stats thread's heartbeat every
 /// `heartbeat::PERIOD` (or every interval, when shorter), whatever the endpoint's clients do.
 async fn aggregate(
     sources: Sources,
-    interval: Duration,
+    settings: Settings,
     latest: watch::Sender<Arc<Snapshot>>,
     history: Arc<Mutex<History>>,
 ) {
+    let interval = settings.interval;
     let beat = heartbeat::PERIOD.min(interval);
+    // The snapshot the next summary line counts from.
+    let mut summarised = latest.borrow().clone();
     let mut next = Instant::now() + interval;
     loop {
         let now = Instant::now();
@@ -161,6 +167,12 @@ async fn aggregate(
                 .lock()
                 .expect("only this thread locks it")
                 .record(snapshot.clone());
+            if let Some(every) = settings.summary {
+                if snapshot.taken_ms >= summarised.taken_ms + every.as_millis() as u64 {
+                    summary::Summary::between(&summarised, &snapshot).log();
+                    summarised = snapshot.clone();
+                }
+            }
             latest.send_replace(snapshot);
             next += interval;
             // After a stall, the next one is an interval from now, not a burst of catch-ups.
