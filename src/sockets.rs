@@ -253,7 +253,7 @@ fn udp_socket(addr: SocketAddr, recv_buffer: u32) -> std::io::Result<UdpSocket> 
     if addr.is_ipv6() {
         socket.set_only_v6(true)?;
     }
-    // Best effort: without privileges the kernel caps it at net.core.rmem_max.
+    // Best effort: the kernel caps it at net.core.rmem_max, for root too (`resources` warns).
     let _ = socket.set_recv_buffer_size(recv_buffer as usize);
     socket.bind(&addr.into())?;
     Ok(socket.into())
