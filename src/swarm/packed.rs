@@ -596,6 +596,11 @@ mod tests {
         assert_eq!(set.store.keep_until(), 0);
         set.store.set_keep_until(9);
         assert_eq!(set.store.keep_until(), 9);
+        // Told it has no seeders (as a set is after its last one leaves), an empty store keeps
+        // its keeping time: the body holds no block to count them in.
+        Store::<[u8; 4]>::set_seeders(&mut set.store, 0);
+        assert_eq!(set.store.keep_until(), 9);
+        assert_eq!(set.seeders(), 0);
     }
 
     #[test]
