@@ -103,7 +103,7 @@ pub struct HistoryPoint {
 }
 
 /// Change per second from `from` to `to` over `secs`.
-fn rate(from: u64, to: u64, secs: f64) -> f64 {
+pub(super) fn rate(from: u64, to: u64, secs: f64) -> f64 {
     if secs > 0.0 {
         to.saturating_sub(from) as f64 / secs
     } else {

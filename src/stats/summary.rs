@@ -3,6 +3,7 @@
 //! refused or lost, so `journalctl -u hayate` answers "is it working?" without a scraper.
 
 use super::snapshot::Snapshot;
+use super::status::rate;
 
 /// The figures of one summary line: the change from `from` to `to`.
 #[derive(Debug, Clone, PartialEq)]
@@ -25,14 +26,7 @@ impl Summary {
             let t = if http { &s.http } else { &s.udp };
             t.requests.iter().flatten().sum()
         };
-        let per_sec = |http| {
-            let n = requests(to, http).saturating_sub(requests(from, http));
-            if secs > 0.0 {
-                n as f64 / secs
-            } else {
-                0.0
-            }
-        };
+        let per_sec = |http| rate(requests(from, http), requests(to, http), secs);
         let errors = |s: &Snapshot| -> u64 { s.udp.errors.iter().chain(&s.http.errors).sum() };
         let drops = |s: &Snapshot| -> u64 { s.totals().inbox_dropped };
         let t = to.totals();
