@@ -427,9 +427,9 @@ impl Store<[u8; 4]> for Packed {
 
     fn capacity(&self) -> usize {
         match self.shape() {
-            EMPTY => 0,
             ONE => 1,
             SMALL => self.len(),
+            // An empty store has no prefix: no room.
             _ => self.prefix().map_or(0, |p| p.cap as usize),
         }
     }
