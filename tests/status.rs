@@ -40,8 +40,10 @@ fn total(page: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
 }
 
 /// Known traffic: over UDP a connect, six announces to three torrents (two as seeders) and one
-/// announce cut short (malformed); over HTTP two leechers on a fourth torrent.
-fn make_traffic(t: &hayate_tracker::Tracker) {
+/// announce cut short (malformed); over HTTP two leechers on a fourth torrent. Returns once
+/// `/metrics` shows the swarm it made (the gauges follow the workers' one-second tick), with
+/// that page.
+fn make_traffic(t: &hayate_tracker::Tracker) -> String {
     let mut c = Client::new(v4(t));
     let cid = c.connect();
     for n in 0..6u8 {
@@ -64,6 +66,11 @@ fn make_traffic(t: &hayate_tracker::Tracker) {
         let (status, body) = http_announce(http_v4(t), &hash(9), port, 1, "");
         assert_eq!(status, 200, "{body}");
     }
+    let metrics = t.metrics_address().unwrap();
+    let within = Duration::from_secs(10);
+    wait_sample(metrics, "hayate_torrents", &[], 4.0, within);
+    // Torrents never go down here, so the page where the leechers are in shows both.
+    wait_sample(metrics, "hayate_leechers", &[], 6.0, within)
 }
 
 #[test]
@@ -74,26 +81,7 @@ fn the_status_json_and_page_show_what_the_traffic_made_and_metrics_says() {
     // is up: the page answering proves that one exists, so the rates have a start before the
     // traffic (CI once made its traffic first, and every rate read 0).
     assert_eq!(status_json(metrics)["protocols"][0]["requests_total"], 0);
-    make_traffic(&t);
-    // The swarm gauges follow the workers' one-second tick.
-    let page = wait_sample(
-        metrics,
-        "hayate_torrents",
-        &[],
-        4.0,
-        Duration::from_secs(10),
-    );
-    let page = if sample(&page, "hayate_leechers", &[]) == Some(6.0) {
-        page
-    } else {
-        wait_sample(
-            metrics,
-            "hayate_leechers",
-            &[],
-            6.0,
-            Duration::from_secs(10),
-        )
-    };
+    let page = make_traffic(&t);
     let s = status_json(metrics);
 
     // What the traffic made.
@@ -256,20 +244,6 @@ fn a_real_browser_renders_the_figures_with_javascript_off() {
     let t = start_tracker_http(2, "", FAST_METRICS);
     let metrics = t.metrics_address().unwrap();
     make_traffic(&t);
-    wait_sample(
-        metrics,
-        "hayate_torrents",
-        &[],
-        4.0,
-        Duration::from_secs(10),
-    );
-    wait_sample(
-        metrics,
-        "hayate_leechers",
-        &[],
-        6.0,
-        Duration::from_secs(10),
-    );
     let s = status_json(metrics);
     let profile = tempfile::tempdir().unwrap();
     let url = format!("http://{metrics}/");

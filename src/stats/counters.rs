@@ -419,6 +419,21 @@ impl TrafficSnapshot {
     pub fn errors(&self, reason: ErrorReason) -> u64 {
         self.errors[reason as usize]
     }
+
+    /// Requests of every action and IP version.
+    pub fn requests_total(&self) -> u64 {
+        self.requests.iter().flatten().sum()
+    }
+
+    /// Replies of every action and IP version.
+    pub fn responses_total(&self) -> u64 {
+        self.responses.iter().flatten().sum()
+    }
+
+    /// Refusals and losses of every reason.
+    pub fn errors_total(&self) -> u64 {
+        self.errors.iter().sum()
+    }
 }
 
 /// One UDP worker's block: its traffic, the size of its shard, and its heartbeat.

@@ -31,12 +31,10 @@ pub struct Point {
 impl Point {
     fn of(s: &Snapshot) -> Point {
         let t = s.totals();
-        let requests =
-            |t: &super::counters::TrafficSnapshot| -> u64 { t.requests.iter().flatten().sum() };
         Point {
             at_ms: s.taken_ms,
-            requests: requests(&s.udp) + requests(&s.http),
-            errors: s.udp.errors.iter().chain(&s.http.errors).sum(),
+            requests: s.requests_total(),
+            errors: s.errors_total(),
             peers: t.seeders + t.leechers,
         }
     }

@@ -48,7 +48,7 @@ impl Snapshot {
                 seeders: w.seeders.get(),
                 leechers: w.leechers.get(),
                 heartbeat_ms: w.heartbeat_ms.get(),
-                requests: udp.requests.iter().flatten().sum(),
+                requests: udp.requests_total(),
                 forwarded: udp.forwarded.iter().sum(),
                 inbox_dropped: udp.inbox_dropped.iter().sum(),
             });
@@ -59,6 +59,16 @@ impl Snapshot {
         s.threads.push(("stats", sources.stats_heartbeat.last_ms()));
         s.taken_ms = sources.epoch.elapsed().as_millis() as u64;
         s
+    }
+
+    /// Requests of both protocols.
+    pub fn requests_total(&self) -> u64 {
+        self.udp.requests_total() + self.http.requests_total()
+    }
+
+    /// Refusals and losses of both protocols.
+    pub fn errors_total(&self) -> u64 {
+        self.udp.errors_total() + self.http.errors_total()
     }
 
     /// Totals over every worker.

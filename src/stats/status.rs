@@ -139,7 +139,6 @@ fn protocol(
     to: &TrafficSnapshot,
     secs: f64,
 ) -> Protocol {
-    let sum = |g: &[[u64; 2]; 4]| -> u64 { g.iter().flatten().sum() };
     let actions = Action::ALL
         .into_iter()
         // HTTP has no connect, and nothing is ever asked as "error".
@@ -157,9 +156,9 @@ fn protocol(
     let by_version = |v: IpVersion| -> u64 { to.requests.iter().map(|r| r[v as usize]).sum() };
     Protocol {
         protocol: name,
-        requests_total: sum(&to.requests),
-        requests_per_sec: rate(sum(&from.requests), sum(&to.requests), secs),
-        responses_per_sec: rate(sum(&from.responses), sum(&to.responses), secs),
+        requests_total: to.requests_total(),
+        requests_per_sec: rate(from.requests_total(), to.requests_total(), secs),
+        responses_per_sec: rate(from.responses_total(), to.responses_total(), secs),
         ipv4_requests_total: by_version(IpVersion::V4),
         ipv6_requests_total: by_version(IpVersion::V6),
         bytes_received_per_sec: rate(from.bytes_received, to.bytes_received, secs),

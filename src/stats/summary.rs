@@ -22,21 +22,15 @@ pub struct Summary {
 impl Summary {
     pub fn between(from: &Snapshot, to: &Snapshot) -> Summary {
         let secs = to.taken_ms.saturating_sub(from.taken_ms) as f64 / 1000.0;
-        let requests = |s: &Snapshot, http: bool| -> u64 {
-            let t = if http { &s.http } else { &s.udp };
-            t.requests.iter().flatten().sum()
-        };
-        let per_sec = |http| rate(requests(from, http), requests(to, http), secs);
-        let errors = |s: &Snapshot| -> u64 { s.udp.errors.iter().chain(&s.http.errors).sum() };
         let drops = |s: &Snapshot| -> u64 { s.totals().inbox_dropped };
         let t = to.totals();
         Summary {
             secs,
-            udp_per_sec: per_sec(false),
-            http_per_sec: per_sec(true),
+            udp_per_sec: rate(from.udp.requests_total(), to.udp.requests_total(), secs),
+            http_per_sec: rate(from.http.requests_total(), to.http.requests_total(), secs),
             torrents: t.torrents,
             peers: t.seeders + t.leechers,
-            errors: errors(to).saturating_sub(errors(from)),
+            errors: to.errors_total().saturating_sub(from.errors_total()),
             drops: drops(to).saturating_sub(drops(from)),
         }
     }
