@@ -190,6 +190,7 @@ fn select(c: &mut Criterion) {
             ip: peer_ip(i),
             port: a.port,
             counted: false,
+            client: 0,
         };
         set.upsert(peer, a.left == 0, &hs);
     }

@@ -19,6 +19,7 @@ pub struct Config {
     pub protocol: ProtocolConfig,
     pub cleaning: CleaningConfig,
     pub metrics: MetricsConfig,
+    pub full_scrape: FullScrapeConfig,
     pub log: LogConfig,
     pub limits: LimitsConfig,
     pub access_list: AccessListConfig,
@@ -191,6 +192,21 @@ pub struct MetricsConfig {
     pub address: String,
     pub interval_ms: u32,
     pub stale_after_secs: u32,
+    /// Seconds between censuses of the swarm for the status page (largest torrents, peers by
+    /// client); 0: none.
+    pub census_secs: u32,
+}
+
+/// BEP 48's `/scrape` without `info_hash`: every torrent's counts, from a census.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FullScrapeConfig {
+    pub enabled: bool,
+    /// Seconds between rebuilds of the body; also how often one source may fetch it.
+    pub interval_secs: u32,
+    /// A file the body is also written to after each rebuild (gzip if it ends in `.gz`); "":
+    /// none.
+    pub path: String,
 }
 
 /// A configuration that cannot be used, with where and why.
@@ -394,6 +410,21 @@ impl Config {
         }
         range("metrics.interval_ms", m.interval_ms, 100, 60_000)?;
         range("metrics.stale_after_secs", m.stale_after_secs, 2, 3_600)?;
+        if m.census_secs != 0 {
+            range("metrics.census_secs", m.census_secs, 5, 86_400)?;
+        }
+        range(
+            "full_scrape.interval_secs",
+            self.full_scrape.interval_secs,
+            1,
+            86_400,
+        )?;
+        if !self.full_scrape.path.trim().is_empty() && !self.full_scrape.enabled {
+            return Err((
+                "full_scrape.path",
+                "is written only while full_scrape.enabled = true".into(),
+            ));
+        }
         range("limits.max_torrents", self.limits.max_torrents, 1, u32::MAX)?;
         range(
             "limits.max_peers_per_torrent",

@@ -19,7 +19,7 @@ use crate::config::Config;
 use crate::connection_id::ConnectionIds;
 use crate::handover::Inherited;
 use crate::http;
-use crate::mesh::{inbox, Wake};
+use crate::mesh::{inbox, Mesh, Wake};
 use crate::policy::{Policy, PolicyError, SharedPolicy};
 use crate::sockets::Sockets;
 use crate::state::keeper::{self, Identity, Keeper};
@@ -226,6 +226,13 @@ impl Tracker {
                 }
             }
         }
+        // Built by the stats thread's census, served by the HTTP thread.
+        let full_body = config
+            .full_scrape
+            .enabled
+            .then(http::full_scrape::Shared::default);
+        let full_interval = Duration::from_secs(config.full_scrape.interval_secs.into());
+        let mesh = Mesh::new(mailboxes.clone());
         if !http_listeners.is_empty() {
             match http::spawn(
                 http_listeners,
@@ -238,6 +245,7 @@ impl Tracker {
                     .unwrap_or_else(|| stats::Heartbeat::new(epoch)),
                 policy.clone(),
                 http_stopped,
+                (full_body.clone()).map(|b| http::full_scrape::FullScrape::new(b, full_interval)),
             ) {
                 Ok(thread) => tracker.http = Some(thread),
                 Err(e) => {
@@ -246,11 +254,24 @@ impl Tracker {
                 }
             }
         }
-        // The stats thread also runs without the endpoint when systemd wants watchdog pings or
-        // the log wants summary lines.
+        // The stats thread also runs without the endpoint when systemd wants watchdog pings,
+        // the log wants summary lines or the full scrape wants building.
         let summary = (config.log.summary_secs > 0)
             .then(|| Duration::from_secs(config.log.summary_secs.into()));
-        if metrics_listener.is_some() || watchdog.is_some() || summary.is_some() {
+        let census = stats::CensusSettings {
+            // Only the status page shows it.
+            every: (metrics_listener.is_some() && config.metrics.census_secs > 0)
+                .then(|| Duration::from_secs(config.metrics.census_secs.into())),
+            full_scrape: full_body.map(|body| stats::FullScrapeOut {
+                interval: full_interval,
+                body,
+                path: Some(config.full_scrape.path.trim())
+                    .filter(|p| !p.is_empty())
+                    .map(Into::into),
+            }),
+        };
+        let census_runs = census.every.is_some() || census.full_scrape.is_some();
+        if metrics_listener.is_some() || watchdog.is_some() || summary.is_some() || census_runs {
             let settings = stats::Settings {
                 interval: Duration::from_millis(config.metrics.interval_ms.into()),
                 stale_after: Duration::from_secs(config.metrics.stale_after_secs.into()),
@@ -263,7 +284,8 @@ impl Tracker {
                     "sending systemd watchdog pings while every thread is healthy"
                 );
             }
-            match StatsThread::start(metrics_listener, sources, settings, watchdog) {
+            let swarm = stats::SwarmAccess { mesh, census };
+            match StatsThread::start(metrics_listener, sources, settings, watchdog, Some(swarm)) {
                 Ok(thread) => tracker.stats = Some(thread),
                 Err(e) => {
                     let _ = tracker.stop();

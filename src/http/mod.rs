@@ -6,6 +6,7 @@
 
 mod bencode;
 mod connections;
+pub mod full_scrape;
 pub mod proxy;
 pub mod query;
 pub mod response;
@@ -74,6 +75,7 @@ pub fn spawn(
     heartbeat: crate::stats::Heartbeat,
     policy: SharedPolicy,
     stopped: Stopped,
+    full_scrape: Option<full_scrape::FullScrape>,
 ) -> anyhow::Result<JoinHandle<()>> {
     // Work handed to a worker wakes it when this thread goes idle (or every few requests), not
     // per request: on a shared core that saves a context switch per request.
@@ -102,8 +104,12 @@ pub fn spawn(
         .max_header_size(h.max_request_bytes as usize)
         // hyper's read buffer cannot be under 8 KiB; the head limit above is the real one.
         .max_buf_size((h.max_request_bytes as usize).max(8192));
+    let mut service = Service::new(config, mailboxes)?.count_into(stats.clone());
+    if let Some(full) = full_scrape {
+        service = service.serve_full_scrape(full);
+    }
     let server = Arc::new(Server {
-        service: Service::new(config, mailboxes)?.count_into(stats.clone()),
+        service,
         stats,
         policy,
         builder,
@@ -241,6 +247,7 @@ mod tests {
             crate::stats::Heartbeat::new(std::time::Instant::now()),
             crate::policy::Policy::load(&config).unwrap().shared(),
             stopped,
+            None,
         )
         .unwrap();
         let mut client = std::net::TcpStream::connect(addr).unwrap();

@@ -13,7 +13,10 @@ use crossbeam_utils::CachePadded;
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::header::{HeaderName, HeaderValue, ALLOW, CONTENT_TYPE, RETRY_AFTER};
+use hyper::header::{
+    HeaderName, HeaderValue, ACCEPT_ENCODING, ALLOW, CONTENT_ENCODING, CONTENT_TYPE, RETRY_AFTER,
+    VARY,
+};
 use hyper::{Method, Request, Response, StatusCode};
 use tokio::sync::oneshot;
 use tokio::time::{timeout, timeout_at, Instant};
@@ -26,6 +29,7 @@ use crate::protocol::InfoHash;
 use crate::rate_limit::RateLimiter;
 use crate::stats::{Action, ErrorReason, Forward, IpVersion, Traffic};
 
+use super::full_scrape::{self, FullScrape};
 use super::proxy::{self, Cidr};
 use super::query;
 use super::response::{self, PeerFormat};
@@ -49,6 +53,8 @@ pub struct Service {
     rate: Option<Mutex<RateLimiter>>,
     /// Milliseconds for the limiter count from here.
     epoch: std::time::Instant,
+    /// The full scrape, when `[full_scrape] enabled`.
+    full_scrape: Option<FullScrape>,
 }
 
 /// How a request ended: the body, and whether it was a refusal (its reason already counted).
@@ -92,7 +98,14 @@ impl Service {
             )
             .map(Mutex::new),
             epoch: std::time::Instant::now(),
+            full_scrape: None,
         })
+    }
+
+    /// Serves BEP 48's full scrape (a `/scrape` naming no torrent) from `full` from now on.
+    pub fn serve_full_scrape(mut self, full: FullScrape) -> Self {
+        self.full_scrape = Some(full);
+        self
     }
 
     /// A refusal, counted under its reason.
@@ -143,6 +156,15 @@ impl Service {
         let ip = IpVersion::of(peer.ip());
         let query = req.uri().query().unwrap_or("").as_bytes();
         self.stats.received(req.uri().path().len() + query.len());
+        if let (Route::Scrape, Some(full)) = (&route, &self.full_scrape) {
+            if matches!(
+                query::parse_scrape(query, self.max_scrape_hashes),
+                Err(query::QueryError::NoHashes)
+            ) {
+                let source = client.unwrap_or(peer.ip());
+                return Ok(self.full_scrape(full, source, &req, ip, started));
+            }
+        }
         let (action, answer) = match route {
             Route::Announce => (Action::Announce, self.announce(client, query).await),
             Route::Scrape => (Action::Scrape, self.scrape(query).await),
@@ -167,6 +189,61 @@ impl Service {
             .map(HeaderValue::as_bytes)
             .collect();
         proxy::client_ip(peer, &self.trusted, &header)
+    }
+
+    /// The full scrape for `source`, counted as a scrape: the last body built (gzipped if the
+    /// client accepts it), 429 if the source had it less than an interval ago, 503 before the
+    /// first body is built.
+    fn full_scrape<B>(
+        &self,
+        full: &FullScrape,
+        source: IpAddr,
+        req: &Request<B>,
+        ip: IpVersion,
+        started: std::time::Instant,
+    ) -> Response<Full<Bytes>> {
+        let gzip = req
+            .headers()
+            .get_all(ACCEPT_ENCODING)
+            .iter()
+            .any(|v| v.to_str().is_ok_and(full_scrape::accepts_gzip));
+        self.stats.request(Action::Scrape, ip);
+        let (replied, r) = match full.serve(source, gzip, started) {
+            full_scrape::Served::Body(body) => {
+                let mut r = Response::new(Full::new(body));
+                let h = r.headers_mut();
+                h.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+                h.insert(VARY, HeaderValue::from_static("Accept-Encoding"));
+                if gzip {
+                    h.insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+                }
+                (Action::Scrape, r)
+            }
+            full_scrape::Served::TooSoon(secs) => {
+                self.stats.error(ErrorReason::RateLimited);
+                let mut r = bencoded(response::failure(&format!(
+                    "full scrape already served to this address, retry in {secs} s"
+                )));
+                *r.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+                r.headers_mut().insert(RETRY_AFTER, HeaderValue::from(secs));
+                (Action::Error, r)
+            }
+            full_scrape::Served::NotYet => {
+                let mut r = bencoded(response::failure(
+                    "full scrape not built yet, retry in a few seconds",
+                ));
+                *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+                r.headers_mut()
+                    .insert(RETRY_AFTER, HeaderValue::from_static("5"));
+                (Action::Error, r)
+            }
+        };
+        let len = hyper::body::Body::size_hint(r.body())
+            .exact()
+            .unwrap_or(0) as usize;
+        self.stats.response(replied, ip, len);
+        self.stats.latency(started.elapsed().as_micros() as u64);
+        r
     }
 
     async fn announce(&self, client: Result<IpAddr, proxy::Unreadable>, query: &[u8]) -> Answer {

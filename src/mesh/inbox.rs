@@ -52,9 +52,10 @@ impl ScrapeChain {
     }
 }
 
-/// Work from the HTTP frontend for the torrents this worker owns. The owner answers through the
-/// oneshot, which never blocks it; the HTTP thread waits for the answer, boundedly, and drops
-/// the receiver if it gives up, which the owner sees and skips the work.
+/// Work from the HTTP side for the torrents this worker owns: the HTTP frontend's requests, and
+/// the metrics endpoint's questions (a torrent lookup, a census). The owner answers through
+/// the oneshot, which never blocks it; the asking thread waits for the answer, boundedly, and
+/// drops the receiver if it gives up, which the owner sees and skips the work.
 #[derive(Debug)]
 pub enum HttpWork {
     Announce {
@@ -72,6 +73,18 @@ pub enum HttpWork {
     Scrape {
         hashes: Vec<InfoHash>,
         reply: tokio::sync::oneshot::Sender<Vec<SwarmCounts>>,
+    },
+    /// One torrent as the owner holds it (`None`: not held), its peers listed if `peers`.
+    Lookup {
+        info_hash: InfoHash,
+        peers: bool,
+        reply: tokio::sync::oneshot::Sender<Option<crate::swarm::TorrentView>>,
+    },
+    /// A census of the owner's whole shard, walked a slice at a time between requests;
+    /// every torrent's counts listed too if `list`.
+    Census {
+        list: bool,
+        reply: tokio::sync::oneshot::Sender<crate::swarm::Census>,
     },
 }
 
@@ -232,6 +245,18 @@ impl Mailbox {
             Ok(()) => {
                 // The HTTP thread flushes before it parks (see `http::spawn`).
                 self.wake.defer();
+                Ok(())
+            }
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => Err(InboxFull),
+        }
+    }
+
+    /// Hands a question from the metrics endpoint to the owner and wakes it at once (the
+    /// deferred wakes are the HTTP frontend's alone); never blocks.
+    pub fn send_query(&self, m: HttpWork) -> Result<(), InboxFull> {
+        match self.http.try_send(m) {
+            Ok(()) => {
+                self.wake.wake();
                 Ok(())
             }
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => Err(InboxFull),

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use crate::protocol::InfoHash;
+use crate::protocol::{parse_hex_hash, InfoHash};
 
 /// What the list means.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -107,38 +107,6 @@ impl AccessList {
 
     pub fn is_empty(&self) -> bool {
         self.hashes.is_empty()
-    }
-}
-
-fn parse_hex_hash(s: &str) -> Result<InfoHash, String> {
-    if s.len() != 40 {
-        return Err(format!(
-            "expected an info hash of 40 hex digits, got {:?} ({} characters)",
-            shorten(s),
-            s.chars().count()
-        ));
-    }
-    let mut hash = [0u8; 20];
-    for (i, pair) in s.as_bytes().chunks(2).enumerate() {
-        let hex = |c: u8| (c as char).to_digit(16);
-        match (hex(pair[0]), hex(pair[1])) {
-            (Some(hi), Some(lo)) => hash[i] = (hi * 16 + lo) as u8,
-            _ => {
-                return Err(format!(
-                    "{:?} is not hexadecimal (expected 40 digits 0-9, a-f)",
-                    shorten(s)
-                ))
-            }
-        }
-    }
-    Ok(hash)
-}
-
-fn shorten(s: &str) -> String {
-    if s.chars().count() > 60 {
-        format!("{}...", s.chars().take(60).collect::<String>())
-    } else {
-        s.to_string()
     }
 }
 

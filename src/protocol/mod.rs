@@ -2,6 +2,7 @@
 //! and writes its replies; none of them touches a socket or the swarm table.
 
 pub mod bep41;
+pub mod peer_client;
 pub mod udp;
 pub mod urlencoded;
 
@@ -15,6 +16,49 @@ pub fn hex_digit(c: u8) -> Option<u8> {
         b'A'..=b'F' => Some(c - b'A' + 10),
         _ => None,
     }
+}
+
+/// An info hash written as operators write it: 40 hex digits, either case.
+pub fn parse_hex_hash(s: &str) -> Result<InfoHash, String> {
+    if s.len() != 40 {
+        return Err(format!(
+            "expected an info hash of 40 hex digits, got {:?} ({} characters)",
+            shorten(s),
+            s.chars().count()
+        ));
+    }
+    let mut hash = [0u8; 20];
+    for (i, pair) in s.as_bytes().chunks(2).enumerate() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match (hex(pair[0]), hex(pair[1])) {
+            (Some(hi), Some(lo)) => hash[i] = (hi * 16 + lo) as u8,
+            _ => {
+                return Err(format!(
+                    "{:?} is not hexadecimal (expected 40 digits 0-9, a-f)",
+                    shorten(s)
+                ))
+            }
+        }
+    }
+    Ok(hash)
+}
+
+/// At most 60 characters of `s`, for an error message.
+fn shorten(s: &str) -> String {
+    if s.chars().count() > 60 {
+        format!("{}...", s.chars().take(60).collect::<String>())
+    } else {
+        s.to_string()
+    }
+}
+
+/// `bytes` as lowercase hex digits (an info hash as operators write it).
+pub fn to_hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
 }
 
 /// A torrent's 20-byte info hash (a BitTorrent v2 hash is cut to 20 bytes by clients).

@@ -8,6 +8,7 @@
 //! watchdog are tasks, so no client delays another or the aggregation. Workers never wait for
 //! this thread and this thread never locks anything a worker holds.
 
+mod census;
 pub mod counters;
 mod exposition;
 mod health;
@@ -29,6 +30,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use tokio::sync::{oneshot, watch};
 
+pub use census::{CensusSettings, FullScrapeOut};
 pub use counters::{Action, ErrorReason, Forward, IpVersion, Sources, Traffic, WorkerStats};
 pub use exposition::openmetrics_to_prometheus;
 pub use health::health;
@@ -52,6 +54,12 @@ pub struct Settings {
     pub summary: Option<Duration>,
 }
 
+/// The way to the workers' shards: torrent lookups and censuses go to their owners' inboxes.
+pub struct SwarmAccess {
+    pub mesh: crate::mesh::Mesh,
+    pub census: CensusSettings,
+}
+
 /// The running stats thread.
 pub struct StatsThread {
     address: Option<SocketAddr>,
@@ -61,13 +69,15 @@ pub struct StatsThread {
 
 impl StatsThread {
     /// Serves the endpoint on `listener` when there is one (bound by `sockets`, so a bad address
-    /// fails before anything runs) and pings systemd's watchdog every `watchdog` when set.
-    /// Returns once the runtime is built and the listener registered.
+    /// fails before anything runs), pings systemd's watchdog every `watchdog` when set, and
+    /// runs censuses of `swarm` when it is given. Returns once the runtime is built and the
+    /// listener registered.
     pub fn start(
         listener: Option<TcpListener>,
         sources: Sources,
         settings: Settings,
         watchdog: Option<Duration>,
+        swarm: Option<SwarmAccess>,
     ) -> anyhow::Result<StatsThread> {
         let address = listener.as_ref().map(TcpListener::local_addr).transpose()?;
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -104,12 +114,19 @@ impl StatsThread {
                         latest,
                         history.clone(),
                     ));
+                    let gathered = census::Latest::default();
+                    let mesh = swarm.as_ref().map(|s| s.mesh.clone());
+                    if let Some(SwarmAccess { mesh, census }) = swarm {
+                        tokio::spawn(census::run(mesh, census, gathered.clone(), sources.epoch));
+                    }
                     if let Some(listener) = listener {
                         let endpoint = server::Endpoint {
                             sources: sources.clone(),
                             settings,
                             latest: snapshots,
                             history,
+                            census: gathered,
+                            mesh,
                         };
                         tokio::spawn(server::serve(listener, Arc::new(endpoint)));
                     }

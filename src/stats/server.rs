@@ -1,5 +1,6 @@
 //! The metrics endpoint: `GET /metrics`, `GET /health`, the status page `GET /` and its figures
-//! `GET /status.json`, over HTTP/1.1 (hyper) on the stats thread's runtime. Every connection is a task of its own, so a client that stalls holds
+//! `GET /status.json`, one torrent `GET /api/torrent/<40 hex digits>[?peers=1]` (asked of the
+//! worker that owns it, through its inbox), over HTTP/1.1 (hyper) on the stats thread's runtime. Every connection is a task of its own, so a client that stalls holds
 //! its own socket and nothing else: `/health` answers at once however many idle connections are
 //! open. Connections are bounded (`MAX_CONNECTIONS`); past the bound a new connection takes the
 //! place of the oldest one still waiting for its request, so an idle flood cannot lock a
@@ -20,7 +21,10 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::sync::{watch, Notify, Semaphore};
+use tokio::sync::{oneshot, watch, Notify, Semaphore};
+
+use crate::mesh::{HttpWork, Mesh};
+use crate::protocol::{parse_hex_hash, peer_client, to_hex};
 
 use super::counters::Sources;
 use super::exposition::Page;
@@ -47,7 +51,14 @@ pub(super) struct Endpoint {
     pub latest: watch::Receiver<Arc<Snapshot>>,
     /// The aggregations behind the status page's rates and charts; only this thread locks it.
     pub history: Arc<Mutex<History>>,
+    /// The last census of the swarm (largest torrents, peers by client).
+    pub census: super::census::Latest,
+    /// The workers' inboxes, for torrent lookups; `None` without workers.
+    pub mesh: Option<Mesh>,
 }
+
+/// Longest a torrent lookup waits for the owning worker (it answers between two batches).
+const LOOKUP_WITHIN: Duration = Duration::from_secs(2);
 
 /// Connections still waiting for their request head, oldest first, each with the signal that
 /// closes it.
@@ -123,8 +134,8 @@ pub(super) async fn serve(listener: tokio::net::TcpListener, endpoint: Arc<Endpo
             let service = service_fn(move |req| {
                 // The head is in: answered from here, no longer one to make room with.
                 Waiting::remove(&answering, id);
-                let response = endpoint.answer(&req);
-                async move { Ok::<_, Infallible>(response) }
+                let endpoint = endpoint.clone();
+                async move { Ok::<_, Infallible>(endpoint.answer(req).await) }
             });
             let connection = builder.serve_connection(TokioIo::new(stream), service);
             tokio::select! {
@@ -143,7 +154,7 @@ pub(super) async fn serve(listener: tokio::net::TcpListener, endpoint: Arc<Endpo
 }
 
 impl Endpoint {
-    fn answer(&self, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    async fn answer(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
         let method = req.method();
         if method != Method::GET && method != Method::HEAD {
             let mut r = respond(
@@ -156,6 +167,13 @@ impl Endpoint {
             return r;
         }
         // HEAD gets the same head as GET (Content-Length included); hyper leaves the body out.
+        if let Some(hex) = req.uri().path().strip_prefix("/api/torrent/") {
+            let peers = req
+                .uri()
+                .query()
+                .is_some_and(|q| q.split('&').any(|p| p == "peers=1" || p == "peers=true"));
+            return self.lookup(hex, peers).await;
+        }
         match req.uri().path() {
             "/metrics" => {
                 let openmetrics = req.headers().get_all(ACCEPT).iter().any(|v| {
@@ -190,10 +208,16 @@ impl Endpoint {
                 respond(status, "text/plain; charset=utf-8", text)
             }
             "/" | "/status.json" => {
+                let census = self
+                    .census
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone();
                 let status = Status::build(
                     &self.history.lock().expect("only this thread locks it"),
                     ProcessFigures::read(),
                     self.settings.io,
+                    census.as_deref(),
                 );
                 let Some(status) = status else {
                     return respond(
@@ -214,6 +238,67 @@ impl Endpoint {
             }
             _ => respond(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
         }
+    }
+
+    /// One torrent as its owner holds it: counts, and its peers when `peers`.
+    async fn lookup(&self, hex: &str, peers: bool) -> Response<Full<Bytes>> {
+        let json = |status, value: serde_json::Value| {
+            respond(status, "application/json", value.to_string() + "\n")
+        };
+        let hash = match parse_hex_hash(hex) {
+            Ok(hash) => hash,
+            Err(why) => return json(StatusCode::BAD_REQUEST, serde_json::json!({ "error": why })),
+        };
+        let Some(mesh) = &self.mesh else {
+            let why = "this tracker runs no workers";
+            return json(StatusCode::NOT_FOUND, serde_json::json!({ "error": why }));
+        };
+        let owner = mesh.owner(&hash);
+        let (reply, answer) = oneshot::channel();
+        let asked = HttpWork::Lookup {
+            info_hash: hash,
+            peers,
+            reply,
+        };
+        let busy = serde_json::json!({ "error": format!("worker {owner} did not answer, retry") });
+        if mesh.to(owner).send_query(asked).is_err() {
+            return json(StatusCode::SERVICE_UNAVAILABLE, busy);
+        }
+        let view = match tokio::time::timeout(LOOKUP_WITHIN, answer).await {
+            Ok(Ok(view)) => view,
+            _ => return json(StatusCode::SERVICE_UNAVAILABLE, busy),
+        };
+        let info_hash = to_hex(&hash);
+        let Some(view) = view else {
+            let why = "the tracker holds no peers or downloads of this torrent";
+            return json(
+                StatusCode::NOT_FOUND,
+                serde_json::json!({ "info_hash": info_hash, "worker": owner, "error": why }),
+            );
+        };
+        let mut body = serde_json::json!({
+            "info_hash": info_hash,
+            "worker": owner,
+            "seeders": view.counts.seeders,
+            "leechers": view.counts.leechers,
+            "downloaded": view.counts.downloaded,
+        });
+        if peers {
+            body["peers"] = view
+                .peers
+                .iter()
+                .map(|p| {
+                    serde_json::json!({
+                        "ip": p.ip.to_string(),
+                        "port": p.port,
+                        "seeder": p.seeder,
+                        "expires_in_secs": p.expires_in_secs,
+                        "client": peer_client::name(p.client),
+                    })
+                })
+                .collect();
+        }
+        json(StatusCode::OK, body)
     }
 }
 

@@ -5,7 +5,9 @@
 
 use serde::Serialize;
 
+use super::census::Gathered;
 use super::counters::{Action, ErrorReason, IpVersion, TrafficSnapshot, LATENCY_BOUNDS_US};
+use crate::protocol::{peer_client, to_hex};
 use super::history::History;
 use super::process::ProcessFigures;
 
@@ -25,6 +27,34 @@ pub struct Status {
     pub process: Process,
     /// The last hour, a point a minute: requests/s, errors/s and peers held.
     pub history: Vec<HistoryPoint>,
+    /// The last census of the swarm; `None` before the first, or with `census_secs = 0`.
+    pub census: Option<CensusFigures>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CensusFigures {
+    /// Seconds between the census and the latest snapshot.
+    pub age_secs: u64,
+    /// The torrents with most peers, largest first.
+    pub top_torrents: Vec<TopTorrent>,
+    /// Peers by client (from the peer_id prefix), most first; clients with none left out.
+    pub clients: Vec<ClientPeers>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TopTorrent {
+    pub info_hash: String,
+    pub seeders: u32,
+    pub leechers: u32,
+    pub downloaded: u32,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ClientPeers {
+    pub client: &'static str,
+    pub peers: u64,
+    /// Of all peers counted (0 to 1).
+    pub share: f64,
 }
 
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -172,9 +202,40 @@ fn protocol(
     }
 }
 
+fn census_figures(g: &Gathered, latest_ms: u64) -> CensusFigures {
+    let c = &g.census;
+    let all: u64 = c.clients.iter().sum();
+    let mut clients: Vec<ClientPeers> = (c.clients.iter().enumerate())
+        .filter(|(_, &n)| n > 0)
+        .map(|(class, &peers)| ClientPeers {
+            client: peer_client::name(class as u8),
+            peers,
+            share: peers as f64 / all as f64,
+        })
+        .collect();
+    clients.sort_by(|a, b| b.peers.cmp(&a.peers).then(a.client.cmp(b.client)));
+    CensusFigures {
+        age_secs: latest_ms.saturating_sub(g.taken_ms) / 1000,
+        top_torrents: (c.top.iter())
+            .map(|(hash, counts)| TopTorrent {
+                info_hash: to_hex(hash),
+                seeders: counts.seeders,
+                leechers: counts.leechers,
+                downloaded: counts.downloaded,
+            })
+            .collect(),
+        clients,
+    }
+}
+
 impl Status {
     /// The figures from `history`'s latest snapshot and window; `None` before the first one.
-    pub fn build(history: &History, process: ProcessFigures, io: &'static str) -> Option<Status> {
+    pub fn build(
+        history: &History,
+        process: ProcessFigures,
+        io: &'static str,
+        census: Option<&Gathered>,
+    ) -> Option<Status> {
         let (from, to) = history.window()?;
         let secs = to.taken_ms.saturating_sub(from.taken_ms) as f64 / 1000.0;
         let t = to.totals();
@@ -250,6 +311,7 @@ impl Status {
                 open_fds: process.open_fds,
             },
             history,
+            census: census.map(|g| census_figures(g, to.taken_ms)),
         })
     }
 
@@ -293,7 +355,7 @@ mod tests {
         sources.workers[1].udp.error(ErrorReason::Malformed);
         sources.workers[1].seeders.set(3);
         h.record(snap(5_000));
-        let s = Status::build(&h, ProcessFigures::default(), "io_uring").unwrap();
+        let s = Status::build(&h, ProcessFigures::default(), "io_uring", None).unwrap();
         assert_eq!(s.rate_window_secs, 5.0);
         let udp = &s.protocols[0];
         assert_eq!((udp.requests_total, udp.requests_per_sec), (100, 20.0));

@@ -6,7 +6,7 @@
 
 use std::fmt::Write as _;
 
-use super::status::{HistoryPoint, Status};
+use super::status::{CensusFigures, HistoryPoint, Status};
 
 /// Seconds between the page's own reloads.
 pub const REFRESH_SECS: u32 = 10;
@@ -16,7 +16,8 @@ padding:0 .8em;color:#222;background:#fff}h1{font-size:1.4em;margin:.2em 0}h2{fo
 margin:1.2em 0 .3em}table{border-collapse:collapse;margin:.3em 0}td,th{padding:.15em .7em;\
 text-align:right;border-bottom:1px solid #ddd}th:first-child,td:first-child{text-align:left}\
 .meta{color:#555}svg{width:100%;max-width:40em;height:6em;background:#f6f6f6}\
-polyline{fill:none;stroke:#2a6;stroke-width:1.5}@media(prefers-color-scheme:dark){\
+polyline{fill:none;stroke:#2a6;stroke-width:1.5}.hash{font-family:monospace;font-size:.85em;\
+word-break:break-all}@media(prefers-color-scheme:dark){\
 body{background:#111;color:#ddd}td,th{border-color:#333}svg{background:#1b1b1b}.meta{color:#999}}";
 
 /// A figure with a sensible number of decimals for its size.
@@ -70,6 +71,51 @@ fn chart(out: &mut String, title: &str, points: &[HistoryPoint], value: fn(&Hist
     );
 }
 
+/// The census's tables: the largest torrents and peers by client.
+fn census(o: &mut String, c: &CensusFigures) {
+    let _ = write!(
+        o,
+        "<h2>Largest torrents</h2><p class=meta>counted <span id=census.age_secs>{}</span> s \
+         before these figures; look one up at /api/torrent/&lt;info hash&gt;?peers=1</p>",
+        c.age_secs
+    );
+    if c.top_torrents.is_empty() {
+        o.push_str("<p id=top_torrents>none</p>");
+    } else {
+        o.push_str(
+            "<table id=top_torrents><tr><th>info hash<th>seeders<th>leechers<th>downloaded",
+        );
+        for (i, t) in c.top_torrents.iter().enumerate() {
+            let _ = write!(
+                o,
+                "<tr><td class=hash><a href=\"/api/torrent/{h}\">{h}</a>\
+                 <td id=top_torrents.{i}.seeders>{}<td id=top_torrents.{i}.leechers>{}<td>{}",
+                t.seeders,
+                t.leechers,
+                t.downloaded,
+                h = t.info_hash,
+            );
+        }
+        o.push_str("</table>");
+    }
+    o.push_str("<h2>Peers by client</h2>");
+    if c.clients.is_empty() {
+        o.push_str("<p id=clients>none</p>");
+        return;
+    }
+    o.push_str("<table id=clients><tr><th>client<th>peers<th>share");
+    for (i, p) in c.clients.iter().enumerate() {
+        let _ = write!(
+            o,
+            "<tr><td id=clients.{i}.client>{}<td id=clients.{i}.peers>{}<td>{:.1} %",
+            p.client,
+            p.peers,
+            100.0 * p.share
+        );
+    }
+    o.push_str("</table>");
+}
+
 pub fn html(s: &Status) -> String {
     let mut o = String::with_capacity(16 * 1024);
     let _ = write!(
@@ -95,6 +141,9 @@ pub fn html(s: &Status) -> String {
          <td id=swarm.peers>{}</table>",
         w.torrents, w.seeders, w.leechers, w.peers
     );
+    if let Some(c) = &s.census {
+        census(&mut o, c);
+    }
     o.push_str(
         "<h2>Traffic</h2><table><tr><th>protocol<th>requests/s<th>responses/s<th>requests\
          <th>IPv4<th>IPv6<th>in B/s<th>out B/s<th>p50 us<th>p90 us<th>p99 us",

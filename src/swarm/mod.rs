@@ -3,12 +3,14 @@
 //! locks. The shard sees parsed announces and hands out peers through a callback; it never
 //! sees bytes or sockets.
 
+mod inspect;
 mod packed;
 mod peers;
 mod persist;
 mod sources;
 mod subnet;
 mod table;
+mod walk;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -17,7 +19,8 @@ use ahash::RandomState;
 
 use packed::Packed;
 pub use peers::{Peer, PeerIp, PeerSet, Previous, Spread, Store};
-pub use persist::Walk;
+pub use inspect::{Census, PeerView, TorrentView, TOP_TORRENTS};
+pub use walk::Walk;
 pub use sources::{Held, Quotas, Sources};
 pub use subnet::SubnetIndex;
 use table::Torrents;
@@ -495,6 +498,7 @@ impl Shard {
             ip,
             port: a.port,
             counted: false,
+            client: crate::protocol::peer_client::classify(&a.peer_id),
         };
         let previous = set.upsert(peer, seeder, &self.hasher);
         if let Some((held, q)) = source {

@@ -479,6 +479,7 @@ mod tests {
             ip: n.to_be_bytes(),
             port: 6881,
             counted: false,
+            client: 0,
         }
     }
 
@@ -488,6 +489,7 @@ mod tests {
             ip: u128::from(n).to_be_bytes(),
             port: 1,
             counted: false,
+            client: 0,
         }
     }
 

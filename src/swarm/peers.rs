@@ -47,7 +47,13 @@ pub struct Peer<I> {
     /// Its completion is already in the torrent's `downloaded`: a peer counts one download
     /// per stay in the swarm, however often it says `completed`. Sits in padding: free.
     pub counted: bool,
+    /// The client it runs, from its peer id ([`crate::protocol::peer_client`]), for the
+    /// status page's count of peers by client. Also in padding.
+    pub client: u8,
 }
+
+const _: () = assert!(std::mem::size_of::<Peer<[u8; 4]>>() == 12);
+const _: () = assert!(std::mem::size_of::<Peer<[u8; 16]>>() == 24);
 
 impl<I: PeerIp> Peer<I> {
     pub fn key(&self) -> (I, u16) {
@@ -399,6 +405,7 @@ mod tests {
             ip: n.to_be_bytes(),
             port: 6881,
             counted: false,
+            client: 0,
         }
     }
 

@@ -3,28 +3,10 @@
 //! shard), and filling a shard from a restored snapshot before it serves. Times are stored as
 //! seconds left, so they survive the process clock starting over.
 
-use super::{Family, Peer, PeerSet, Shard, Store, Torrent};
+use super::{Family, Peer, PeerSet, Shard, Store, Torrent, Walk};
 use crate::state::snapshot::{PeerRecord, SectionWriter, TorrentRecord};
 
-/// Where a walk of the table is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Walk {
-    next_slot: usize,
-    layout: u64,
-    /// Times the table was packed under the walk (torrents moved), making it start over.
-    pub restarts: u32,
-}
-
 impl Shard {
-    /// A walk from the start of the table, for an empty `out`.
-    pub fn start_walk(&self) -> Walk {
-        Walk {
-            next_slot: 0,
-            layout: self.torrents.layout(),
-            restarts: 0,
-        }
-    }
-
     /// Writes torrents into `out` from where `walk` is, until at least `budget` peers and
     /// torrents were written or the table ends; true once the whole table is in `out`. If the
     /// table was packed since the walk began (torrents moved between slots), `out` is
@@ -36,25 +18,10 @@ impl Shard {
         budget: usize,
         out: &mut SectionWriter,
     ) -> bool {
-        if walk.layout != self.torrents.layout() {
-            out.clear();
-            *walk = Walk {
-                restarts: walk.restarts + 1,
-                ..self.start_walk()
-            };
-        }
-        let slots = self.torrents.slots();
-        let mut spent = 0;
-        for index in walk.next_slot..slots {
-            if spent >= budget {
-                break;
-            }
-            if let Some((hash, t)) = self.torrents.slot(index) {
-                spent += 1 + write_torrent(hash, t, now, self.keep_downloaded_secs, out);
-            }
-            walk.next_slot = index + 1;
-        }
-        walk.next_slot >= slots
+        let keep_secs = self.keep_downloaded_secs;
+        self.visit_slice(walk, budget, out, SectionWriter::clear, |out, hash, t| {
+            1 + write_torrent(hash, t, now, keep_secs, out)
+        })
     }
 
     /// The whole shard into `out` at once (at shutdown, when nothing else runs).
@@ -189,6 +156,8 @@ fn restore_peers<I: Family>(t: &mut Torrent, to: &mut Into<'_>, peers: &[PeerRec
             ip: p.ip,
             port: p.port,
             counted: p.counted,
+            // A snapshot does not keep it; the peer's next announce sets it.
+            client: crate::protocol::peer_client::UNKNOWN,
         };
         if set.upsert(peer, p.seeder, hs) == super::Previous::Absent {
             *to.shard_room -= 1;

@@ -355,6 +355,7 @@ mod tests {
                     ip: [1, 2, 3, 4],
                     port: 1,
                     counted: false,
+                    client: 0,
                 },
                 false,
                 &ahash::RandomState::new(),

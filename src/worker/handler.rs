@@ -27,6 +27,7 @@ use crate::state::keeper::WorkerLink;
 use crate::stats::{Action, ErrorReason, Forward, IpVersion, WorkerStats};
 use crate::swarm::{Family, Limits, Peer, Previous, Quotas, Shard};
 
+use super::census_duty::CensusDuty;
 use super::snapshot_duty::SnapshotDuty;
 
 /// Microseconds between ticks: once a second, or every millisecond while a snapshot is being
@@ -62,6 +63,8 @@ pub struct Handler {
     next_sweep: Option<u32>,
     /// This worker's part in snapshots, when state is kept.
     snapshots: Option<SnapshotDuty>,
+    /// This worker's part in the metrics endpoint's censuses.
+    census: CensusDuty,
     /// Each source's request budget for the datagrams this worker receives, when limited.
     rate: Option<RateLimiter>,
 }
@@ -113,6 +116,7 @@ impl Handler {
             sweep_every: config.cleaning.sweep_interval_secs,
             next_sweep: None,
             snapshots: None,
+            census: CensusDuty::default(),
             rate: RateLimiter::new(l.requests_per_source_per_sec, l.request_burst, l.exempt()),
         }
     }
@@ -153,7 +157,8 @@ impl Handler {
             Some(duty) => duty.step(&self.shard, now),
             None => false,
         };
-        if walking {
+        let counting = self.census.step(&self.shard);
+        if walking || counting {
             BUSY_TICK_US
         } else {
             TICK_US
@@ -506,6 +511,14 @@ impl Handler {
                 let counts = hashes.iter().map(|h| self.scrape_counts(h)).collect();
                 let _ = reply.send(counts);
             }
+            HttpWork::Lookup {
+                info_hash,
+                peers,
+                reply,
+            } => {
+                let _ = reply.send(self.shard.view(&info_hash, peers, now));
+            }
+            HttpWork::Census { list, reply } => self.census.ask(list, reply),
         }
     }
 

@@ -4,6 +4,7 @@
 //! the handler holds the shard.
 
 mod buf_ring;
+mod census_duty;
 mod epoll;
 pub mod handler;
 mod ring;
