@@ -410,9 +410,7 @@ impl Config {
         }
         range("metrics.interval_ms", m.interval_ms, 100, 60_000)?;
         range("metrics.stale_after_secs", m.stale_after_secs, 2, 3_600)?;
-        if m.census_secs != 0 {
-            range("metrics.census_secs", m.census_secs, 5, 86_400)?;
-        }
+        range("metrics.census_secs", m.census_secs, 0, 86_400)?;
         range(
             "full_scrape.interval_secs",
             self.full_scrape.interval_secs,

@@ -172,6 +172,150 @@ fn the_status_json_and_page_show_what_the_traffic_made_and_metrics_says() {
     assert!(!html.contains("href=\"http"), "{html}");
 }
 
+/// Metrics every 100 ms and a census every second.
+fn census_config() -> String {
+    format!("{FAST_METRICS}census_secs = 1\n")
+}
+
+/// `/status.json` once its census counts `peers` peers by client (censuses follow the traffic
+/// within a second or two).
+fn status_with_census(metrics: SocketAddr, peers: u64) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let s = status_json(metrics);
+        let counted: u64 = s["census"]["clients"]
+            .as_array()
+            .map_or(0, |c| c.iter().map(|c| c["peers"].as_u64().unwrap()).sum());
+        if counted == peers {
+            return s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no census of {peers} peers: {:#}",
+            s["census"]
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn the_census_shows_the_largest_torrents_and_peers_by_client() {
+    let t = start_tracker_http(2, "", &census_config());
+    let metrics = t.metrics_address().unwrap();
+    make_traffic(&t);
+    let s = status_with_census(metrics, 8);
+    let c = &s["census"];
+    // Four torrents of two peers each: a tie, broken by info hash.
+    let top: Vec<(String, u64, u64)> = c["top_torrents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            let n = |k: &str| t[k].as_u64().unwrap();
+            (t["info_hash"].as_str().unwrap().to_string(), n("seeders"), n("leechers"))
+        })
+        .collect();
+    let hex = |n: u8| format!("{n:02x}").repeat(20);
+    assert_eq!(
+        top,
+        [
+            (hex(0), 1, 1),
+            (hex(1), 1, 1),
+            (hex(2), 0, 2),
+            (hex(9), 0, 2)
+        ],
+        "{c:#}"
+    );
+    // The UDP helper's peer ids are -TT0001-..., the HTTP helper's -HT0001-... (no known client).
+    let clients: Vec<(&str, u64)> = c["clients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["client"].as_str().unwrap(), c["peers"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(clients, [("TuoTu", 6), ("other (Azureus-style)", 2)], "{c:#}");
+    assert!(c["age_secs"].as_u64().unwrap() < 60, "{c:#}");
+
+    let (_, _, html) = http_get(metrics, "/", None);
+    for (id, want) in [
+        ("top_torrents.0.seeders", "1"),
+        ("top_torrents.3.leechers", "2"),
+        ("clients.0.client", "TuoTu"),
+        ("clients.0.peers", "6"),
+        ("clients.1.peers", "2"),
+    ] {
+        assert!(
+            html.contains(&format!("id={id}>{want}<")),
+            "{id} = {want} in {html}"
+        );
+    }
+    assert!(html.contains(&format!("href=\"/api/torrent/{}\"", hex(9))), "{html}");
+}
+
+#[test]
+fn a_torrent_lookup_gives_its_counts_and_with_peers_1_its_peers() {
+    let t = start_tracker_http(2, "", FAST_METRICS);
+    let metrics = t.metrics_address().unwrap();
+    make_traffic(&t);
+    let hex9 = "09".repeat(20);
+    let get = |path: &str| {
+        let (status, kind, body) = http_get(metrics, path, None);
+        assert_eq!(kind, "application/json", "{body}");
+        let json: serde_json::Value =
+            serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
+        (status, json)
+    };
+    let (status, bare) = get(&format!("/api/torrent/{hex9}"));
+    assert_eq!(status, 200, "{bare}");
+    assert_eq!(bare["info_hash"], hex9);
+    assert_eq!((bare["seeders"].as_u64(), bare["leechers"].as_u64()), (Some(0), Some(2)));
+    assert_eq!(bare["downloaded"], 0);
+    assert!(bare.get("peers").is_none(), "{bare}");
+
+    // Upper case is the same torrent.
+    let (status, full) = get(&format!("/api/torrent/{}?peers=1", hex9.to_uppercase()));
+    assert_eq!(status, 200, "{full}");
+    let mut peers: Vec<(String, u64, bool, String)> = full["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            let secs = p["expires_in_secs"].as_u64().unwrap();
+            assert!(secs > 0 && secs <= 3600, "{p}");
+            (
+                p["ip"].as_str().unwrap().to_string(),
+                p["port"].as_u64().unwrap(),
+                p["seeder"].as_bool().unwrap(),
+                p["client"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    peers.sort();
+    let other = "other (Azureus-style)".to_string();
+    assert_eq!(
+        peers,
+        [
+            ("127.0.0.1".into(), 8001, false, other.clone()),
+            ("127.0.0.1".into(), 8002, false, other)
+        ]
+    );
+    // A seeder and a leecher over UDP.
+    let (_, zero) = get(&format!("/api/torrent/{}?peers=1", "00".repeat(20)));
+    let seeders = zero["peers"].as_array().unwrap().iter().filter(|p| p["seeder"] == true);
+    assert_eq!(seeders.count(), 1, "{zero}");
+    assert_eq!(zero["peers"][0]["client"], "TuoTu");
+
+    let (status, unknown) = get(&format!("/api/torrent/{}", "ab".repeat(20)));
+    assert_eq!(status, 404, "{unknown}");
+    assert!(unknown["error"].as_str().unwrap().contains("holds no peers"), "{unknown}");
+    let (status, bad) = get("/api/torrent/not-a-hash");
+    assert_eq!(status, 400, "{bad}");
+    assert!(bad["error"].as_str().unwrap().contains("40 hex digits"), "{bad}");
+    let (status, bad) = get(&format!("/api/torrent/{}", "zz".repeat(20)));
+    assert_eq!(status, 400, "{bad}");
+    assert!(bad["error"].as_str().unwrap().contains("not hexadecimal"), "{bad}");
+}
+
 #[test]
 fn before_any_traffic_the_page_shows_zeros_not_an_error() {
     let t = start_tracker(1, FAST_METRICS);
