@@ -1,7 +1,8 @@
 //! Criterion micro-benchmarks of the swarm table: an announce on a shard holding one torrent
 //! of 10k and of 1M peers, a new torrent's first announce, scrape counts over a shard of 1M
-//! torrents, peer selection alone, and a whole UDP announce datagram through a worker's
-//! handler (parse, connection id, swarm, reply; no I/O). `cargo bench --bench swarm`.
+//! torrents, peer selection alone, a whole UDP announce datagram through a worker's
+//! handler (parse, connection id, swarm, reply; no I/O), and a census of 1M torrents beside a
+//! snapshot walk and the full scrape's body built from it. `cargo bench --bench swarm`.
 //!
 //! Tables are built once, outside the timed loops. Timed announces re-announce peers the table
 //! already holds, in a scattered order, so the caches see what a busy tracker's would.
@@ -16,7 +17,9 @@ use hayate_tracker::connection_id::ConnectionIds;
 use hayate_tracker::mesh::inbox;
 use hayate_tracker::protocol::udp;
 use hayate_tracker::protocol::{Announce, AnnounceEvent, InfoHash};
-use hayate_tracker::swarm::{Peer, PeerSet, Shard, Torrent};
+use hayate_tracker::http::full_scrape::Body;
+use hayate_tracker::state::snapshot::SectionWriter;
+use hayate_tracker::swarm::{Census, Peer, PeerSet, Shard, Torrent};
 use hayate_tracker::worker::handler::Handler;
 
 const NOW: u32 = 1_000;
@@ -178,6 +181,46 @@ fn scrape_counts(c: &mut Criterion) {
     g.finish();
 }
 
+/// A whole census of a shard of 1M torrents and 2M peers (what a worker spreads over slices
+/// between requests), beside the snapshot walk of the same shard it resembles, and the full
+/// scrape's body built from the census's list (bencode and gzip, on a blocking thread).
+fn census(c: &mut Criterion) {
+    let mut g = c.benchmark_group("census");
+    g.sample_size(10);
+    let torrents = 1_000_000u64;
+    let mut shard = Shard::new(LIFETIME);
+    for t in 0..torrents {
+        for i in [t, t + torrents] {
+            let a = announce(info_hash(t), i, AnnounceEvent::Started);
+            shard.announce(peer_ip(i), &a, 0, NOW, |_| {}).expect("no limits");
+        }
+    }
+    g.bench_function("walk_1M_torrents_2M_peers", |b| {
+        b.iter(|| {
+            let mut census = Census::new(true);
+            let mut walk = shard.start_walk();
+            while !shard.census_slice(&mut walk, 8192, &mut census) {}
+            black_box(census.torrents.map(|t| t.len()))
+        })
+    });
+    g.bench_function("snapshot_walk_1M_torrents_2M_peers", |b| {
+        let mut out = SectionWriter::new();
+        b.iter(|| {
+            out.clear();
+            shard.write_all(NOW, &mut out);
+            black_box(out.peers())
+        })
+    });
+    let mut list = Census::new(true);
+    let mut walk = shard.start_walk();
+    while !shard.census_slice(&mut walk, usize::MAX, &mut list) {}
+    let list = list.torrents.expect("asked for");
+    g.bench_function("full_scrape_body_1M_torrents", |b| {
+        b.iter(|| black_box(Body::build(list.clone()).gzip.len()))
+    });
+    g.finish();
+}
+
 fn select(c: &mut Criterion) {
     let mut g = c.benchmark_group("peerset_select_30");
     g.throughput(Throughput::Elements(1));
@@ -273,6 +316,6 @@ criterion_group! {
         .measurement_time(Duration::from_secs(3))
         .warm_up_time(Duration::from_millis(500))
         .sample_size(30);
-    targets = announce_known_peer, new_torrent, scrape_counts, select, handler_datagram
+    targets = announce_known_peer, new_torrent, scrape_counts, select, handler_datagram, census
 }
 criterion_main!(benches);

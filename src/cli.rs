@@ -22,8 +22,9 @@ use crate::tracker::Tracker;
 ///
 /// With no options it serves on its embedded defaults (see --print-config): UDP (BEP 15) and
 /// HTTP (BEP 3) on 0.0.0.0:6969 and [::]:6969, Prometheus metrics, /health (503 naming any
-/// worker, HTTP or stats thread that stopped beating) and a status page (/ and /status.json)
-/// on 127.0.0.1:9000, one worker per core.
+/// worker, HTTP or stats thread that stopped beating), a status page (/ and /status.json) and
+/// torrent lookups (/api/torrent/<info hash>[?peers=1]) on 127.0.0.1:9000, one worker per
+/// core. The full scrape (/scrape without info_hash) is off until [full_scrape] enabled = true.
 /// Under systemd with WatchdogSec= it sends WATCHDOG=1 while that check passes; a panic on any
 /// thread aborts the process so the service manager restarts it. SIGINT or SIGTERM stops it (writing the swarm snapshot
 /// when [state] directory is set); SIGHUP re-reads the config file and applies the announce

@@ -316,6 +316,44 @@ fn a_torrent_lookup_gives_its_counts_and_with_peers_1_its_peers() {
     assert!(bad["error"].as_str().unwrap().contains("not hexadecimal"), "{bad}");
 }
 
+/// The published schema of `/status.json` (`contrib/status.schema.json`).
+fn schema() -> jsonschema::Validator {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/contrib/status.schema.json");
+    let schema: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    jsonschema::validator_for(&schema).expect("a valid JSON schema")
+}
+
+fn assert_valid(schema: &jsonschema::Validator, doc: &serde_json::Value) {
+    let errors: Vec<String> = schema
+        .iter_errors(doc)
+        .map(|e| format!("{} at {}", e, e.instance_path()))
+        .collect();
+    assert!(errors.is_empty(), "{errors:#?}\nin {doc:#}");
+}
+
+#[test]
+fn status_json_keeps_to_its_published_schema_before_and_after_traffic() {
+    let schema = schema();
+    let t = start_tracker_http(2, "", &census_config());
+    let metrics = t.metrics_address().unwrap();
+    assert_valid(&schema, &status_json(metrics));
+    make_traffic(&t);
+    let s = status_with_census(metrics, 8);
+    assert_valid(&schema, &s);
+    // The schema is strict enough to notice drift: a field renamed, a type changed, one added.
+    let mut renamed = s.clone();
+    let swarm = renamed.as_object_mut().unwrap().remove("swarm").unwrap();
+    renamed["swarms"] = swarm;
+    let mut retyped = s.clone();
+    retyped["swarm"]["torrents"] = "4".into();
+    let mut bad_hash = s.clone();
+    bad_hash["census"]["top_torrents"][0]["info_hash"] = "XYZ".into();
+    for wrong in [renamed, retyped, bad_hash] {
+        assert!(!schema.is_valid(&wrong), "accepted {wrong:#}");
+    }
+}
+
 #[test]
 fn before_any_traffic_the_page_shows_zeros_not_an_error() {
     let t = start_tracker(1, FAST_METRICS);
