@@ -14,10 +14,10 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use hayate_tracker::config::Config;
 use hayate_tracker::connection_id::ConnectionIds;
+use hayate_tracker::http::full_scrape::Body;
 use hayate_tracker::mesh::inbox;
 use hayate_tracker::protocol::udp;
 use hayate_tracker::protocol::{Announce, AnnounceEvent, InfoHash};
-use hayate_tracker::http::full_scrape::Body;
 use hayate_tracker::state::snapshot::SectionWriter;
 use hayate_tracker::swarm::{Census, Peer, PeerSet, Shard, Torrent};
 use hayate_tracker::worker::handler::Handler;
@@ -192,7 +192,9 @@ fn census(c: &mut Criterion) {
     for t in 0..torrents {
         for i in [t, t + torrents] {
             let a = announce(info_hash(t), i, AnnounceEvent::Started);
-            shard.announce(peer_ip(i), &a, 0, NOW, |_| {}).expect("no limits");
+            shard
+                .announce(peer_ip(i), &a, 0, NOW, |_| {})
+                .expect("no limits");
         }
     }
     g.bench_function("walk_1M_torrents_2M_peers", |b| {

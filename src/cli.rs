@@ -231,6 +231,12 @@ fn reload(tracker: &Tracker, path: Option<&Path>, started_max_numwant: u32) {
             return;
         }
     };
+    for (address, reloaded) in tracker.reload_tls(&config) {
+        match reloaded {
+            Ok(()) => tracing::info!(%address, "TLS certificate reloaded"),
+            Err(e) => tracing::error!(%address, "{e}; keeping the certificate in force"),
+        }
+    }
     match tracker.reload(&config) {
         Ok(p) => {
             let s = &p.shaping;

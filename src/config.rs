@@ -105,6 +105,8 @@ pub struct PrivilegesConfig {
 #[serde(deny_unknown_fields)]
 pub struct HttpConfig {
     pub addresses: Vec<SocketAddr>,
+    /// HTTPS listeners, each with its certificate and key.
+    pub tls: Vec<crate::http::tls::TlsListenerConfig>,
     pub trusted_proxies: Vec<crate::cidr::Cidr>,
     pub real_ip_header: String,
     pub allow_ip_spoofing: bool,
@@ -114,6 +116,13 @@ pub struct HttpConfig {
     pub header_read_timeout_secs: u32,
     pub max_request_bytes: u32,
     pub worker_timeout_ms: u32,
+}
+
+impl HttpConfig {
+    /// Every listener's address: the plain ones, then the TLS ones, in config order.
+    pub fn listen_addresses(&self) -> impl Iterator<Item = SocketAddr> + '_ {
+        (self.addresses.iter().copied()).chain(self.tls.iter().map(|t| t.address))
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -411,6 +420,30 @@ impl Config {
         range("metrics.interval_ms", m.interval_ms, 100, 60_000)?;
         range("metrics.stale_after_secs", m.stale_after_secs, 2, 3_600)?;
         range("metrics.census_secs", m.census_secs, 0, 86_400)?;
+        let mut seen = std::collections::HashSet::new();
+        // Port 0 binds a new port each time: never the same listener twice.
+        for addr in self.http.listen_addresses().filter(|a| a.port() != 0) {
+            if !seen.insert(addr) {
+                return Err((
+                    "http.tls",
+                    format!(
+                        "{addr} is listed twice among http.addresses and [[http.tls]] addresses"
+                    ),
+                ));
+            }
+        }
+        for t in &self.http.tls {
+            if t.tls_certificate.as_os_str().is_empty() || t.tls_private_key.as_os_str().is_empty()
+            {
+                return Err((
+                    "http.tls",
+                    format!(
+                        "{} needs both tls_certificate and tls_private_key",
+                        t.address
+                    ),
+                ));
+            }
+        }
         range(
             "full_scrape.interval_secs",
             self.full_scrape.interval_secs,

@@ -18,7 +18,8 @@ pub const RESERVED_WARNING_BYTES: u64 = 1 << 30;
 
 /// Descriptors a tracker with `config` and `workers` workers may hold at once.
 pub fn descriptors_needed(config: &Config, workers: usize) -> u64 {
-    let sockets = (workers * config.udp.addresses.len() + config.http.addresses.len() + 1) as u64;
+    let sockets =
+        (workers * config.udp.addresses.len() + config.http.listen_addresses().count() + 1) as u64;
     // Each worker's ring or epoll, its inbox eventfd, and a duplicate of each socket to hand on.
     u64::from(config.http.max_connections) + 2 * sockets + 2 * workers as u64 + SPARE_DESCRIPTORS
 }

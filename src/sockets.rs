@@ -86,11 +86,12 @@ impl Sockets {
                 sockets.udp[i % workers].push(held.socket.into());
             }
         }
-        for &configured in &config.http.addresses {
+        for configured in config.http.listen_addresses() {
             let listener = match take_one(&mut pool, HTTP, configured) {
                 Some(socket) => socket.into(),
-                None => crate::http::listener(configured)
-                    .with_context(|| format!("binding TCP {configured} (http.addresses)"))?,
+                None => crate::http::listener(configured).with_context(|| {
+                    format!("binding TCP {configured} (http.addresses or [[http.tls]])")
+                })?,
             };
             listener.set_nonblocking(true)?;
             sockets.http.push(listener);

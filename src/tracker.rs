@@ -61,6 +61,8 @@ pub struct Tracker {
     keeper: Option<Keeper>,
     /// A duplicate of every socket, named by kind, for the next process.
     handover: Vec<(&'static str, OwnedFd)>,
+    /// The certificates of the HTTPS listeners, in `[[http.tls]]` order, for reloads.
+    certificates: Vec<http::tls::Certificate>,
 }
 
 impl Tracker {
@@ -76,6 +78,9 @@ impl Tracker {
         let count = config.worker_count();
         // A bad list or key file is fatal at start-up, before anything is bound.
         let policy = Policy::load(&config)?.shared();
+        let certificates = (config.http.tls.iter())
+            .map(http::tls::Certificate::new)
+            .collect::<Result<Vec<_>, _>>()?;
         let from = inherited.from;
         let watchdog = inherited.watchdog;
         let sockets = Sockets::open(&config, count, inherited.fds)?;
@@ -193,6 +198,7 @@ impl Tracker {
             backend: "none",
             keeper,
             handover,
+            certificates: Vec::new(),
         };
         for (index, inbox) in inboxes.into_iter().enumerate() {
             let core =
@@ -234,8 +240,14 @@ impl Tracker {
         let full_interval = Duration::from_secs(config.full_scrape.interval_secs.into());
         let mesh = Mesh::new(mailboxes.clone());
         if !http_listeners.is_empty() {
+            let served = http::Served {
+                listeners: http_listeners,
+                tls: certificates.clone(),
+                full_scrape: (full_body.clone())
+                    .map(|b| http::full_scrape::FullScrape::new(b, full_interval)),
+            };
             match http::spawn(
-                http_listeners,
+                served,
                 &config,
                 mailboxes,
                 sources.http.clone(),
@@ -245,7 +257,6 @@ impl Tracker {
                     .unwrap_or_else(|| stats::Heartbeat::new(epoch)),
                 policy.clone(),
                 http_stopped,
-                (full_body.clone()).map(|b| http::full_scrape::FullScrape::new(b, full_interval)),
             ) {
                 Ok(thread) => tracker.http = Some(thread),
                 Err(e) => {
@@ -293,6 +304,7 @@ impl Tracker {
                 }
             }
         }
+        tracker.certificates = certificates;
         let metrics = tracker.metrics_address();
         tracing::info!(
             workers = count,
@@ -330,6 +342,23 @@ impl Tracker {
         let new = Arc::new(Policy::load(config)?);
         self.policy.store(new.clone());
         Ok(new)
+    }
+
+    /// Re-reads the certificate and key of every HTTPS listener, from its entry (by address) in
+    /// `config`: new connections get the new certificate, open ones keep theirs. A listener
+    /// whose files do not load keeps the certificate in force; one `config` no longer lists
+    /// keeps it too (listeners change at the next start). One result per listener.
+    pub fn reload_tls(
+        &self,
+        config: &Config,
+    ) -> Vec<(SocketAddr, Result<(), http::tls::TlsError>)> {
+        (self.certificates.iter())
+            .map(|c| {
+                let address = c.config.address;
+                let entry = config.http.tls.iter().find(|t| t.address == address);
+                (address, c.reload(entry.unwrap_or(&c.config)))
+            })
+            .collect()
     }
 
     /// The UDP addresses actually bound (port 0 resolved), in config order.

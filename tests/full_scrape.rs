@@ -55,7 +55,14 @@ fn get(addr: SocketAddr, from: IpAddr, path: &str, headers: &str) -> Reply {
         .expect("a response head");
     let head = String::from_utf8(raw[..split].to_vec()).unwrap();
     let mut lines = head.lines();
-    let status = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
+    let status = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
     let headers = lines
         .filter_map(|l| l.split_once(':'))
         .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
@@ -78,7 +85,10 @@ fn gunzip(bytes: &[u8]) -> Vec<u8> {
 /// The `files` of a full-scrape body.
 fn files(body: &[u8]) -> Files {
     let Ok(Value::Dict(top)) = serde_bencode::from_bytes::<Value>(body) else {
-        panic!("not a bencoded dictionary: {}", String::from_utf8_lossy(body));
+        panic!(
+            "not a bencoded dictionary: {}",
+            String::from_utf8_lossy(body)
+        );
     };
     let Some(Value::Dict(files)) = top.get(&b"files"[..]) else {
         panic!("no files: {}", String::from_utf8_lossy(body));
@@ -184,7 +194,11 @@ fn the_full_scrape_lists_every_torrent_gzips_on_request_and_limits_each_source()
                 break;
             }
         }
-        assert!(Instant::now() < deadline, "{} never held {want:?}", file.display());
+        assert!(
+            Instant::now() < deadline,
+            "{} never held {want:?}",
+            file.display()
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 

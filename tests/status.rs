@@ -212,7 +212,11 @@ fn the_census_shows_the_largest_torrents_and_peers_by_client() {
         .iter()
         .map(|t| {
             let n = |k: &str| t[k].as_u64().unwrap();
-            (t["info_hash"].as_str().unwrap().to_string(), n("seeders"), n("leechers"))
+            (
+                t["info_hash"].as_str().unwrap().to_string(),
+                n("seeders"),
+                n("leechers"),
+            )
         })
         .collect();
     let hex = |n: u8| format!("{n:02x}").repeat(20);
@@ -233,7 +237,11 @@ fn the_census_shows_the_largest_torrents_and_peers_by_client() {
         .iter()
         .map(|c| (c["client"].as_str().unwrap(), c["peers"].as_u64().unwrap()))
         .collect();
-    assert_eq!(clients, [("TuoTu", 6), ("other (Azureus-style)", 2)], "{c:#}");
+    assert_eq!(
+        clients,
+        [("TuoTu", 6), ("other (Azureus-style)", 2)],
+        "{c:#}"
+    );
     assert!(c["age_secs"].as_u64().unwrap() < 60, "{c:#}");
 
     let (_, _, html) = http_get(metrics, "/", None);
@@ -249,7 +257,10 @@ fn the_census_shows_the_largest_torrents_and_peers_by_client() {
             "{id} = {want} in {html}"
         );
     }
-    assert!(html.contains(&format!("href=\"/api/torrent/{}\"", hex(9))), "{html}");
+    assert!(
+        html.contains(&format!("href=\"/api/torrent/{}\"", hex(9))),
+        "{html}"
+    );
 }
 
 #[test]
@@ -268,7 +279,10 @@ fn a_torrent_lookup_gives_its_counts_and_with_peers_1_its_peers() {
     let (status, bare) = get(&format!("/api/torrent/{hex9}"));
     assert_eq!(status, 200, "{bare}");
     assert_eq!(bare["info_hash"], hex9);
-    assert_eq!((bare["seeders"].as_u64(), bare["leechers"].as_u64()), (Some(0), Some(2)));
+    assert_eq!(
+        (bare["seeders"].as_u64(), bare["leechers"].as_u64()),
+        (Some(0), Some(2))
+    );
     assert_eq!(bare["downloaded"], 0);
     assert!(bare.get("peers").is_none(), "{bare}");
 
@@ -301,19 +315,35 @@ fn a_torrent_lookup_gives_its_counts_and_with_peers_1_its_peers() {
     );
     // A seeder and a leecher over UDP.
     let (_, zero) = get(&format!("/api/torrent/{}?peers=1", "00".repeat(20)));
-    let seeders = zero["peers"].as_array().unwrap().iter().filter(|p| p["seeder"] == true);
+    let seeders = zero["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["seeder"] == true);
     assert_eq!(seeders.count(), 1, "{zero}");
     assert_eq!(zero["peers"][0]["client"], "TuoTu");
 
     let (status, unknown) = get(&format!("/api/torrent/{}", "ab".repeat(20)));
     assert_eq!(status, 404, "{unknown}");
-    assert!(unknown["error"].as_str().unwrap().contains("holds no peers"), "{unknown}");
+    assert!(
+        unknown["error"]
+            .as_str()
+            .unwrap()
+            .contains("holds no peers"),
+        "{unknown}"
+    );
     let (status, bad) = get("/api/torrent/not-a-hash");
     assert_eq!(status, 400, "{bad}");
-    assert!(bad["error"].as_str().unwrap().contains("40 hex digits"), "{bad}");
+    assert!(
+        bad["error"].as_str().unwrap().contains("40 hex digits"),
+        "{bad}"
+    );
     let (status, bad) = get(&format!("/api/torrent/{}", "zz".repeat(20)));
     assert_eq!(status, 400, "{bad}");
-    assert!(bad["error"].as_str().unwrap().contains("not hexadecimal"), "{bad}");
+    assert!(
+        bad["error"].as_str().unwrap().contains("not hexadecimal"),
+        "{bad}"
+    );
 }
 
 /// The published schema of `/status.json` (`contrib/status.schema.json`).

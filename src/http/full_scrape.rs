@@ -172,7 +172,10 @@ mod tests {
         let t0 = Instant::now();
         let a: IpAddr = [10, 0, 0, 1].into();
         assert!(matches!(fs.serve(a, false, t0), Served::NotYet));
-        shared.store(Some(Arc::new(Body::build(vec![([1; 20], counts(1, 0, 0))]))));
+        shared.store(Some(Arc::new(Body::build(vec![(
+            [1; 20],
+            counts(1, 0, 0),
+        )]))));
         assert!(matches!(fs.serve(a, false, t0), Served::Body(_)));
         let later = t0 + Duration::from_secs(45);
         assert!(matches!(fs.serve(a, true, later), Served::TooSoon(15)));

@@ -11,6 +11,7 @@ pub mod proxy;
 pub mod query;
 pub mod response;
 mod service;
+pub mod tls;
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
@@ -24,6 +25,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
 
 use crate::config::Config;
 use crate::mesh::Mailbox;
@@ -65,18 +67,30 @@ pub fn stop_channel() -> (StopHandle, Stopped) {
     (StopHandle(Arc::new(tx)), Stopped(rx))
 }
 
+/// What the frontend serves on: its bound listeners, the certificates of the TLS ones (the
+/// last `tls.len()` listeners, in order), and the full scrape when it is on.
+pub struct Served {
+    pub listeners: Vec<TcpListener>,
+    pub tls: Vec<tls::Certificate>,
+    pub full_scrape: Option<full_scrape::FullScrape>,
+}
+
 /// Starts the frontend thread on already bound listeners. Returns once its runtime is built
 /// and the listeners registered, so start-up errors surface here.
 pub fn spawn(
-    listeners: Vec<TcpListener>,
+    served: Served,
     config: &Config,
     mailboxes: Vec<Mailbox>,
     stats: std::sync::Arc<crossbeam_utils::CachePadded<crate::stats::Traffic>>,
     heartbeat: crate::stats::Heartbeat,
     policy: SharedPolicy,
     stopped: Stopped,
-    full_scrape: Option<full_scrape::FullScrape>,
 ) -> anyhow::Result<JoinHandle<()>> {
+    let Served {
+        listeners,
+        tls,
+        full_scrape,
+    } = served;
     // Work handed to a worker wakes it when this thread goes idle (or every few requests), not
     // per request: on a shared core that saves a context switch per request.
     let wakes: Vec<_> = mailboxes.iter().map(|m| m.wake_handle()).collect();
@@ -86,11 +100,18 @@ pub fn spawn(
         .enable_time()
         .build()
         .context("building the HTTP runtime")?;
+    // The TLS listeners are the last ones, one per certificate.
+    let plain = listeners.len().saturating_sub(tls.len());
+    let acceptors = (0..plain)
+        .map(|_| None)
+        .chain(tls.iter().map(|c| Some(c.acceptor())));
     let listeners = {
         let _inside = runtime.enter();
         listeners
             .into_iter()
             .map(tokio::net::TcpListener::from_std)
+            .zip(acceptors)
+            .map(|(l, tls)| l.map(|l| (l, tls)))
             .collect::<std::io::Result<Vec<_>>>()
             .context("registering HTTP listeners")?
     };
@@ -109,6 +130,7 @@ pub fn spawn(
         service = service.serve_full_scrape(full);
     }
     let server = Arc::new(Server {
+        handshake_timeout: Duration::from_secs(h.header_read_timeout_secs.into()),
         service,
         stats,
         policy,
@@ -133,6 +155,8 @@ pub fn spawn(
 }
 
 struct Server {
+    /// Longest a TLS handshake may take (as a request head: `header_read_timeout_secs`).
+    handshake_timeout: Duration,
     service: Service,
     stats: Arc<crossbeam_utils::CachePadded<crate::stats::Traffic>>,
     /// Read at each accept for the blocklist (reloaded on SIGHUP like the workers' view).
@@ -146,11 +170,14 @@ struct Server {
 /// the connections are dropped; the whole tracker must stop within a second.
 const DRAIN: Duration = Duration::from_millis(500);
 
-async fn serve(listeners: Vec<tokio::net::TcpListener>, server: Arc<Server>, stopped: Stopped) {
+/// A listener, and the TLS acceptor of an HTTPS one.
+type Listener = (tokio::net::TcpListener, Option<TlsAcceptor>);
+
+async fn serve(listeners: Vec<Listener>, server: Arc<Server>, stopped: Stopped) {
     let graceful = Arc::new(GracefulShutdown::new());
     let accepting: Vec<_> = listeners
         .into_iter()
-        .map(|l| tokio::spawn(accept_loop(l, server.clone(), graceful.clone())))
+        .map(|(l, tls)| tokio::spawn(accept_loop(l, tls, server.clone(), graceful.clone())))
         .collect();
     let mut stopped = stopped.0;
     // An error means every stop handle is gone, which is a stop too.
@@ -170,6 +197,7 @@ async fn serve(listeners: Vec<tokio::net::TcpListener>, server: Arc<Server>, sto
 
 async fn accept_loop(
     listener: tokio::net::TcpListener,
+    tls: Option<TlsAcceptor>,
     server: Arc<Server>,
     graceful: Arc<GracefulShutdown>,
 ) {
@@ -201,13 +229,40 @@ async fn accept_loop(
         let _ = stream.set_nodelay(true);
         let server = server.clone();
         let watcher = graceful.watcher();
+        let tls = tls.clone();
         tokio::spawn(async move {
             let _permit = permit;
             let service = service_fn(|req| server.service.respond(peer, req));
-            let connection = server
-                .builder
-                .serve_connection(TokioIo::new(stream), service);
-            if let Err(e) = watcher.watch(connection).await {
+            let served = match tls {
+                None => {
+                    let io = TokioIo::new(stream);
+                    watcher
+                        .watch(server.builder.serve_connection(io, service))
+                        .await
+                }
+                Some(tls) => {
+                    let stream =
+                        match tokio::time::timeout(server.handshake_timeout, tls.accept(stream))
+                            .await
+                        {
+                            Ok(Ok(stream)) => stream,
+                            failed => {
+                                server.stats.error(crate::stats::ErrorReason::TlsHandshake);
+                                let why = match failed {
+                                    Ok(Err(e)) => e.to_string(),
+                                    _ => "timed out".into(),
+                                };
+                                tracing::debug!(%peer, why, "TLS handshake failed");
+                                return;
+                            }
+                        };
+                    let io = TokioIo::new(stream);
+                    watcher
+                        .watch(server.builder.serve_connection(io, service))
+                        .await
+                }
+            };
+            if let Err(e) = served {
                 tracing::debug!(%peer, error = %e, "HTTP connection ended with an error");
             }
         });
@@ -239,15 +294,19 @@ mod tests {
         let addr = listeners[0].local_addr().unwrap();
         let (mailbox, inbox) = inbox::inbox(16).unwrap();
         let (stop, stopped) = stop_channel();
-        let thread = spawn(
+        let served = Served {
             listeners,
+            tls: Vec::new(),
+            full_scrape: None,
+        };
+        let thread = spawn(
+            served,
             &config,
             vec![mailbox],
             Default::default(),
             crate::stats::Heartbeat::new(std::time::Instant::now()),
             crate::policy::Policy::load(&config).unwrap().shared(),
             stopped,
-            None,
         )
         .unwrap();
         let mut client = std::net::TcpStream::connect(addr).unwrap();

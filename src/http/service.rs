@@ -238,9 +238,7 @@ impl Service {
                 (Action::Error, r)
             }
         };
-        let len = hyper::body::Body::size_hint(r.body())
-            .exact()
-            .unwrap_or(0) as usize;
+        let len = hyper::body::Body::size_hint(r.body()).exact().unwrap_or(0) as usize;
         self.stats.response(replied, ip, len);
         self.stats.latency(started.elapsed().as_micros() as u64);
         r

@@ -55,10 +55,12 @@ fn shorten(s: &str) -> String {
 /// `bytes` as lowercase hex digits (an info hash as operators write it).
 pub fn to_hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }
 
 /// A torrent's 20-byte info hash (a BitTorrent v2 hash is cut to 20 bytes by clients).

@@ -96,7 +96,11 @@ async fn gather(mesh: &Mesh, list: bool) -> Result<Census, String> {
         let mut tries = 0;
         let answer = loop {
             let (reply, answer) = oneshot::channel();
-            if mesh.to(worker).send_query(HttpWork::Census { list, reply }).is_ok() {
+            if mesh
+                .to(worker)
+                .send_query(HttpWork::Census { list, reply })
+                .is_ok()
+            {
                 break answer;
             }
             tries += 1;
@@ -125,7 +129,10 @@ async fn gather(mesh: &Mesh, list: bool) -> Result<Census, String> {
 
 /// Builds the full scrape's body from `list` (on a blocking thread: a million torrents take a
 /// fraction of a second to encode and compress), swaps it in, and writes the file.
-async fn publish(out: &FullScrapeOut, list: Vec<(crate::protocol::InfoHash, crate::protocol::SwarmCounts)>) {
+async fn publish(
+    out: &FullScrapeOut,
+    list: Vec<(crate::protocol::InfoHash, crate::protocol::SwarmCounts)>,
+) {
     let path = out.path.clone();
     let built = tokio::task::spawn_blocking(move || {
         let body = Body::build(list);
@@ -135,10 +142,17 @@ async fn publish(out: &FullScrapeOut, list: Vec<(crate::protocol::InfoHash, crat
     .await;
     match built {
         Ok((body, written)) => {
-            tracing::debug!(torrents = body.torrents, bytes = body.plain.len(), "full scrape built");
+            tracing::debug!(
+                torrents = body.torrents,
+                bytes = body.plain.len(),
+                "full scrape built"
+            );
             out.body.store(Some(Arc::new(body)));
             if let Some(Err((path, e))) = written {
-                tracing::warn!("writing the full scrape to {} failed: {e:#}", path.display());
+                tracing::warn!(
+                    "writing the full scrape to {} failed: {e:#}",
+                    path.display()
+                );
             }
         }
         Err(e) => tracing::error!("building the full scrape failed: {e}"),

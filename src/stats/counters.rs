@@ -144,10 +144,13 @@ pub enum ErrorReason {
     /// An HTTP connection closed at accept because its address held
     /// `http.max_connections_per_ip`.
     ConnectionsPerIp = 19,
+    /// An HTTPS connection whose TLS handshake failed or did not finish within
+    /// `http.header_read_timeout_secs`; closed.
+    TlsHandshake = 20,
 }
 
 impl ErrorReason {
-    pub const COUNT: usize = 20;
+    pub const COUNT: usize = 21;
     pub const ALL: [ErrorReason; Self::COUNT] = [
         ErrorReason::NotTracker,
         ErrorReason::Malformed,
@@ -169,6 +172,7 @@ impl ErrorReason {
         ErrorReason::RateLimited,
         ErrorReason::ConnectionsFull,
         ErrorReason::ConnectionsPerIp,
+        ErrorReason::TlsHandshake,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -193,6 +197,7 @@ impl ErrorReason {
             ErrorReason::RateLimited => "rate_limited",
             ErrorReason::ConnectionsFull => "connections_full",
             ErrorReason::ConnectionsPerIp => "connections_per_ip",
+            ErrorReason::TlsHandshake => "tls_handshake",
         }
     }
 }

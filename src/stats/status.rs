@@ -7,9 +7,9 @@ use serde::Serialize;
 
 use super::census::Gathered;
 use super::counters::{Action, ErrorReason, IpVersion, TrafficSnapshot, LATENCY_BOUNDS_US};
-use crate::protocol::{peer_client, to_hex};
 use super::history::History;
 use super::process::ProcessFigures;
+use crate::protocol::{peer_client, to_hex};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Status {

@@ -82,9 +82,7 @@ fn census(o: &mut String, c: &CensusFigures) {
     if c.top_torrents.is_empty() {
         o.push_str("<p id=top_torrents>none</p>");
     } else {
-        o.push_str(
-            "<table id=top_torrents><tr><th>info hash<th>seeders<th>leechers<th>downloaded",
-        );
+        o.push_str("<table id=top_torrents><tr><th>info hash<th>seeders<th>leechers<th>downloaded");
         for (i, t) in c.top_torrents.iter().enumerate() {
             let _ = write!(
                 o,

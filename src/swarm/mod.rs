@@ -17,13 +17,13 @@ use std::net::IpAddr;
 
 use ahash::RandomState;
 
+pub use inspect::{Census, PeerView, TorrentView, TOP_TORRENTS};
 use packed::Packed;
 pub use peers::{Peer, PeerIp, PeerSet, Previous, Spread, Store};
-pub use inspect::{Census, PeerView, TorrentView, TOP_TORRENTS};
-pub use walk::Walk;
 pub use sources::{Held, Quotas, Sources};
 pub use subnet::SubnetIndex;
 use table::Torrents;
+pub use walk::Walk;
 
 use crate::protocol::{Announce, AnnounceEvent, InfoHash, SwarmCounts};
 
