@@ -28,8 +28,8 @@ use crate::tracker::Tracker;
 /// Under systemd with WatchdogSec= it sends WATCHDOG=1 while that check passes; a panic on any
 /// thread aborts the process so the service manager restarts it. SIGINT or SIGTERM stops it (writing the swarm snapshot
 /// when [state] directory is set); SIGHUP re-reads the config file and applies the announce
-/// pipeline's settings (access list, client list, JWT keys, intervals, jitter, numwant) from the
-/// next request on. SIGUSR2 upgrades in place: it starts the binary now at the same path with
+/// pipeline's settings (access list, client list, JWT keys, intervals, jitter, numwant) and the
+/// HTTPS listeners' certificates from the next request (or connection) on. SIGUSR2 upgrades in place: it starts the binary now at the same path with
 /// the same arguments, passes it the sockets, and once it is ready stops, writes the snapshot
 /// and exits; the new process restores the swarm and serves (requests in between wait in the
 /// kernel). If the new binary fails to start, this one keeps serving. Under systemd the sockets
