@@ -217,50 +217,41 @@ pub fn inbox(capacity: usize) -> std::io::Result<(Mailbox, Inbox)> {
     ))
 }
 
+/// Puts `m` in a channel without blocking; a full one (or one whose owner is gone) refuses.
+fn offer<T>(channel: &Sender<T>, m: T) -> Result<(), InboxFull> {
+    channel.try_send(m).map_err(|e| match e {
+        TrySendError::Full(_) | TrySendError::Disconnected(_) => InboxFull,
+    })
+}
+
 impl Mailbox {
     pub fn send_announce(&self, m: ForwardedAnnounce) -> Result<(), InboxFull> {
-        match self.announces.try_send(m) {
-            Ok(()) => {
-                self.wake.wake();
-                Ok(())
-            }
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => Err(InboxFull),
-        }
+        offer(&self.announces, m)?;
+        self.wake.wake();
+        Ok(())
     }
 
     pub fn send_scrape(&self, m: ScrapeChain) -> Result<(), InboxFull> {
-        match self.scrapes.try_send(m) {
-            Ok(()) => {
-                self.wake.wake();
-                Ok(())
-            }
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => Err(InboxFull),
-        }
+        offer(&self.scrapes, m)?;
+        self.wake.wake();
+        Ok(())
     }
 
     /// Hands HTTP work to the owner; never blocks. A full inbox refuses, and the frontend
     /// answers "tracker busy, retry".
     pub fn send_http(&self, m: HttpWork) -> Result<(), InboxFull> {
-        match self.http.try_send(m) {
-            Ok(()) => {
-                // The HTTP thread flushes before it parks (see `http::spawn`).
-                self.wake.defer();
-                Ok(())
-            }
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => Err(InboxFull),
-        }
+        offer(&self.http, m)?;
+        // The HTTP thread flushes before it parks (see `http::spawn`).
+        self.wake.defer();
+        Ok(())
     }
 
     /// Hands a question from the metrics endpoint to the owner and wakes it at once (the
     /// deferred wakes are the HTTP frontend's alone); never blocks.
     pub fn send_query(&self, m: HttpWork) -> Result<(), InboxFull> {
-        match self.http.try_send(m) {
-            Ok(()) => {
-                self.wake.wake();
-                Ok(())
-            }
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => Err(InboxFull),
-        }
+        offer(&self.http, m)?;
+        self.wake.wake();
+        Ok(())
     }
 
     pub fn wake(&self) -> &Wake {

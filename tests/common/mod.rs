@@ -776,3 +776,24 @@ pub fn connect_from(from: &str, to: SocketAddr) -> std::net::TcpStream {
         .unwrap();
     stream
 }
+
+/// The first of `names` installed on PATH (it runs with `--version`), for tests that drive a
+/// real program. Without one the test skips with a note, except under CI=true, where `.ci/run`
+/// installs Debian's `package` and its absence is a failure.
+pub fn tool(names: &[&'static str], package: &str) -> Option<&'static str> {
+    let found = names.iter().copied().find(|name| {
+        std::process::Command::new(name)
+            .arg("--version")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    });
+    if found.is_none() {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("{names:?} is required under CI=true (Debian package `{package}`)");
+        }
+        eprintln!("skipped: none of {names:?} on PATH (Debian package `{package}`)");
+    }
+    found
+}
