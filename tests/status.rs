@@ -437,10 +437,11 @@ fn a_real_browser_renders_the_figures_with_javascript_off() {
     let Some(browser) = tool(&["chromium", "chromium-browser"], "chromium") else {
         return;
     };
-    let t = start_tracker_http(2, "", FAST_METRICS);
+    let t = start_tracker_http(2, "", &census_config());
     let metrics = t.metrics_address().unwrap();
     make_traffic(&t);
-    let s = status_json(metrics);
+    // With the census in, so the page (and the screenshot) has every table.
+    let s = status_with_census(metrics, 8);
     let profile = tempfile::tempdir().unwrap();
     let url = format!("http://{metrics}/");
     let dom = headless(browser, profile.path(), &["--dump-dom"], &url);
@@ -458,6 +459,17 @@ fn a_real_browser_renders_the_figures_with_javascript_off() {
             s["protocols"][1]["requests_total"].to_string(),
         ),
         ("errors.udp.malformed", "1".to_string()),
+        (
+            "clients.0.client",
+            s["census"]["clients"][0]["client"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        ),
+        (
+            "top_torrents.0.seeders",
+            s["census"]["top_torrents"][0]["seeders"].to_string(),
+        ),
     ] {
         assert!(
             dom.contains(&format!("id=\"{id}\">{want}<")),
