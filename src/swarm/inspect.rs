@@ -203,6 +203,29 @@ mod tests {
     }
 
     #[test]
+    fn a_census_the_table_is_packed_under_counts_each_torrent_and_peer_once() {
+        let mut shard = Shard::new(1800);
+        for n in 0..200u8 {
+            announce(&mut shard, n, [10, 0, 0, n], false, b"-qB4650-");
+            announce(&mut shard, n, [10, 0, 1, n], true, b"-TR4060-");
+        }
+        let mut census = Census::new(true);
+        let mut walk = shard.start_walk();
+        assert!(!shard.census_slice(&mut walk, 30, &mut census));
+        // Packing moves torrents between slots: the walk starts over with an empty census.
+        shard.torrents.shrink_to(0);
+        while !shard.census_slice(&mut walk, 30, &mut census) {}
+        assert_eq!(walk.restarts, 1);
+        let mut hashes: Vec<InfoHash> = census.torrents.unwrap().iter().map(|t| t.0).collect();
+        assert_eq!(hashes.len(), 200, "each torrent once");
+        hashes.sort();
+        hashes.dedup();
+        assert_eq!(hashes.len(), 200, "every torrent");
+        assert_eq!(census.clients.iter().sum::<u64>(), 400);
+        assert_eq!(census.top.len(), TOP_TORRENTS);
+    }
+
+    #[test]
     fn merged_censuses_keep_the_largest_of_both() {
         let mut a = Census::new(false);
         let mut b = Census::new(true);
