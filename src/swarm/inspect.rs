@@ -226,6 +226,46 @@ mod tests {
     }
 
     #[test]
+    fn a_slice_counts_a_torrent_and_each_of_its_peers_of_both_families_as_work() {
+        // Five torrents of 10 IPv4 and 10 IPv6 peers: 21 units of work each.
+        let mut shard = Shard::new(1800);
+        for n in 0..5u8 {
+            for i in 0..10u8 {
+                announce(&mut shard, n, [10, n, 0, i], false, b"-qB4650-");
+                let mut a = Announce {
+                    info_hash: [n; 20],
+                    peer_id: [b'x'; 20],
+                    port: 6881,
+                    left: 1,
+                    event: AnnounceEvent::Started,
+                    num_want: 0,
+                };
+                a.peer_id[..8].copy_from_slice(b"-TR4060-");
+                let mut ip = [0x20u8; 16];
+                ip[14] = n;
+                ip[15] = i;
+                shard.announce(ip, &a, 0, 10, |_| {}).expect("stored");
+            }
+        }
+        // A budget of exactly one torrent's work: one torrent a slice.
+        let mut census = Census::new(true);
+        let mut walk = shard.start_walk();
+        let mut slices = 1;
+        while !shard.census_slice(&mut walk, 21, &mut census) {
+            let counted = census.torrents.as_ref().map_or(0, Vec::len);
+            assert_eq!(counted, slices, "one torrent in each slice of 21");
+            slices += 1;
+        }
+        assert_eq!(census.torrents.map(|t| t.len()), Some(5));
+        assert_eq!(census.clients.iter().sum::<u64>(), 100);
+        // A unit more: two torrents a slice.
+        let mut census = Census::new(true);
+        let mut walk = shard.start_walk();
+        assert!(!shard.census_slice(&mut walk, 22, &mut census));
+        assert_eq!(census.torrents.map(|t| t.len()), Some(2));
+    }
+
+    #[test]
     fn merged_censuses_keep_the_largest_of_both() {
         let mut a = Census::new(false);
         let mut b = Census::new(true);
