@@ -283,8 +283,15 @@ mod tests {
         a.merge(b);
         let sizes: Vec<u32> = a.top.iter().map(|(_, c)| c.seeders).collect();
         assert_eq!(sizes, [17, 16, 15, 14, 13, 12, 11, 10, 9, 8]);
-        assert_eq!(a.torrents.map(|t| t.len()), Some(1));
+        assert_eq!(a.torrents.as_ref().map(Vec::len), Some(1));
         assert_eq!(a.clients[3], 5);
+        // Two lists make one: the stats thread merges every worker's into its own.
+        let mut c = Census::new(true);
+        c.torrents = Some(vec![([2; 20], counts(2)), ([3; 20], counts(3))]);
+        a.merge(c);
+        let mut listed: Vec<u8> = a.torrents.unwrap().iter().map(|(h, _)| h[0]).collect();
+        listed.sort();
+        assert_eq!(listed, [1, 2, 3]);
     }
 
     #[test]
