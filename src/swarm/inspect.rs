@@ -305,6 +305,7 @@ mod tests {
         assert!(bare.peers.is_empty());
         let full = shard.view(&[1; 20], true, 110).expect("held");
         assert_eq!(full.peers.len(), 2);
+        assert_eq!(full.peers.iter().filter(|p| p.seeder).count(), 1);
         let seeder = full.peers.iter().find(|p| p.seeder).expect("a seeder");
         assert_eq!(seeder.ip, IpAddr::from([10, 0, 0, 1]));
         assert_eq!(seeder.port, 6881);
