@@ -28,6 +28,7 @@ pub struct Config {
     pub jwt: crate::policy::jwt::JwtConfig,
     pub privileges: PrivilegesConfig,
     pub state: StateConfig,
+    pub cluster: crate::cluster::ClusterConfig,
 }
 
 /// What survives a restart, and where.
@@ -456,6 +457,7 @@ impl Config {
                 "is written only while full_scrape.enabled = true".into(),
             ));
         }
+        self.cluster.validate()?;
         range("limits.max_torrents", self.limits.max_torrents, 1, u32::MAX)?;
         range(
             "limits.max_peers_per_torrent",

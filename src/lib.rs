@@ -3,6 +3,7 @@
 
 pub mod cidr;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod connection_id;
 pub mod handover;

@@ -63,6 +63,8 @@ pub struct Tracker {
     handover: Vec<(&'static str, OwnedFd)>,
     /// The certificates of the HTTPS listeners, in `[[http.tls]]` order, for reloads.
     certificates: Vec<http::tls::Certificate>,
+    /// The cluster sync thread, when `[cluster]` is on.
+    cluster: Option<crate::cluster::SyncThread>,
 }
 
 impl Tracker {
@@ -181,6 +183,18 @@ impl Tracker {
         };
         let cores = worker::allowed_cores();
         let mut sources = Sources::new(count, epoch);
+        let cluster = config.cluster.enabled().then(|| {
+            crate::cluster::outbox::queue(
+                config.cluster.max_queued_changes as usize,
+                identity.clock_origin_unix,
+            )
+        });
+        if let Some((outbox, _)) = &cluster {
+            sources.cluster = Some(Arc::new(crate::cluster::ClusterStats {
+                dropped: outbox.dropped().clone(),
+                ..Default::default()
+            }));
+        }
         if !http_listeners.is_empty() {
             sources = sources.with_http();
         }
@@ -199,6 +213,7 @@ impl Tracker {
             keeper,
             handover,
             certificates: Vec::new(),
+            cluster: None,
         };
         for (index, inbox) in inboxes.into_iter().enumerate() {
             let core =
@@ -217,6 +232,7 @@ impl Tracker {
                 policy: policy.clone(),
                 state: link.clone(),
                 restored: restored.next().unwrap_or_default(),
+                cluster: cluster.as_ref().map(|(outbox, _)| outbox.clone()),
             });
             match started {
                 Ok(started) => {
@@ -239,6 +255,26 @@ impl Tracker {
             .then(http::full_scrape::Shared::default);
         let full_interval = Duration::from_secs(config.full_scrape.interval_secs.into());
         let mesh = Mesh::new(mailboxes.clone());
+        if let (Some((_, deltas)), Some(stats)) = (cluster, sources.cluster.clone()) {
+            let node = crate::cluster::node_name(
+                &config.cluster,
+                tracker.udp_addresses.first().map(SocketAddr::port),
+            );
+            tracing::info!(node = %node, "cluster sync on: sharing swarms through Redis");
+            let settings = crate::cluster::SyncSettings {
+                config: config.cluster.clone(),
+                node,
+                peer_lifetime_secs: config.cleaning.peer_lifetime_secs,
+                keep_downloaded_secs: config.cleaning.keep_downloaded_secs,
+            };
+            match crate::cluster::SyncThread::spawn(settings, deltas, mesh.clone(), stats) {
+                Ok(t) => tracker.cluster = Some(t),
+                Err(e) => {
+                    let _ = tracker.stop();
+                    return Err(e.context("starting the cluster sync thread"));
+                }
+            }
+        }
         if !http_listeners.is_empty() {
             let served = http::Served {
                 listeners: http_listeners,
@@ -403,6 +439,9 @@ impl Tracker {
         let mut result = Ok(());
         if let Some(stats) = self.stats {
             stats.stop();
+        }
+        if let Some(sync) = self.cluster {
+            sync.stop();
         }
         if let Some(http) = self.http {
             if http.join().is_err() {

@@ -86,6 +86,8 @@ pub enum HttpWork {
         list: bool,
         reply: tokio::sync::oneshot::Sender<crate::swarm::Census>,
     },
+    /// From the cluster sync thread: other nodes' peers, or a request to publish the shard.
+    Cluster(crate::cluster::ClusterWork),
 }
 
 /// A peer handed to an HTTP announcer.

@@ -39,6 +39,8 @@ pub struct Change<'a> {
     pub seeder: bool,
     /// The announce counted a download.
     pub downloaded: bool,
+    /// The torrent's downloads after this change.
+    pub total_downloaded: u32,
     /// When the peer expires, on the process clock (seconds); 0 for a removal.
     pub expires: u32,
 }

@@ -466,6 +466,8 @@ pub struct Sources {
     pub stats_heartbeat: Heartbeat,
     /// The instant heartbeats count from.
     pub epoch: std::time::Instant,
+    /// The cluster sync thread's figures, when `[cluster]` is on.
+    pub cluster: Option<std::sync::Arc<crate::cluster::ClusterStats>>,
 }
 
 impl Sources {
@@ -477,6 +479,7 @@ impl Sources {
             http_heartbeat: None,
             stats_heartbeat: Heartbeat::new(epoch),
             epoch,
+            cluster: None,
         }
     }
 

@@ -248,6 +248,43 @@ impl Collector for Page {
             ConstGauge::new(age).encode(m.encode_family(&labels)?)?;
         }
 
+        if let Some(c) = &self.snapshot.cluster {
+            for (name, help, v) in [
+                ("hayate_cluster_sync_batches", "Pipelines of commands the cluster sync thread sent to Redis.", c.batches),
+                ("hayate_cluster_sync_commands", "Redis commands in them.", c.commands),
+                ("hayate_cluster_sync_errors", "Failed Redis connects and batches (down, slow, failing over, or garbage); the node serves its local peers meanwhile.", c.errors),
+                ("hayate_cluster_republishes", "Times the whole local swarm was published to Redis again (Redis new, emptied, or changes lost).", c.republishes),
+                ("hayate_cluster_changes_dropped", "Swarm changes dropped because the queue to the sync thread was full ([cluster] max_queued_changes).", c.dropped),
+            ] {
+                ConstCounter::new(v).encode(counter(&mut e, name, help, None)?)?;
+            }
+            for (name, help, v) in [
+                (
+                    "hayate_cluster_connected",
+                    "1 while Redis is reachable.",
+                    u64::from(c.connected),
+                ),
+                (
+                    "hayate_cluster_remote_torrents",
+                    "Torrents whose other nodes' peers are cached here.",
+                    c.remote_torrents,
+                ),
+                (
+                    "hayate_cluster_remote_peers",
+                    "Other nodes' peers cached here.",
+                    c.remote_peers,
+                ),
+            ] {
+                ConstGauge::new(v as i64).encode(gauge(&mut e, name, help, None)?)?;
+            }
+            let m = gauge(
+                &mut e,
+                "hayate_cluster_sync_lag",
+                "How long the oldest change of the last batch waited to be written to Redis (or, while Redis cannot be written, has waited so far).",
+                Some(&Unit::Seconds),
+            )?;
+            ConstGauge::new(c.lag_ms as f64 / 1000.0).encode(m)?;
+        }
         let mut m = e.encode_descriptor(
             "hayate_request_duration",
             "Time from receiving a request to its reply's send completing (UDP) or being written (HTTP), microsecond resolution.",

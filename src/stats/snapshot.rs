@@ -31,6 +31,8 @@ pub struct Snapshot {
     pub threads: Vec<(&'static str, u64)>,
     /// Milliseconds since the epoch when it was taken.
     pub taken_ms: u64,
+    /// The cluster sync thread's figures, when `[cluster]` is on.
+    pub cluster: Option<crate::cluster::ClusterSnapshot>,
 }
 
 impl Snapshot {
@@ -58,6 +60,7 @@ impl Snapshot {
         }
         s.threads.push(("stats", sources.stats_heartbeat.last_ms()));
         s.taken_ms = sources.epoch.elapsed().as_millis() as u64;
+        s.cluster = sources.cluster.as_ref().map(|c| c.snapshot());
         s
     }
 

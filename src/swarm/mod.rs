@@ -23,7 +23,7 @@ pub use peers::{Peer, PeerIp, PeerSet, Previous, Spread, Store};
 pub use sources::{Held, Quotas, Sources};
 pub use subnet::SubnetIndex;
 use table::Torrents;
-pub use walk::Walk;
+pub use walk::{Walk, WalkedPeer};
 
 use crate::protocol::{Announce, AnnounceEvent, InfoHash, SwarmCounts};
 

@@ -58,3 +58,62 @@ impl Shard {
         walk.next_slot >= slots
     }
 }
+
+/// One live peer as a walk hands it out (for a re-publish to other nodes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WalkedPeer {
+    pub ip: std::net::IpAddr,
+    pub port: u16,
+    pub seeder: bool,
+    /// Process-clock second it expires.
+    pub expires: u32,
+}
+
+impl Shard {
+    /// Hands `each` every live peer of the torrents from where `walk` is, with the torrent's
+    /// downloads, until `budget` torrents plus peers were handed out; true once the table ends.
+    /// A walk restarted by packing hands some peers out twice, which a re-publish tolerates.
+    pub fn peers_slice(
+        &self,
+        walk: &mut Walk,
+        now: u32,
+        budget: usize,
+        mut each: impl FnMut(&InfoHash, u32, WalkedPeer),
+    ) -> bool {
+        self.visit_slice(
+            walk,
+            budget,
+            &mut (),
+            |_| {},
+            |_, hash, t| {
+                let mut n = 1;
+                n += walked(&t.v4, now, |p| each(hash, t.downloaded, p));
+                if let Some(v6) = t.v6() {
+                    n += walked(v6, now, |p| each(hash, t.downloaded, p));
+                }
+                n
+            },
+        )
+    }
+}
+
+fn walked<I: super::Family>(
+    set: &super::PeerSet<I, impl super::Store<I>>,
+    now: u32,
+    mut each: impl FnMut(WalkedPeer),
+) -> usize {
+    let seeders = set.seeders();
+    let mut n = 0;
+    for (i, p) in set.peers().iter().enumerate() {
+        if p.expires > now {
+            each(WalkedPeer {
+                ip: p.ip.addr(),
+                port: p.port,
+                seeder: i < seeders,
+                expires: p.expires,
+            });
+            n += 1;
+        }
+    }
+    n
+}

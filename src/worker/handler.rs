@@ -28,6 +28,7 @@ use crate::stats::{Action, ErrorReason, Forward, IpVersion, WorkerStats};
 use crate::swarm::{Family, Limits, Peer, Previous, Quotas, Shard};
 
 use super::census_duty::CensusDuty;
+use super::cluster_duty::ClusterDuty;
 use super::snapshot_duty::SnapshotDuty;
 
 /// Microseconds between ticks: once a second, or every millisecond while a snapshot is being
@@ -67,6 +68,8 @@ pub struct Handler {
     census: CensusDuty,
     /// Each source's request budget for the datagrams this worker receives, when limited.
     rate: Option<RateLimiter>,
+    /// This worker's part in a cluster of nodes, when `[cluster]` is on.
+    cluster: Option<ClusterDuty>,
 }
 
 impl Handler {
@@ -118,7 +121,16 @@ impl Handler {
             snapshots: None,
             census: CensusDuty::default(),
             rate: RateLimiter::new(l.requests_per_source_per_sec, l.request_burst, l.exempt()),
+            cluster: None,
         }
+    }
+
+    /// Takes part in a cluster of nodes from now on: changes go out on `outbox` (a post-hook),
+    /// other nodes' peers come back into replies. After `share_policy`, which makes a new
+    /// pipeline.
+    pub fn join_cluster(&mut self, outbox: crate::cluster::Outbox) {
+        self.pipeline.add_post_hook(Box::new(outbox.clone()));
+        self.cluster = Some(ClusterDuty::new(outbox));
     }
 
     /// Takes part in the state thread's snapshots from now on.
@@ -158,7 +170,11 @@ impl Handler {
             None => false,
         };
         let counting = self.census.step(&self.shard);
-        if walking || counting {
+        let publishing = match &mut self.cluster {
+            Some(duty) => duty.step(&self.shard, now),
+            None => false,
+        };
+        if walking || counting || publishing {
             BUSY_TICK_US
         } else {
             TICK_US
@@ -356,6 +372,30 @@ impl Handler {
                 return self.refuse(out, v, transaction_id, &refusal, udp::ANNOUNCE_LEN)
             }
         };
+        let counts = match &self.cluster {
+            Some(c) => {
+                if a.event != AnnounceEvent::Stopped {
+                    let left = want - (n - udp::ANNOUNCE_REPLY_HEADER_LEN) / peer_len;
+                    let (h, seeds) = (&a.info_hash, a.seeds());
+                    match ip {
+                        IpAddr::V4(v4) => {
+                            c.remote
+                                .give(h, seeds, (v4.octets(), a.port), left, |ip, p| {
+                                    n += udp::write_peer(&mut out[n..], &ip, p)
+                                })
+                        }
+                        IpAddr::V6(v6) => {
+                            c.remote
+                                .give(h, seeds, (v6.octets(), a.port), left, |ip, p| {
+                                    n += udp::write_peer(&mut out[n..], &ip, p)
+                                })
+                        }
+                    };
+                }
+                c.remote.merged(&a.info_hash, counts)
+            }
+            None => counts,
+        };
         let (interval, _) = self.pipeline.intervals();
         udp::write_announce_header(out, transaction_id, interval, counts);
         let udp_stats = &self.stats.udp;
@@ -394,6 +434,7 @@ impl Handler {
                     kind,
                     seeder,
                     downloaded: done.downloaded,
+                    total_downloaded: done.counts.downloaded,
                     expires: done.expires,
                 });
             }
@@ -519,6 +560,11 @@ impl Handler {
                 let _ = reply.send(self.shard.view(&info_hash, peers, now));
             }
             HttpWork::Census { list, reply } => self.census.ask(list, reply),
+            HttpWork::Cluster(work) => {
+                if let Some(c) = &mut self.cluster {
+                    c.work(work, &self.shard);
+                }
+            }
         }
     }
 
@@ -560,6 +606,42 @@ impl Handler {
                 o4.map_or(c, |o| self.swarm_step(o, a, 0, now, |_| {}).unwrap_or(c))
             }
         };
+        let counts = match &self.cluster {
+            Some(c) => {
+                if a.event != AnnounceEvent::Stopped {
+                    let (h, seeds) = (&a.info_hash, a.seeds());
+                    // The announcer's own family first; the other only for a dual-stack reply.
+                    let (v4_skip, v6_skip) = match r.ip {
+                        IpAddr::V4(v4) => ((v4.octets(), a.port), (<[u8; 16]>::NONE, 0)),
+                        IpAddr::V6(v6) => ((<[u8; 4]>::NONE, 0), (v6.octets(), a.port)),
+                    };
+                    let v4_first = r.ip.is_ipv4();
+                    for family_is_v4 in [v4_first, !v4_first] {
+                        if family_is_v4 != v4_first && !dual {
+                            break;
+                        }
+                        let left = want.saturating_sub(peers.len());
+                        if family_is_v4 {
+                            c.remote.give(h, seeds, v4_skip, left, |ip, port| {
+                                peers.push(HttpPeer {
+                                    ip: IpAddr::from(ip),
+                                    port,
+                                })
+                            });
+                        } else {
+                            c.remote.give(h, seeds, v6_skip, left, |ip, port| {
+                                peers.push(HttpPeer {
+                                    ip: IpAddr::from(ip),
+                                    port,
+                                })
+                            });
+                        }
+                    }
+                }
+                c.remote.merged(&a.info_hash, counts)
+            }
+            None => counts,
+        };
         let (interval, min_interval) = self.pipeline.intervals();
         Ok(HttpAnnounced {
             counts,
@@ -599,7 +681,14 @@ impl Handler {
     /// A torrent's counts for a scrape: zeros for one the access list refuses.
     fn scrape_counts(&mut self, info_hash: &[u8; 20]) -> SwarmCounts {
         if self.pipeline.scrapes(info_hash) {
-            self.shard.counts(info_hash)
+            let local = self.shard.counts(info_hash);
+            match &self.cluster {
+                Some(c) => {
+                    c.asked(info_hash);
+                    c.remote.merged(info_hash, local)
+                }
+                None => local,
+            }
         } else {
             SwarmCounts::default()
         }

@@ -5,6 +5,7 @@
 
 mod buf_ring;
 mod census_duty;
+mod cluster_duty;
 mod epoll;
 pub mod handler;
 mod ring;
@@ -47,6 +48,8 @@ pub struct WorkerStart {
     pub state: Option<crate::state::keeper::WorkerLink>,
     /// The torrents of this worker's shard restored from the snapshot.
     pub restored: Vec<crate::state::snapshot::TorrentRecord>,
+    /// Where changes go to the cluster sync thread, when `[cluster]` is on.
+    pub cluster: Option<crate::cluster::Outbox>,
 }
 
 /// A running worker and the I/O loop it runs.
@@ -112,6 +115,9 @@ fn io_loop(w: WorkerStart) -> anyhow::Result<(IoLoop, Option<String>)> {
         h.share_policy(w.policy.clone());
         if let Some(link) = &w.state {
             h.keep_state(link.clone());
+        }
+        if let Some(outbox) = &w.cluster {
+            h.join_cluster(outbox.clone());
         }
         if !w.restored.is_empty() {
             let started = Instant::now();
