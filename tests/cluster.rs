@@ -198,6 +198,24 @@ fn three_nodes_on_one_redis_behave_as_one_tracker() {
         assert!(v > 0.0, "{name} = {v}");
     }
     assert_eq!(sample(&metrics, "hayate_cluster_connected", &[]), Some(1.0));
+    // Every series the Grafana dashboard's cluster row queries is on a node's page.
+    let dashboard = include_str!("../contrib/grafana-hayate.json");
+    let queried: std::collections::BTreeSet<&str> = dashboard
+        .match_indices("hayate_cluster_")
+        .map(|(at, _)| {
+            let end = dashboard[at..]
+                .find(|c: char| !(c.is_ascii_lowercase() || c == '_'))
+                .unwrap();
+            &dashboard[at..at + end]
+        })
+        .collect();
+    assert!(queried.len() >= 8, "{queried:?}");
+    for name in queried {
+        assert!(
+            sample(&metrics, name, &[]).is_some(),
+            "the dashboard queries {name}, which a cluster node's /metrics does not have"
+        );
+    }
     assert_eq!(
         sample(&metrics, "hayate_cluster_sync_errors_total", &[]),
         Some(0.0)
