@@ -25,6 +25,9 @@ use crate::tracker::Tracker;
 /// worker, HTTP or stats thread that stopped beating), a status page (/ and /status.json) and
 /// torrent lookups (/api/torrent/<info hash>[?peers=1]) on 127.0.0.1:9000, one worker per
 /// core. The full scrape (/scrape without info_hash) is off until [full_scrape] enabled = true.
+/// Several nodes share their swarms through Redis or a Redis Cluster when [cluster] redis is
+/// set (off by default); no announce waits on Redis, and a node serves its own peers while
+/// Redis is down.
 /// Under systemd with WatchdogSec= it sends WATCHDOG=1 while that check passes; a panic on any
 /// thread aborts the process so the service manager restarts it. SIGINT or SIGTERM stops it (writing the swarm snapshot
 /// when [state] directory is set); SIGHUP re-reads the config file and applies the announce
