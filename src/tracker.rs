@@ -185,7 +185,8 @@ impl Tracker {
         let mut sources = Sources::new(count, epoch);
         let cluster = config.cluster.enabled().then(|| {
             crate::cluster::outbox::queue(
-                config.cluster.max_queued_changes as usize,
+                (config.cluster.max_queued_changes as usize)
+                    .min(crate::cluster::sync::QUEUE_CAPACITY),
                 identity.clock_origin_unix,
             )
         });

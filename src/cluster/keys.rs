@@ -12,7 +12,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use crate::protocol::{to_hex, InfoHash};
+use crate::protocol::InfoHash;
 
 /// Which of a node's two sets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,13 +36,40 @@ impl Keys {
         }
     }
 
+    /// Writes `node`'s set of `role` for the torrent into `out` (reused: the sync thread
+    /// names keys without allocating).
+    pub fn write_peers(&self, out: &mut String, info_hash: &InfoHash, node: &str, role: Role) {
+        self.write_torrent(out, info_hash);
+        out.push_str(node);
+        out.push_str(match role {
+            Role::Seeders => ":s",
+            Role::Leechers => ":l",
+        });
+    }
+
+    pub fn write_downloads(&self, out: &mut String, info_hash: &InfoHash) {
+        self.write_torrent(out, info_hash);
+        out.push_str("dl");
+    }
+
+    /// `<prefix>{<hex>}:`
+    fn write_torrent(&self, out: &mut String, info_hash: &InfoHash) {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        out.clear();
+        out.push_str(&self.prefix);
+        out.push('{');
+        for b in info_hash {
+            out.push(HEX[usize::from(b >> 4)] as char);
+            out.push(HEX[usize::from(b & 15)] as char);
+        }
+        out.push_str("}:");
+    }
+
     /// `node`'s set of `role` for the torrent.
     pub fn peers(&self, info_hash: &InfoHash, node: &str, role: Role) -> String {
-        let r = match role {
-            Role::Seeders => "s",
-            Role::Leechers => "l",
-        };
-        format!("{}{{{}}}:{node}:{r}", self.prefix, to_hex(info_hash))
+        let mut s = String::new();
+        self.write_peers(&mut s, info_hash, node, role);
+        s
     }
 
     /// This node's own set of `role`.
@@ -51,7 +78,9 @@ impl Keys {
     }
 
     pub fn downloads(&self, info_hash: &InfoHash) -> String {
-        format!("{}{{{}}}:dl", self.prefix, to_hex(info_hash))
+        let mut s = String::new();
+        self.write_downloads(&mut s, info_hash);
+        s
     }
 
     pub fn nodes(&self) -> String {
@@ -59,14 +88,36 @@ impl Keys {
     }
 }
 
-/// A peer as a set member: its compact address.
-pub fn member(ip: IpAddr, port: u16) -> Vec<u8> {
-    let mut m = match ip.to_canonical() {
-        IpAddr::V4(v4) => v4.octets().to_vec(),
-        IpAddr::V6(v6) => v6.octets().to_vec(),
+/// A peer as a set member: its compact address, on the stack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Member {
+    bytes: [u8; 18],
+    len: u8,
+}
+
+impl Member {
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
+    }
+}
+
+pub fn member(ip: IpAddr, port: u16) -> Member {
+    let mut bytes = [0u8; 18];
+    let n = match ip.to_canonical() {
+        IpAddr::V4(v4) => {
+            bytes[..4].copy_from_slice(&v4.octets());
+            4
+        }
+        IpAddr::V6(v6) => {
+            bytes[..16].copy_from_slice(&v6.octets());
+            16
+        }
     };
-    m.extend_from_slice(&port.to_be_bytes());
-    m
+    bytes[n..n + 2].copy_from_slice(&port.to_be_bytes());
+    Member {
+        bytes,
+        len: n as u8 + 2,
+    }
 }
 
 /// A member read back; `None` for anything that is not a compact address (garbage in Redis).
@@ -112,10 +163,10 @@ mod tests {
         let v4: IpAddr = "10.1.2.3".parse().unwrap();
         let v6: IpAddr = "2001:db8::7".parse().unwrap();
         let mapped: IpAddr = "::ffff:10.1.2.3".parse().unwrap();
-        assert_eq!(member(v4, 6881), [10, 1, 2, 3, 0x1a, 0xe1]);
+        assert_eq!(member(v4, 6881).as_bytes(), [10, 1, 2, 3, 0x1a, 0xe1]);
         assert_eq!(member(mapped, 6881), member(v4, 6881));
-        assert_eq!(parse_member(&member(v4, 6881)), Some((v4, 6881)));
-        assert_eq!(parse_member(&member(v6, 1)), Some((v6, 1)));
+        assert_eq!(parse_member(member(v4, 6881).as_bytes()), Some((v4, 6881)));
+        assert_eq!(parse_member(member(v6, 1).as_bytes()), Some((v6, 1)));
         assert_eq!(parse_member(b"hello"), None);
         assert_eq!(parse_member(&[1, 2, 3, 4, 0, 0]), None, "port 0");
         assert_eq!(parse_member(&[]), None);

@@ -22,6 +22,8 @@ pub enum Delta {
         ip: IpAddr,
         port: u16,
         seeder: bool,
+        /// It was in the other role before (so it must leave that set).
+        moved: bool,
         removed: bool,
         expires_unix: u64,
         /// The torrent's downloads as this node counts them, when the change counted one
@@ -101,6 +103,7 @@ impl PostHook for Outbox {
             ip: c.ip,
             port: c.port,
             seeder: c.seeder,
+            moved: c.kind == PeerChange::Updated && c.was_seeder != c.seeder,
             removed,
             expires_unix: if removed { 0 } else { self.unix(c.expires) },
             downloads: c.downloaded.then_some(c.total_downloaded),
@@ -138,6 +141,7 @@ mod tests {
             peer_id: &peer_id,
             kind: PeerChange::Updated,
             seeder: true,
+            was_seeder: false,
             downloaded: true,
             total_downloaded: 4,
             expires: 60,
@@ -155,9 +159,10 @@ mod tests {
                 expires_unix,
                 downloads,
                 seeder,
+                moved,
                 ..
             } => {
-                assert!(!removed && seeder);
+                assert!(!removed && seeder && moved);
                 assert_eq!(expires_unix, 1_000_060);
                 assert_eq!(downloads, Some(4));
             }

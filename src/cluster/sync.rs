@@ -13,14 +13,14 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
-use redis::{Cmd, FromRedisValue, RedisResult, Value};
+use redis::{FromRedisValue, RedisResult, Value};
 
 use super::config::ClusterConfig;
 use super::keys::{self, Keys, Role};
 use super::outbox::Delta;
 use super::remote::{RemoteSwarm, RemoteUpdate};
 use super::stats::ClusterStats;
-use super::store::Store;
+use super::store::{Batch, Store};
 use crate::mesh::{HttpWork, Mesh};
 use crate::protocol::InfoHash;
 
@@ -29,6 +29,14 @@ use crate::protocol::InfoHash;
 const BATCH: usize = 8192;
 /// Longest wait between reconnect attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// How often the queue is drained between syncs, so it never needs room for a whole interval.
+const DRAIN_EVERY: Duration = Duration::from_millis(10);
+/// The queue between the workers and this thread holds at most this many changes (fewer if
+/// `max_queued_changes` says so); what waits longer waits here.
+pub const QUEUE_CAPACITY: usize = 65_536;
+/// One touched set in this many also has its expired members removed (the readers skip them
+/// anyway; this only keeps the sets from growing with peers that left without a stop).
+const CLEAN_ONE_IN: u32 = 16;
 
 /// What the sync thread asks a worker to do.
 #[derive(Debug)]
@@ -43,6 +51,8 @@ pub enum ClusterWork {
 #[derive(Debug, Clone, Copy)]
 struct Pending {
     seeder: bool,
+    /// Its other role's set must lose it.
+    moved: bool,
     removed: bool,
     expires_unix: u64,
 }
@@ -103,6 +113,8 @@ struct Sync {
     downloads: HashMap<InfoHash, u32, ahash::RandomState>,
     /// When the oldest change waiting here was made.
     oldest: Option<Instant>,
+    /// Other nodes were live at the last heartbeat: only then are torrents read back.
+    others_live: bool,
     /// Torrents asked about since the last read.
     asked: HashSet<InfoHash, ahash::RandomState>,
     /// Torrents whose remote state the workers cache, with when each was last asked about.
@@ -110,6 +122,9 @@ struct Sync {
     /// Changes were lost (dropped on a full queue or here): publish everything again.
     lost: bool,
     dropped_seen: u64,
+    /// Reused for key names.
+    key: String,
+    rng: fastrand::Rng,
 }
 
 impl Sync {
@@ -136,10 +151,13 @@ impl Sync {
             pending: HashMap::default(),
             downloads: HashMap::default(),
             oldest: None,
+            others_live: false,
             asked: HashSet::default(),
             interest: HashMap::default(),
             lost: false,
             dropped_seen: 0,
+            key: String::with_capacity(128),
+            rng: fastrand::Rng::new(),
         }
     }
 
@@ -147,15 +165,20 @@ impl Sync {
         let interval = Duration::from_millis(self.config.sync_interval_ms.into());
         let mut next = Instant::now();
         loop {
-            match stop.recv_timeout(next.saturating_duration_since(Instant::now())) {
+            let wait = next
+                .saturating_duration_since(Instant::now())
+                .min(DRAIN_EVERY);
+            match stop.recv_timeout(wait) {
                 Err(RecvTimeoutError::Timeout) => {}
                 // Stopping: whatever is still queued goes with the node (its peers age out of
                 // the others' replies after their lifetime).
                 _ => return,
             }
-            next = Instant::now() + interval;
             self.drain();
-            self.sync();
+            if Instant::now() >= next {
+                next = Instant::now() + interval;
+                self.sync();
+            }
         }
     }
 
@@ -163,13 +186,15 @@ impl Sync {
     fn drain(&mut self) {
         let bound = self.config.max_queued_changes as usize;
         while let Ok(d) = self.deltas.try_recv() {
-            let hash = *d.info_hash();
-            self.asked.insert(hash);
+            if self.others_live {
+                self.asked.insert(*d.info_hash());
+            }
             let Delta::Peer {
                 info_hash,
                 ip,
                 port,
                 seeder,
+                moved,
                 removed,
                 expires_unix,
                 downloads,
@@ -182,18 +207,24 @@ impl Sync {
                 self.downloads.insert(info_hash, n);
             }
             let key = (info_hash, ip.to_canonical(), port);
-            if self.pending.len() >= bound && !self.pending.contains_key(&key) {
-                ClusterStats::add(&self.stats.dropped, 1);
-                continue;
+            let p = Pending {
+                seeder,
+                moved,
+                removed,
+                expires_unix,
+            };
+            let full = self.pending.len() >= bound;
+            match self.pending.get_mut(&key) {
+                // Whatever was written before the changes now merged, the other set may hold it.
+                Some(old) => *old = Pending { moved: true, ..p },
+                None if full => {
+                    ClusterStats::add(&self.stats.dropped, 1);
+                    continue;
+                }
+                None => {
+                    self.pending.insert(key, p);
+                }
             }
-            self.pending.insert(
-                key,
-                Pending {
-                    seeder,
-                    removed,
-                    expires_unix,
-                },
-            );
             self.oldest = Some(self.oldest.map_or(at, |o| o.min(at)));
         }
         let dropped = self
@@ -259,31 +290,48 @@ impl Sync {
         self.read(now, &others)
     }
 
+    fn batch(&self) -> RedisResult<Batch> {
+        match &self.store {
+            Some(s) => Ok(s.batch()),
+            None => Err(redis::RedisError::from((
+                redis::ErrorKind::Io,
+                "not connected",
+            ))),
+        }
+    }
+
+    /// Runs `batch`, counting it, and empties it for reuse.
+    fn send(&mut self, batch: &mut Batch) -> RedisResult<Vec<Value>> {
+        let store = self
+            .store
+            .as_mut()
+            .ok_or_else(|| redis::RedisError::from((redis::ErrorKind::Io, "not connected")))?;
+        let sent = batch.len();
+        let replies = store.run(batch)?;
+        batch.clear();
+        ClusterStats::add(&self.stats.batches, 1);
+        ClusterStats::add(&self.stats.commands, sent as u64);
+        if replies.len() != sent {
+            return Err(redis::RedisError::from((
+                redis::ErrorKind::Parse,
+                "Redis answered a different number of replies than commands sent",
+            )));
+        }
+        Ok(replies)
+    }
+
     /// Announces this node alive until its newest peer expires; returns the other live nodes.
     /// A Redis that does not know this node (new, restarted empty, failed over without its
     /// data) gets the whole swarm again.
     fn heartbeat(&mut self, now: u64) -> RedisResult<Vec<String>> {
         let nodes = self.keys.nodes();
         let me = self.keys.node.clone();
-        let c = vec![
-            cmd("ZSCORE").arg(&nodes).arg(&me).clone(),
-            cmd("ZADD")
-                .arg(&nodes)
-                .arg(now + self.lifetime)
-                .arg(&me)
-                .clone(),
-            cmd("ZREMRANGEBYSCORE")
-                .arg(&nodes)
-                .arg("-inf")
-                .arg(now)
-                .clone(),
-            cmd("ZRANGEBYSCORE")
-                .arg(&nodes)
-                .arg(now + 1)
-                .arg("+inf")
-                .clone(),
-        ];
-        let mut replies = self.exec(c)?.into_iter();
+        let mut b = self.batch()?;
+        b.cmd("ZSCORE").arg(&nodes).arg(&me);
+        b.cmd("ZADD").arg(&nodes).arg(now + self.lifetime).arg(&me);
+        b.cmd("ZREMRANGEBYSCORE").arg(&nodes).arg("-inf").arg(now);
+        b.cmd("ZRANGEBYSCORE").arg(&nodes).arg(now + 1).arg("+inf");
+        let mut replies = self.send(&mut b)?.into_iter();
         let known = replies.next().is_some_and(|v| v != Value::Nil);
         let live: Vec<String> = parse(replies.nth(2))?;
         if !known || self.lost {
@@ -301,7 +349,9 @@ impl Sync {
                 }
             }
         }
-        Ok(live.into_iter().filter(|n| *n != me).collect())
+        let others: Vec<String> = live.into_iter().filter(|n| *n != me).collect();
+        self.others_live = !others.is_empty();
+        Ok(others)
     }
 
     /// Writes every pending change, in batches. On a failure what was not confirmed is kept.
@@ -313,96 +363,102 @@ impl Sync {
         let pending: Vec<_> = self.pending.drain().collect();
         let downloads: Vec<_> = self.downloads.drain().collect();
         let oldest = self.oldest.take();
+        match self.write_all(now, &pending, &downloads) {
+            Ok(()) => {
+                if let Some(oldest) = oldest {
+                    ClusterStats::set(&self.stats.lag_ms, oldest.elapsed().as_millis() as u64);
+                }
+                Ok(())
+            }
+            Err(e) => {
+                // Nothing is known to be written: keep it all, unless newer changes replaced it.
+                for (key, p) in pending {
+                    self.pending.entry(key).or_insert(p);
+                }
+                for (hash, n) in downloads {
+                    self.downloads.entry(hash).or_insert(n);
+                }
+                self.oldest = match (oldest, self.oldest) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+                Err(e)
+            }
+        }
+    }
+
+    fn write_all(
+        &mut self,
+        now: u64,
+        pending: &[((InfoHash, IpAddr, u16), Pending)],
+        downloads: &[(InfoHash, u32)],
+    ) -> RedisResult<()> {
         let key_ttl = self.lifetime + 60;
-        let mut c = Vec::with_capacity(pending.len() * 3);
-        let mut touched = HashSet::<(InfoHash, bool), ahash::RandomState>::default();
-        for &((hash, ip, port), p) in &pending {
+        let mut key = std::mem::take(&mut self.key);
+        let mut b = self.batch()?;
+        let mut result = Ok(());
+        for &((hash, ip, port), p) in pending {
             let member = keys::member(ip, port);
+            let member = member.as_bytes();
             let (role, other) = if p.seeder {
                 (Role::Seeders, Role::Leechers)
             } else {
                 (Role::Leechers, Role::Seeders)
             };
+            let node = &self.keys.node;
+            if p.removed || p.moved {
+                self.keys.write_peers(&mut key, &hash, node, other);
+                b.cmd("ZREM").arg(key.as_str()).arg(member);
+            }
+            self.keys.write_peers(&mut key, &hash, node, role);
             if p.removed {
-                c.push(
-                    cmd("ZREM")
-                        .arg(self.keys.own(&hash, role))
-                        .arg(&member)
-                        .clone(),
-                );
-                c.push(
-                    cmd("ZREM")
-                        .arg(self.keys.own(&hash, other))
-                        .arg(&member)
-                        .clone(),
-                );
-                continue;
-            }
-            let key = self.keys.own(&hash, role);
-            c.push(
-                cmd("ZADD")
-                    .arg(&key)
+                b.cmd("ZREM").arg(key.as_str()).arg(member);
+            } else {
+                b.cmd("ZADD")
+                    .arg(key.as_str())
                     .arg(p.expires_unix)
-                    .arg(&member)
-                    .clone(),
-            );
-            c.push(
-                cmd("ZREM")
-                    .arg(self.keys.own(&hash, other))
-                    .arg(&member)
-                    .clone(),
-            );
-            if touched.insert((hash, p.seeder)) {
-                c.push(cmd("EXPIRE").arg(&key).arg(key_ttl).clone());
-                c.push(
-                    cmd("ZREMRANGEBYSCORE")
-                        .arg(&key)
+                    .arg(member);
+                b.cmd("EXPIRE").arg(key.as_str()).arg(key_ttl);
+                if self.rng.u32(..CLEAN_ONE_IN) == 0 {
+                    b.cmd("ZREMRANGEBYSCORE")
+                        .arg(key.as_str())
                         .arg("-inf")
-                        .arg(now)
-                        .clone(),
-                );
+                        .arg(now);
+                }
+            }
+            if b.len() >= BATCH {
+                if let Err(e) = self.send(&mut b) {
+                    result = Err(e);
+                    break;
+                }
             }
         }
-        for &(hash, n) in &downloads {
-            let key = self.keys.downloads(&hash);
-            c.push(cmd("HSET").arg(&key).arg(&self.keys.node).arg(n).clone());
-            c.push(
-                cmd("EXPIRE")
-                    .arg(&key)
-                    .arg(self.keep_downloads + key_ttl)
-                    .clone(),
-            );
-        }
-        if let Err(e) = self.exec(c) {
-            // Nothing is known to be written: keep it all, unless newer changes replaced it.
-            for (key, p) in pending {
-                self.pending.entry(key).or_insert(p);
+        if result.is_ok() {
+            for &(hash, n) in downloads {
+                self.keys.write_downloads(&mut key, &hash);
+                b.cmd("HSET").arg(key.as_str()).arg(&self.keys.node).arg(n);
+                b.cmd("EXPIRE")
+                    .arg(key.as_str())
+                    .arg(self.keep_downloads + key_ttl);
             }
-            for (hash, n) in downloads {
-                self.downloads.entry(hash).or_insert(n);
-            }
-            self.oldest = match (oldest, self.oldest) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
-            return Err(e);
+            result = self.send(&mut b).map(|_| ());
         }
-        if let Some(oldest) = oldest {
-            ClusterStats::set(&self.stats.lag_ms, oldest.elapsed().as_millis() as u64);
-        }
-        Ok(())
+        self.key = key;
+        result
     }
 
     /// Reads the other nodes' state of every torrent asked about since the last read, and
-    /// forgets torrents nobody asked about for a peer lifetime.
+    /// forgets torrents nobody asked about for a peer lifetime (or all of them, once no other
+    /// node is live).
     fn read(&mut self, now: u64, others: &[String]) -> RedisResult<()> {
         let at = Instant::now();
         let idle = Duration::from_secs(self.lifetime);
         let cap = self.config.max_remote_torrents as usize;
         let workers = self.mesh.workers();
         let mut updates: Vec<RemoteUpdate> = vec![Vec::new(); workers];
+        let alone = others.is_empty();
         self.interest.retain(|hash, last| {
-            let keep = at.duration_since(*last) < idle;
+            let keep = !alone && at.duration_since(*last) < idle;
             if !keep {
                 updates[crate::mesh::shard_of(hash, workers)].push((*hash, None));
             }
@@ -410,59 +466,74 @@ impl Sync {
         });
         let mut asked: Vec<InfoHash> = Vec::with_capacity(self.asked.len());
         for hash in self.asked.drain() {
-            if self.interest.len() < cap || self.interest.contains_key(&hash) {
+            if !alone && (self.interest.len() < cap || self.interest.contains_key(&hash)) {
                 self.interest.insert(hash, at);
                 asked.push(hash);
             }
         }
         let limit = self.config.max_remote_peers;
         let per_torrent = 1 + 4 * others.len();
+        let mut key = std::mem::take(&mut self.key);
+        let mut b = self.batch()?;
+        let mut result = Ok(());
         for chunk in asked.chunks((BATCH / per_torrent).max(1)) {
-            let mut c = Vec::with_capacity(chunk.len() * per_torrent);
             for hash in chunk {
-                c.push(cmd("HGETALL").arg(self.keys.downloads(hash)).clone());
+                self.keys.write_downloads(&mut key, hash);
+                b.cmd("HGETALL").arg(key.as_str());
                 for node in others {
                     for role in [Role::Seeders, Role::Leechers] {
-                        let key = self.keys.peers(hash, node, role);
-                        c.push(cmd("ZCOUNT").arg(&key).arg(now + 1).arg("+inf").clone());
-                        c.push(
-                            cmd("ZREVRANGEBYSCORE")
-                                .arg(&key)
-                                .arg("+inf")
-                                .arg(now + 1)
-                                .arg("LIMIT")
-                                .arg(0)
-                                .arg(limit)
-                                .clone(),
-                        );
+                        self.keys.write_peers(&mut key, hash, node, role);
+                        b.cmd("ZCOUNT").arg(key.as_str()).arg(now + 1).arg("+inf");
+                        b.cmd("ZREVRANGEBYSCORE")
+                            .arg(key.as_str())
+                            .arg("+inf")
+                            .arg(now + 1)
+                            .arg("LIMIT")
+                            .arg(0)
+                            .arg(limit);
                     }
                 }
             }
-            let mut replies = self.exec(c)?.into_iter();
+            let replies = match self.send(&mut b) {
+                Ok(r) => r,
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            };
+            let mut replies = replies.into_iter();
             for hash in chunk {
-                let swarm = self.remote_swarm(&mut replies, others.len())?;
-                updates[crate::mesh::shard_of(hash, workers)].push((*hash, Some(swarm)));
+                match self.remote_swarm(&mut replies, others.len()) {
+                    Ok(swarm) => {
+                        updates[crate::mesh::shard_of(hash, workers)].push((*hash, Some(swarm)))
+                    }
+                    Err(e) => {
+                        result = Err(e);
+                        break;
+                    }
+                }
+            }
+            if result.is_err() {
+                break;
             }
         }
-        let (mut torrents, mut peers) = (0u64, 0u64);
+        self.key = key;
+        let mut peers = 0u64;
         for (worker, update) in updates.into_iter().enumerate() {
-            torrents += update.iter().filter(|(_, s)| s.is_some()).count() as u64;
             peers += (update.iter().filter_map(|(_, s)| s.as_ref()))
                 .map(|s| s.peers() as u64)
                 .sum::<u64>();
             if !update.is_empty() {
                 // A full inbox loses this update; the next sync reads the torrents again.
-                let _ = self
-                    .mesh
-                    .to(worker)
-                    .send_query(HttpWork::Cluster(ClusterWork::Remote(update)));
+                let work = HttpWork::Cluster(ClusterWork::Remote(update));
+                let _ = self.mesh.to(worker).send_query(work);
             }
         }
-        if torrents > 0 {
-            ClusterStats::set(&self.stats.remote_torrents, self.interest.len() as u64);
+        ClusterStats::set(&self.stats.remote_torrents, self.interest.len() as u64);
+        if !asked.is_empty() || alone {
             ClusterStats::set(&self.stats.remote_peers, peers);
         }
-        Ok(())
+        result
     }
 
     /// One torrent's replies: its downloads by node, then per other node the seeders' and
@@ -507,34 +578,6 @@ impl Sync {
         s.v6.peers = s6.into_iter().chain(l6).collect();
         Ok(s)
     }
-
-    fn exec(&mut self, commands: Vec<Cmd>) -> RedisResult<Vec<Value>> {
-        let store = self
-            .store
-            .as_mut()
-            .ok_or_else(|| redis::RedisError::from((redis::ErrorKind::Io, "not connected")))?;
-        let n = commands.len();
-        let mut replies = Vec::with_capacity(n);
-        let mut commands = commands.into_iter().peekable();
-        while commands.peek().is_some() {
-            let batch: Vec<Cmd> = commands.by_ref().take(BATCH).collect();
-            let sent = batch.len() as u64;
-            replies.extend(store.run(batch)?);
-            ClusterStats::add(&self.stats.batches, 1);
-            ClusterStats::add(&self.stats.commands, sent);
-        }
-        if replies.len() != n {
-            return Err(redis::RedisError::from((
-                redis::ErrorKind::Parse,
-                "Redis answered a different number of replies than commands sent",
-            )));
-        }
-        Ok(replies)
-    }
-}
-
-fn cmd(name: &str) -> Cmd {
-    redis::cmd(name)
 }
 
 /// One reply as `T`; a missing or mistyped one is an error (Redis answering garbage).

@@ -37,6 +37,8 @@ pub struct Change<'a> {
     pub kind: PeerChange,
     /// The peer is (now, or was when it stopped) a seeder.
     pub seeder: bool,
+    /// For an update: the peer was a seeder before it.
+    pub was_seeder: bool,
     /// The announce counted a download.
     pub downloaded: bool,
     /// The torrent's downloads after this change.

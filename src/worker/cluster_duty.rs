@@ -59,6 +59,8 @@ impl ClusterDuty {
                 ip: p.ip,
                 port: p.port,
                 seeder: p.seeder,
+                // Its old role's set may hold it (Redis kept some of our state): clear it.
+                moved: true,
                 removed: false,
                 expires_unix: outbox.unix(p.expires),
                 downloads: Some(downloads),

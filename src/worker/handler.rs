@@ -433,6 +433,7 @@ impl Handler {
                     peer_id: &a.peer_id,
                     kind,
                     seeder,
+                    was_seeder: done.previous == Previous::Seeder,
                     downloaded: done.downloaded,
                     total_downloaded: done.counts.downloaded,
                     expires: done.expires,
