@@ -11,7 +11,9 @@ for HTTP cases) shows exactly the swarm the case made, and hayate's error counte
 rose by nothing the case does not expect (tests/clients/README.md has the details).
 The restart case also upgrades hayate in place (SIGUSR2) between the seeder's announce
 and the leecher's start: the new process must hand out the seeder, which must not have
-announced again.
+announced again. The cluster cases run two hayate nodes sharing their swarms through one
+Redis ([cluster]): the seeder knows only node A, the leecher only node B, and node B must
+hand out the seeder that never announced to it.
 
 IPv4 peers each get a loopback address of their own (seeder 127.0.0.2, leecher
 127.0.0.3, bound for both peer and tracker traffic), as on a real network; --same-ip
@@ -883,6 +885,33 @@ RESTART_CASES = [
 ]
 
 
+# Cases against a cluster (hayate only): one redis-server of the case's own (standalone, on a
+# unix socket in the case's work directory) and two hayate nodes sharing their swarms through
+# it ([cluster], node_id "a" and "b"). The seeder's torrent names only node A, the leecher's
+# only node B: node B must hand out the seeder, which never announced to it (see main and
+# run_setup for the start, run_case and check_cluster for the checks). Each case is its own
+# setup, so it gets a fresh Redis and fresh nodes. Options:
+#   cluster: True;
+#   interval: the announce interval the nodes are given, which the probe's reply must carry.
+CLUSTER_SYNC_MS = 200
+# A node reads the other nodes' peers of a torrent only once asked about it, so the leecher
+# may need a second announce to see the seeder: a short interval brings it soon. libtorrent
+# announces again only after its own min_announce_interval (5 minutes) whatever the tracker
+# says, so the seeder's one announce must last the case: a peer lifetime of those 5 minutes.
+CLUSTER_INTERVAL = 2
+CLUSTER_MIN_INTERVAL = 1
+CLUSTER_PEER_LIFETIME = 300
+# How long node B may take to hand out the seeder once the probe first asks about the torrent:
+# "within about two sync intervals", and a margin for a loaded machine.
+CLUSTER_PROBE_WITHIN = 10.0
+CLUSTER_NODES = ("a", "b")  # node_id of the seeder's node, then of the leecher's
+CLUSTER_CASES = [
+    Case("cluster-%s4-libtorrent-seed-aria2-leech" % proto, "4", ("libtorrent", proto),
+         ("aria2", proto), setup="cluster-%s4" % proto, cluster=True, interval=CLUSTER_INTERVAL)
+    for proto in ("udp", "http")
+]
+
+
 def case_name(proto, fam, s, l):
     return "%s%s-%s-seed-%s-leech" % (proto, fam, s, l)
 
@@ -909,7 +938,7 @@ def all_cases(all_pairs=False):
         if all_pairs or (can(s, "seed", sp, fam) and can(l, "leech", lp, fam)):
             cases.append(Case("mixed%s-%s-%s-seed-%s-%s-leech" % (fam, sp, s, lp, l),
                               fam, (s, sp), (l, lp)))
-    return cases + HOOK_CASES + RESTART_CASES
+    return cases + HOOK_CASES + RESTART_CASES + CLUSTER_CASES
 
 
 # Cases run by default: each client in each role it can take, in each protocol and
@@ -948,7 +977,7 @@ DEFAULT = [
     "mixed6-udp-libtorrent-seed-http-aria2-leech",
     "mixed6-http-transmission-seed-udp-libtorrent-leech",
     "mixed6-udp-rtorrent-seed-http-libtorrent-leech",
-] + [c.name for c in HOOK_CASES + RESTART_CASES]
+] + [c.name for c in HOOK_CASES + RESTART_CASES + CLUSTER_CASES]
 
 
 def select_cases(args):
@@ -1103,9 +1132,10 @@ class Tracker:
     start (a bind failure)."""
 
     def __init__(self, kind, binary, workdir, want_http, want_v6, info_hashes, log_level, ports,
-                 setup=None, extra_config=""):
+                 setup=None, extra_config="", label=None):
         self.kind = kind
         self.setup = setup  # None, or the TRACKER_SETUPS key this tracker was started for
+        self.label = label  # a cluster node's name ("node-a"), for its files and messages
         self.extra_config = extra_config  # TOML sections appended to hayate's config
         self.binary = binary
         self.workdir = workdir
@@ -1117,7 +1147,7 @@ class Tracker:
         self.ports = {}  # (proto, fam) -> port, once known
         self.metrics_port = None
         self.marks = 0  # metrics marker datagrams sent (see error_counts)
-        self.suffix = "-" + setup if setup else ""
+        self.suffix = "-" + (label or setup) if (label or setup) else ""
         self.log_path = os.path.join(workdir, "tracker%s.log" % self.suffix)
         self.proc = None
         self.fixed_port = None
@@ -1460,10 +1490,9 @@ TRACKER_SETUPS = {
 }
 
 
-def announce_url(ctx, case, payload, proto, fam):
-    """The announce URL in the case's torrent for proto/fam: the tracker's, with the case's
-    path and `?jwt=` token if it has one."""
-    url = ctx.tracker.url(proto, fam)
+def announce_url(case, payload, url, proto):
+    """The announce URL in the case's torrent for the tracker's `url` (a `proto` one): that
+    URL, with the case's path and `?jwt=` token if it has one."""
     if "token" not in case.opts:
         return url
     if proto == "udp" and "udp_path" in case.opts:
@@ -1659,13 +1688,13 @@ def lt_tracker_log(path):
     return sent, replies, lines
 
 
-def udp_announces_counted(text):
+def udp_announces_counted(text, protocol="udp"):
     """hayate_requests_total{protocol="udp",action="announce"} of a metrics page, both IP
-    versions together."""
+    versions together (protocol=None: UDP and HTTP together)."""
     total = 0
     for m in re.finditer(r'^hayate_requests_total\{([^}]*)\} (\d+)', text, re.M):
         labels = dict(re.findall(r'(\w+)="([^"]*)"', m.group(1)))
-        if labels.get("protocol") == "udp" and labels.get("action") == "announce":
+        if protocol in (None, labels.get("protocol")) and labels.get("action") == "announce":
             total += int(m.group(2))
     return total
 
@@ -1757,6 +1786,172 @@ def check_no_reannounce(ctx, seeder, leecher, lep, sep, seeder_sent, probe_annou
         % (sent, counted, probe_announces, leecher_sent))
 
 
+# --------------------------------------------------------------------------- cluster cases
+
+# What every redis-server since 6 logs once it serves ("Ready to accept connections" plus
+# " tcp"/" unix" in 7): the readiness test of tests/support/redis_server.rs.
+REDIS_READY = "eady to accept connections"
+
+
+def redis_missing(cases):
+    """Why the cluster cases among `cases` cannot run here (None if they can): no
+    redis-server on PATH."""
+    if any(c.opts.get("cluster") for c in cases) and not shutil.which("redis-server"):
+        return "redis-server is not on PATH (Debian package redis-server, in .ci/packages.txt)"
+    return None
+
+
+class RedisServer:
+    """The standalone redis-server of one cluster case: a unix socket in `directory` and no
+    TCP port (nothing to race for), nothing saved, its log in `directory`. It runs in a
+    process group of its own, which `stop` kills (SIGTERM, then SIGKILL), on failure too."""
+
+    SUN_PATH_MAX = 107  # bytes of a unix socket path, without the NUL
+
+    def __init__(self, directory):
+        os.makedirs(directory, exist_ok=True)
+        self.dir = directory
+        self.log_path = os.path.join(directory, "redis.log")
+        self.socket = os.path.join(directory, "redis.sock")
+        self.short_dir = None  # the socket's own directory if `directory` is too deep for one
+        if len(self.socket.encode()) > self.SUN_PATH_MAX:
+            self.short_dir = tempfile.mkdtemp(prefix="hayate-e2e-redis-")
+            self.socket = os.path.join(self.short_dir, "redis.sock")
+        self.url = "redis+unix://" + self.socket
+        self.proc = None
+
+    def start(self, deadline):
+        """Starts it and waits until its log says it serves; raises TrackerError."""
+        cmd = ["redis-server", "--port", "0", "--unixsocket", self.socket,
+               "--unixsocketperm", "700", "--save", "", "--appendonly", "no",
+               "--dir", self.dir, "--logfile", self.log_path]
+        self.proc = Proc("redis", cmd, os.path.join(self.dir, "redis-stdout.log"),
+                         cwd=self.dir, env=child_env(self.dir))
+        while REDIS_READY not in read_text(self.log_path):
+            if self.proc.poll() is not None:
+                raise TrackerError("redis-server exited with code %s before it served (%s)"
+                                   % (self.proc.poll(), self.log_path))
+            if time.monotonic() >= deadline:
+                raise TrackerError("redis-server never logged %r (%s)"
+                                   % (REDIS_READY, self.log_path))
+            time.sleep(0.05)
+
+    def exited(self):
+        if self.proc is None or self.proc.poll() is None:
+            return None
+        return "exit code %s" % self.proc.poll()
+
+    def stop(self):
+        if self.proc is not None:
+            self.proc.stop()
+        if self.short_dir:
+            shutil.rmtree(self.short_dir, ignore_errors=True)
+
+
+def cluster_config(redis_url, node_id):
+    """What a cluster node adds to its config: [cluster] on the case's Redis, and intervals
+    short enough for the case (see CLUSTER_INTERVAL)."""
+    return ('[protocol]\nannounce_interval_secs = %d\nmin_interval_secs = %d\n'
+            '\n[cleaning]\npeer_lifetime_secs = %d\n'
+            '\n[cluster]\nredis = %s\nnode_id = %s\nsync_interval_ms = %d\n'
+            % (CLUSTER_INTERVAL, CLUSTER_MIN_INTERVAL, CLUSTER_PEER_LIFETIME,
+               toml_str(redis_url), toml_str(node_id), CLUSTER_SYNC_MS))
+
+
+def metric_value(text, name):
+    """The value of the unlabelled metric `name` on a metrics page (None if it has none)."""
+    m = re.search(r"^%s (\S+)$" % re.escape(name), text, re.M)
+    return float(m.group(1)) if m else None
+
+
+def cluster_gauges(tracker):
+    """A node's hayate_cluster_* values that the cluster cases check or print."""
+    text = tracker.metrics_text()
+    return {k: metric_value(text, "hayate_cluster_" + k)
+            for k in ("connected", "sync_errors_total", "changes_dropped_total",
+                      "republishes_total", "remote_torrents", "remote_peers")}
+
+
+def wait_cluster_connected(ctx, deadline):
+    """Both nodes' sync threads reach Redis: hayate_cluster_connected = 1 on each (at most
+    10 s), with no sync error counted."""
+    until = min(deadline, time.monotonic() + 10)
+    for t in (ctx.seed_tracker, ctx.tracker):
+        while True:
+            try:
+                g = cluster_gauges(t)
+            except OSError as e:
+                g = {"connected": "unreadable (%s)" % e}
+            if g["connected"] == 1:
+                break
+            if time.monotonic() >= until:
+                raise CaseFailed("%s: hayate_cluster_connected is %s, not 1, 10 s after it "
+                                 "started: its sync thread does not reach Redis (the case's is "
+                                 "%s; see its config hayate%s.toml and its log %s)"
+                                 % (t.label, g["connected"], ctx.redis.url, t.suffix,
+                                    t.log_path))
+            time.sleep(0.1)
+        if g["sync_errors_total"]:
+            raise CaseFailed("%s: hayate_cluster_sync_errors_total = %d before the case began"
+                             % (t.label, g["sync_errors_total"]))
+    log("  both nodes reach Redis (hayate_cluster_connected = 1, no sync error)")
+
+
+def check_only_probe_on(ctx, probe_announces):
+    """The leecher's node has had no announce but the probe's (hayate_requests_total, UDP and
+    HTTP together): the seeder it handed out never announced to it."""
+    read_errors(ctx)  # a page taken after every announce answered so far
+    counted = udp_announces_counted(ctx.tracker.metrics_text(), protocol=None)
+    if counted != probe_announces:
+        raise CaseFailed("%s counted %d announces before the leecher started, but the probe "
+                         "made %d: %d from someone else, which can only be the seeder"
+                         % (ctx.tracker.label, counted, probe_announces,
+                            counted - probe_announces))
+    log("  %s had no announce but the probe's %d: the seeder never announced to it"
+        % (ctx.tracker.label, probe_announces))
+
+
+def check_cluster(ctx, seeder, leecher):
+    """After a cluster case: each client talked only to its own node, and neither node's sync
+    failed or dropped a change.
+    - The leecher's logs never name node A's addresses, the seeder's never node B's.
+    - Node A counted exactly the announces the seeder's log shows (libtorrent's tracker
+      alerts), none from the leecher or the probe.
+    - On both nodes hayate_cluster_connected = 1, and hayate_cluster_sync_errors_total and
+      hayate_cluster_changes_dropped_total are 0."""
+    a, b = ctx.seed_tracker, ctx.tracker
+    for client, other in ((leecher, a), (seeder, b)):
+        addrs = [re.escape("%s:%d" % (url_host(fam), port)) for (_, fam), port in
+                 sorted(other.ports.items())]
+        for path in [client.log_path] + client.extra_logs:
+            m = re.search(r"[^\n]*(?:%s)(?!\d)[^\n]*" % "|".join(addrs), read_text(path))
+            if m:
+                raise CaseFailed("the %s's log %s names %s, which it must not know: %s"
+                                 % (client.name, path, other.label, m.group(0).strip()))
+    sent, _, _ = lt_tracker_log(seeder.log_path)
+    a.error_counts()  # a page taken after every announce answered so far (its marker is
+    # allowed: see check_node_errors)
+    counted = udp_announces_counted(a.metrics_text(), protocol=None)
+    # read again: an announce the seeder made meanwhile counts on both sides
+    sent_after, _, lines = lt_tracker_log(seeder.log_path)
+    if not sent <= counted <= sent_after:
+        raise CaseFailed("%s counted %d announces, but the seeder's log shows %d; its tracker "
+                         "alerts:\n%s" % (a.label, counted, sent_after, "\n".join(lines)))
+    gauges = {}
+    for t in (a, b):
+        g = gauges[t.label] = cluster_gauges(t)
+        if g["connected"] != 1 or g["sync_errors_total"] or g["changes_dropped_total"]:
+            raise CaseFailed("%s: hayate_cluster_connected = %s, sync_errors_total = %s, "
+                             "changes_dropped_total = %s; expected 1, 0 and 0"
+                             % (t.label, g["connected"], g["sync_errors_total"],
+                                g["changes_dropped_total"]))
+    log("  the leecher's logs never name %s, the seeder's never %s; %s counted %d announces, "
+        "all the seeder's" % (a.label, b.label, a.label, counted))
+    log("  cluster metrics: %s" % "; ".join(
+        "%s %s" % (n, ", ".join("%s=%g" % kv for kv in g.items() if kv[1] is not None))
+        for n, g in sorted(gauges.items())))
+
+
 # --------------------------------------------------------------------------- running a case
 
 class CaseFailed(Exception):
@@ -1786,7 +1981,8 @@ def start_client(ctx, case_dir, client_name, role, proto, fam, payload, procs, t
     os.makedirs(data_dir, exist_ok=True)
     if role == "seed":
         shutil.copyfile(payload["path"], os.path.join(data_dir, payload["name"]))
-    url = ctx.tracker.url(proto, fam)
+    # a seeder's tracker (node A in a cluster case, else the one tracker), a leecher's
+    url = (ctx.seed_tracker if role == "seed" else ctx.tracker).url(proto, fam)
     if fam == "6":
         ip = "::1"
     elif ctx.same_ip and client_name != "ctorrent":
@@ -1840,18 +2036,30 @@ def expected_errors(ctx, case):
     return want
 
 
-def check_errors(ctx, case, before, after):
-    """Reasons the case failed on the tracker's error counters (empty when none)."""
+def check_errors(ctx, case, before, after, allowed=None, who=""):
+    """Reasons the case failed on the tracker's error counters (empty when none); `allowed`
+    defaults to expected_errors, `who` names the tracker in the reasons."""
     if before is None or after is None:
         return []
-    allowed = expected_errors(ctx, case)
+    if allowed is None:
+        allowed = expected_errors(ctx, case)
     bad = []
     for key in sorted(set(before) | set(after)):
         grew = after.get(key, 0) - before.get(key, 0)
         if grew > allowed.get(key, 0):
-            bad.append('hayate_errors_total{protocol="%s",reason="%s"} rose by %d (expected %d)'
-                       % (key + (grew, allowed.get(key, 0))))
+            bad.append('%shayate_errors_total{protocol="%s",reason="%s"} rose by %d '
+                       '(expected %d)' % ((who,) + key + (grew, allowed.get(key, 0))))
     return bad
+
+
+def check_node_errors(ctx, case, tracker, before, after, marks_before):
+    """check_errors for a cluster's seeder node (node A): what it may count is one marker
+    datagram per reading taken since `before` (Tracker.marks counts them) and the seeder's
+    known quirks; the leecher and the probe never reach it."""
+    allowed = {("udp", "not_tracker"): tracker.marks - marks_before}
+    for key, n in getattr(ctx.clients[case.seed[0]], "expected_errors", {}).items():
+        allowed[key] = allowed.get(key, 0) + n
+    return check_errors(ctx, case, before, after, allowed, tracker.label + ": ")
 
 
 def run_case(ctx, case):
@@ -1862,8 +2070,14 @@ def run_case(ctx, case):
     ih = payload["info_hash"]
     scrape_host = host_of(case.fam)
     scrape_port = ctx.tracker.port("udp", case.fam)
+    # The tracker the seeder announces to: in a cluster case node A (ctx.tracker, which
+    # serves the leecher and the probe, is node B), else the same one.
+    cluster = case.opts.get("cluster")
+    trackers = [ctx.tracker] + ([ctx.seed_tracker] if ctx.seed_tracker is not ctx.tracker
+                                else [])
     procs = []
-    tracker_off = ctx.tracker.log_offset()
+    # (a cluster case's nodes are its own: their whole logs, start-up included, are its)
+    tracker_off = 0 if cluster else ctx.tracker.log_offset()
     t0 = time.monotonic()
     ctx.allowed = {}  # errors the case provokes on purpose (see expect_refusal)
 
@@ -1871,16 +2085,22 @@ def run_case(ctx, case):
         return deadline - time.monotonic()
 
     def check_tracker():
-        gone = ctx.tracker.exited()
+        for t in trackers:
+            gone = t.exited()
+            if gone:
+                raise CaseFailed("%s ended: %s" % (t.label or "tracker", gone))
+        gone = ctx.redis.exited() if ctx.redis else None
         if gone:
-            raise CaseFailed("tracker ended: %s" % gone)
+            raise CaseFailed("redis-server ended: %s (%s)" % (gone, ctx.redis.log_path))
 
     def scrape():
         return tuple(udp_scrape(scrape_host, scrape_port, [ih])[0])
 
     try:
-        for client, proto in (case.seed, case.leech):
-            data = url_data(payload["announce"][ctx.tracker.url(proto, case.fam)])
+        if cluster:
+            wait_cluster_connected(ctx, deadline)
+        for (client, proto), t in ((case.seed, ctx.seed_tracker), (case.leech, ctx.tracker)):
+            data = url_data(payload["announce"][t.url(proto, case.fam)])
             if client == "libtorrent" and proto == "udp" \
                     and len(data) > LIBTORRENT_URL_DATA_MAX:
                 raise CaseFailed("libtorrent would cut the %d bytes of URL data %r... to %d: "
@@ -1898,7 +2118,8 @@ def run_case(ctx, case):
             if seeder.poll() is not None:
                 raise CaseFailed("seeder exited early with code %s" % seeder.poll())
             try:
-                s, d, l = udp_scrape(scrape_host, scrape_port, [ih])[0]
+                s, d, l = udp_scrape(scrape_host, ctx.seed_tracker.port("udp", case.fam),
+                                     [ih])[0]
             except TrackerError as e:
                 log("  scrape while waiting for seeder: %s" % e)
                 s = d = l = 0
@@ -1913,7 +2134,8 @@ def run_case(ctx, case):
             time.sleep(0.3)
         if not announced:
             raise CaseFailed("seeder never showed up in a UDP scrape")
-        log("  tracker lists the %s after %.1fs" % (announced, time.monotonic() - t0))
+        log("  %s lists the %s after %.1fs" % (ctx.seed_tracker.label or "tracker", announced,
+                                                time.monotonic() - t0))
         if case.opts.get("restart"):
             seeder_sent = restart_tracker(ctx, seeder, deadline)
 
@@ -1921,11 +2143,29 @@ def run_case(ctx, case):
         # announced, or the tracker did not supply it. The probe leaves again at once.
         pid = b"-E2E000-" + os.urandom(12)
         probe_port = ctx.ports.take()
+        probe_announces = 0
         try:  # PROBE_ANNOUNCES announces: started, stopped
             data = probe_url_data(ctx, case, payload)
             iv, nl, ns, peers = udp_announce(scrape_host, scrape_port, ih, pid, 2, 1, probe_port,
                                              url_data=data)
+            probe_announces += 1
+            if cluster:
+                # Node B reads node A's peers of a torrent only once asked about it: its
+                # first reply holds its own peers alone; it must hand out the seeder within
+                # a few syncs of that. The probe announces again (no event) until it does.
+                log("  probe's first announce to %s: leechers=%d seeders=%d peers=%s"
+                    % (ctx.tracker.label, nl, ns, " ".join("%s:%d" % p for p in peers) or "-"))
+                asked = time.monotonic()
+                while not any(same_peer(p, (sep.ip, sep.port)) for p in peers) \
+                        and time.monotonic() - asked < CLUSTER_PROBE_WITHIN:
+                    time.sleep(CLUSTER_SYNC_MS / 4000.0)
+                    iv, nl, ns, peers = udp_announce(scrape_host, scrape_port, ih, pid, 0, 1,
+                                                     probe_port, url_data=data)
+                    probe_announces += 1
+                log("  %s handed out a peer list %.1fs after it was first asked (%d announces)"
+                    % (ctx.tracker.label, time.monotonic() - asked, probe_announces))
             udp_announce(scrape_host, scrape_port, ih, pid, 3, 1, probe_port, url_data=data)
+            probe_announces += 1
         except TrackerError as e:
             raise CaseFailed("probe announce failed: %s" % e)
         log("  probe announce%s: interval=%d leechers=%d seeders=%d peers=%s (seeder is %s:%d)"
@@ -1941,6 +2181,8 @@ def run_case(ctx, case):
             raise CaseFailed("probe announce: interval %d, the tracker was configured with %d"
                              % (iv, case.opts["interval"]))
 
+        if cluster:
+            check_only_probe_on(ctx, probe_announces)
         if "denied" in case.opts:
             refuse_denied_client(ctx, case, case_dir, payload, procs, sep, scrape)
         leecher, lep = start_client(ctx, case_dir, case.leech[0], "leech", case.leech[1],
@@ -1976,51 +2218,62 @@ def run_case(ctx, case):
                 % case.leech[0])
 
         # The scrape must show exactly the swarm the case made, once the leecher's
-        # completion reached the tracker.
+        # completion reached the tracker. In a cluster case, on either node: each counts the
+        # other's peers and downloads with its own.
         want = expected_counts(ctx, case)
-        counts = err = None
-        until = time.monotonic() + min(20.0, max(left(), 1))
-        while True:
-            check_tracker()
-            try:
-                counts = tuple(udp_scrape(scrape_host, scrape_port, [ih])[0])
-            except TrackerError as e:
-                counts, err = None, e
-            if counts == want or time.monotonic() >= until:
-                break
-            time.sleep(0.5)
-        if counts is None:
-            raise CaseFailed("UDP scrape failed: %s" % err)
-        log("  UDP scrape [%s]:%d: seeders=%d downloaded=%d leechers=%d"
-            % ((scrape_host, scrape_port) + counts))
-        if counts != want:
-            raise CaseFailed("UDP scrape: expected seeders=%d downloaded=%d leechers=%d, got "
-                             "seeders=%d downloaded=%d leechers=%d" % (want + counts))
+        for t in trackers:
+            who = " " + t.label if t.label else ""
+            port = t.port("udp", case.fam)
+            counts = err = None
+            until = time.monotonic() + min(20.0, max(left(), 1))
+            while True:
+                check_tracker()
+                try:
+                    counts = tuple(udp_scrape(scrape_host, port, [ih])[0])
+                except TrackerError as e:
+                    counts, err = None, e
+                if counts == want or time.monotonic() >= until:
+                    break
+                time.sleep(0.5)
+            if counts is None:
+                raise CaseFailed("UDP scrape%s failed: %s" % (who, err))
+            log("  UDP scrape%s [%s]:%d: seeders=%d downloaded=%d leechers=%d"
+                % ((who, scrape_host, port) + counts))
+            if counts != want:
+                raise CaseFailed("UDP scrape%s: expected seeders=%d downloaded=%d leechers=%d, "
+                                 "got seeders=%d downloaded=%d leechers=%d"
+                                 % ((who,) + want + counts))
 
         if case.opts.get("restart"):
             check_no_reannounce(ctx, seeder, leecher, lep, sep, seeder_sent, PROBE_ANNOUNCES)
 
-        if "http" in case.protos:
-            base = "http://%s:%d" % (url_host(case.fam), ctx.tracker.port("http", case.fam))
+        for t in trackers if "http" in case.protos else []:
+            base = "http://%s:%d" % (url_host(case.fam), t.port("http", case.fam))
             try:
                 status, body = http_scrape(base, ih)
             except OSError as e:
-                raise CaseFailed("HTTP scrape: %s" % e)
+                raise CaseFailed("HTTP scrape %s: %s" % (base, e))
             if status != 200:
                 raise CaseFailed("HTTP scrape %s: status %d, body %r" % (base, status, body[:200]))
             try:
                 d = bdecode(body)
             except ValueError as e:
-                raise CaseFailed("HTTP scrape: body is not bencode (%s): %r" % (e, body[:200]))
+                raise CaseFailed("HTTP scrape %s: body is not bencode (%s): %r"
+                                 % (base, e, body[:200]))
             files = d.get(b"files") if isinstance(d, dict) else None
             f = files.get(ih) if isinstance(files, dict) else None
             if not isinstance(f, dict):
-                raise CaseFailed("HTTP scrape: no files entry for the torrent: %r" % body[:200])
+                raise CaseFailed("HTTP scrape %s: no files entry for the torrent: %r"
+                                 % (base, body[:200]))
             got = tuple(f.get(k) for k in (b"complete", b"downloaded", b"incomplete"))
             log("  HTTP scrape %s: complete=%s downloaded=%s incomplete=%s" % ((base,) + got))
             if got != want:
-                raise CaseFailed("HTTP scrape: expected complete=%d downloaded=%d incomplete=%d, "
-                                 "got complete=%s downloaded=%s incomplete=%s" % (want + got))
+                raise CaseFailed("HTTP scrape %s: expected complete=%d downloaded=%d "
+                                 "incomplete=%d, got complete=%s downloaded=%s incomplete=%s"
+                                 % ((base,) + want + got))
+
+        if cluster:
+            check_cluster(ctx, seeder, leecher)
         return True, time.monotonic() - t0, None
     except CaseFailed as e:
         return False, time.monotonic() - t0, str(e)
@@ -2032,11 +2285,15 @@ def run_case(ctx, case):
         for p in procs:
             p.stop()
         case_dir_logs = [(p.name, [p.log_path] + p.extra_logs) for p in procs]
+        if ctx.seed_tracker is not ctx.tracker:
+            case_dir_logs.append((ctx.seed_tracker.label, [ctx.seed_tracker.log_path]))
+        if ctx.redis:
+            case_dir_logs.append(("redis-server", [ctx.redis.log_path]))
         ctx.last_logs = (tracker_off, case_dir_logs)
 
 
 def print_failure_logs(ctx, tracker_off, client_logs):
-    log("  ---- tracker log (this case) %s" % ctx.tracker.log_path)
+    log("  ---- %s log (this case) %s" % (ctx.tracker.label or "tracker", ctx.tracker.log_path))
     log(tail(ctx.tracker.log_path, 80, tracker_off) or "  (empty)")
     for name, paths in client_logs:
         for p in paths:
@@ -2085,8 +2342,8 @@ def main(argv):
     if args.tracker_kind != "hayate":
         hooks = [c for c in cases if c.setup]
         if hooks:
-            log("the hook and restart cases need hayate ([jwt], [client_list], [state], "
-                "SIGUSR2): leaving out %d case(s)" % len(hooks))
+            log("the hook, restart and cluster cases need hayate ([jwt], [client_list], "
+                "[state], SIGUSR2, [cluster]): leaving out %d case(s)" % len(hooks))
             cases = [c for c in cases if not c.setup]
     if not HAVE_V6:
         v6 = [c for c in cases if c.fam == "6"]
@@ -2121,6 +2378,21 @@ def main(argv):
                 "tests/clients/.venv/bin/python" % args.lt_python)
             log("0 passed, %d failed" % len(cases))
             return 1
+    # The cluster cases need a redis-server: its absence fails the run under CI=true, as a
+    # missing client does; elsewhere it leaves them out (as tests/cluster.rs skips).
+    why = redis_missing(cases)
+    if why and os.environ.get("CI") == "true":
+        log("%s, and the cluster cases need it (CI=true)" % why)
+        log("0 passed, %d failed" % len(cases))
+        return 1
+    if why:
+        skipped = [c.name for c in cases if c.opts.get("cluster")]
+        log("skipped: %s; leaving out %d cluster case(s): %s"
+            % (why, len(skipped), ", ".join(skipped)))
+        cases = [c for c in cases if not c.opts.get("cluster")]
+        if not cases:
+            log("0 passed, 0 failed")
+            return 0
     signer = None
     if any("token" in c.opts for c in cases):
         try:
@@ -2172,11 +2444,24 @@ def main(argv):
     signal.signal(signal.SIGTERM, _on_term)
     for setup in setups:
         group = [c for c in cases if c.setup == setup]
-        ctx.tracker = Tracker(
-            args.tracker_kind, args.tracker_bin, ctx.workdir,
-            any("http" in c.protos for c in group), any(c.fam == "6" for c in group),
-            [ctx.payloads[c.name]["info_hash"] for c in group], args.log_level, ctx.ports,
-            setup=setup, extra_config=TRACKER_SETUPS[setup](ctx) if setup else "")
+        want_http = any("http" in c.protos for c in group)
+        want_v6 = any(c.fam == "6" for c in group)
+        hashes = [ctx.payloads[c.name]["info_hash"] for c in group]
+        ctx.redis = None
+        if group[0].opts.get("cluster"):
+            # a Redis and two nodes of the case's own, their files in its work directory
+            case_dir = os.path.join(ctx.workdir, group[0].name)
+            ctx.redis = RedisServer(os.path.join(case_dir, "redis"))
+            ctx.seed_tracker, ctx.tracker = [
+                Tracker(args.tracker_kind, args.tracker_bin, case_dir, want_http, want_v6,
+                        hashes, args.log_level, ctx.ports, setup=setup,
+                        extra_config=cluster_config(ctx.redis.url, node), label="node-" + node)
+                for node in CLUSTER_NODES]
+        else:
+            ctx.tracker = ctx.seed_tracker = Tracker(
+                args.tracker_kind, args.tracker_bin, ctx.workdir, want_http, want_v6, hashes,
+                args.log_level, ctx.ports, setup=setup,
+                extra_config=TRACKER_SETUPS[setup](ctx) if setup else "")
         p, f, stop = run_setup(ctx, args, group, results)
         passed += p
         failed += f
@@ -2196,40 +2481,55 @@ def main(argv):
 
 
 def run_setup(ctx, args, cases, results):
-    """Starts ctx.tracker, runs `cases` against it, stops it. Returns (passed, failed, stop):
-    stop when the run must end here (interrupted); the cases it did not run are then not yet
+    """Starts ctx.tracker (for a cluster: ctx.redis, then node A, ctx.seed_tracker, then node
+    B, ctx.tracker), runs `cases` against it, stops it. Returns (passed, failed, stop): stop
+    when the run must end here (interrupted); the cases it did not run are then not yet
     counted."""
     passed = failed = 0
     setup = ctx.tracker.setup
+    # every tracker of the setup: node A of a cluster first, then the one the cases probe
+    trackers = ([ctx.seed_tracker] if ctx.seed_tracker is not ctx.tracker else []) \
+        + [ctx.tracker]
     try:
         try:
-            ctx.tracker.start(time.monotonic() + 15)
-            errors_before = ctx.tracker.error_counts()
+            if ctx.redis:
+                ctx.redis.start(time.monotonic() + 15)
+            for t in trackers:
+                t.start(time.monotonic() + 15)
+            # per tracker: the error counts and markers sent at the last reading
+            before = {t: (t.error_counts(), t.marks) for t in trackers}
         except TrackerError as e:
             log("tracker%s did not come up: %s" % (" for " + setup if setup else "", e))
-            log("---- tracker log %s" % ctx.tracker.log_path)
-            log(tail(ctx.tracker.log_path, 80))
+            for path in [t.log_path for t in trackers] \
+                    + ([ctx.redis.log_path] if ctx.redis else []):
+                log("---- log %s" % path)
+                log(tail(path, 80))
             for c in cases:
                 results.append((c.name, False))
             return 0, len(cases), False
-        log("tracker (%s%s) answers on %s%s" % (
-            args.tracker_kind, ", " + setup if setup else "",
-            ", ".join("%s%s port %d" % (p, f, n) for (p, f), n in sorted(ctx.tracker.ports.items())),
-            ", metrics port %d" % ctx.tracker.metrics_port if ctx.tracker.metrics_port else ""))
-        if errors_before is None and args.tracker_kind == "hayate":
+        if ctx.redis:
+            log("redis-server (pid %d) serves %s" % (ctx.redis.proc.p.pid, ctx.redis.url))
+        for t in trackers:
+            log("%s (%s%s) answers on %s%s" % (
+                t.label or "tracker", args.tracker_kind, ", " + setup if setup else "",
+                ", ".join("%s%s port %d" % (p, f, n) for (p, f), n in sorted(t.ports.items())),
+                ", metrics port %d" % t.metrics_port if t.metrics_port else ""))
+        if before[ctx.tracker][0] is None and args.tracker_kind == "hayate":
             log("warning: no metrics endpoint: the tracker's error counters go unchecked")
-        # the torrents name the tracker's actual ports, known only now
+        # the torrents name the trackers' actual ports, known only now
         for c in cases:
             p = ctx.payloads[c.name]
             if "token" in c.opts:
                 alg, issuer, audience = c.opts["token"]
                 p["token"] = ctx.signer.sign(alg, p["info_hash"], issuer, audience)
-            for (proto, fam) in ctx.tracker.ports:
-                url = ctx.tracker.url(proto, fam)
-                t = os.path.join(p["dir"], "%s%s.torrent" % (proto, fam))
-                p["announce"][url] = announce_url(ctx, c, p, proto, fam)
-                write_torrent(t, p["info"], p["announce"][url])
-                p["torrents"][url] = t
+            for t in trackers:
+                for (proto, fam) in t.ports:
+                    url = t.url(proto, fam)
+                    torrent = os.path.join(p["dir"], "%s%s%s.torrent"
+                                           % (t.label + "-" if t.label else "", proto, fam))
+                    p["announce"][url] = announce_url(c, p, url, proto)
+                    write_torrent(torrent, p["info"], p["announce"][url])
+                    p["torrents"][url] = torrent
 
         for i, c in enumerate(cases):
             log("=== %s" % c.name)
@@ -2244,20 +2544,29 @@ def run_setup(ctx, args, cases, results):
                 return passed, failed, True
             finally:
                 signal.alarm(0)
-            # Every error the tracker counted during the case (its clients are stopped by
+            # Every error each tracker counted during the case (its clients are stopped by
             # now) must be one the case expects.
-            if not ctx.tracker.exited():
+            for t in trackers:
+                if t.exited():
+                    continue
+                errors_before, marks_before = before[t]
                 try:
-                    errors_after = ctx.tracker.error_counts()
+                    errors_after = t.error_counts()
                 except TrackerError as e:
                     errors_after = None
-                    ok, why = False, "%s%s" % (why + "; " if why else "", e)
-                bad = check_errors(ctx, c, errors_before, errors_after)
+                    ok, why = False, "%s%s%s" % (why + "; " if why else "",
+                                                 t.label + ": " if t.label else "", e)
+                if t is ctx.tracker:
+                    bad = check_errors(ctx, c, errors_before, errors_after,
+                                       who=t.label + ": " if t.label else "")
+                else:
+                    bad = check_node_errors(ctx, c, t, errors_before, errors_after,
+                                            marks_before)
                 if bad:
                     ok, why = False, "%s%s" % (why + "; " if why else "",
                                                "unexpected tracker errors: " + "; ".join(bad))
                 if errors_after is not None:
-                    errors_before = errors_after
+                    before[t] = (errors_after, t.marks)
             if ok:
                 passed += 1
                 log("PASS %s (%.1fs)" % (c.name, secs))
@@ -2266,20 +2575,27 @@ def run_setup(ctx, args, cases, results):
                 log("FAIL %s (%.1fs): %s" % (c.name, secs, why))
                 print_failure_logs(ctx, *ctx.last_logs)
             results.append((c.name, ok))
-            if ctx.tracker.exited():
-                log("tracker died (%s); failing the remaining cases" % ctx.tracker.exited())
-                log(tail(ctx.tracker.log_path, 80))
+            dead = [t for t in trackers if t.exited()]
+            if dead:
+                for t in dead:
+                    log("%s died (%s); failing the remaining cases"
+                        % (t.label or "tracker", t.exited()))
+                    log(tail(t.log_path, 80))
                 for rest in cases[i + 1:]:
                     results.append((rest.name, False))
                     failed += 1
                 break
         return passed, failed, False
     finally:
-        try:
-            ctx.tracker.report_metrics()
-        except Exception as e:  # informational only
-            log("metrics: %r" % e)
-        ctx.tracker.stop()
+        for t in trackers:
+            try:
+                t.report_metrics()
+            except Exception as e:  # informational only
+                log("metrics: %r" % e)
+        for t in reversed(trackers):
+            t.stop()
+        if ctx.redis:
+            ctx.redis.stop()
 
 
 # --------------------------------------------------------------------------- mini tracker
