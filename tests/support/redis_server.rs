@@ -45,10 +45,6 @@ impl Redis {
             "0".into(),
             "--unixsocket".into(),
             socket.display().to_string(),
-            "--save".into(),
-            "".into(),
-            "--appendonly".into(),
-            "no".into(),
         ];
         let mut r = Redis {
             child: None,
@@ -87,10 +83,6 @@ impl Redis {
                 "0".into(),
                 "--cluster-replica-validity-factor".into(),
                 "0".into(),
-                "--save".into(),
-                "".into(),
-                "--appendonly".into(),
-                "no".into(),
             ];
             let mut r = Redis {
                 child: None,
@@ -116,8 +108,10 @@ impl Redis {
                 .count()
         };
         let before = ready();
+        // Nothing is persisted: a restart comes back empty, as the tests want.
         let mut child = Command::new("redis-server")
             .args(&self.args)
+            .args(["--save", "", "--appendonly", "no"])
             .arg("--dir")
             .arg(&self.dir)
             .arg("--logfile")
