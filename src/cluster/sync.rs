@@ -118,7 +118,10 @@ struct Sync {
     /// Torrents asked about since the last read.
     asked: HashSet<InfoHash, ahash::RandomState>,
     /// Torrents whose remote state the workers cache, with when each was last asked about.
-    interest: HashMap<InfoHash, Instant, ahash::RandomState>,
+    /// With each, the peers last handed to the worker for it.
+    interest: HashMap<InfoHash, (Instant, u64), ahash::RandomState>,
+    /// The sum of those peers: what the workers cache.
+    cached_peers: u64,
     /// Changes were lost (dropped on a full queue or here): publish everything again.
     lost: bool,
     dropped_seen: u64,
@@ -154,6 +157,7 @@ impl Sync {
             others_live: false,
             asked: HashSet::default(),
             interest: HashMap::default(),
+            cached_peers: 0,
             lost: false,
             dropped_seen: 0,
             key: String::with_capacity(128),
@@ -457,9 +461,11 @@ impl Sync {
         let workers = self.mesh.workers();
         let mut updates: Vec<RemoteUpdate> = vec![Vec::new(); workers];
         let alone = others.is_empty();
-        self.interest.retain(|hash, last| {
+        let cached = &mut self.cached_peers;
+        self.interest.retain(|hash, (last, peers)| {
             let keep = !alone && at.duration_since(*last) < idle;
             if !keep {
+                *cached -= *peers;
                 updates[crate::mesh::shard_of(hash, workers)].push((*hash, None));
             }
             keep
@@ -467,7 +473,7 @@ impl Sync {
         let mut asked: Vec<InfoHash> = Vec::with_capacity(self.asked.len());
         for hash in self.asked.drain() {
             if !alone && (self.interest.len() < cap || self.interest.contains_key(&hash)) {
-                self.interest.insert(hash, at);
+                self.interest.entry(hash).or_insert((at, 0)).0 = at;
                 asked.push(hash);
             }
         }
@@ -505,6 +511,10 @@ impl Sync {
             for hash in chunk {
                 match self.remote_swarm(&mut replies, others.len()) {
                     Ok(swarm) => {
+                        if let Some((_, peers)) = self.interest.get_mut(hash) {
+                            self.cached_peers = self.cached_peers - *peers + swarm.peers() as u64;
+                            *peers = swarm.peers() as u64;
+                        }
                         updates[crate::mesh::shard_of(hash, workers)].push((*hash, Some(swarm)))
                     }
                     Err(e) => {
@@ -518,11 +528,7 @@ impl Sync {
             }
         }
         self.key = key;
-        let mut peers = 0u64;
         for (worker, update) in updates.into_iter().enumerate() {
-            peers += (update.iter().filter_map(|(_, s)| s.as_ref()))
-                .map(|s| s.peers() as u64)
-                .sum::<u64>();
             if !update.is_empty() {
                 // A full inbox loses this update; the next sync reads the torrents again.
                 let work = HttpWork::Cluster(ClusterWork::Remote(update));
@@ -530,9 +536,7 @@ impl Sync {
             }
         }
         ClusterStats::set(&self.stats.remote_torrents, self.interest.len() as u64);
-        if !asked.is_empty() || alone {
-            ClusterStats::set(&self.stats.remote_peers, peers);
-        }
+        ClusterStats::set(&self.stats.remote_peers, self.cached_peers);
         result
     }
 
